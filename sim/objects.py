@@ -1,0 +1,86 @@
+"""The Kubernetes objects the control plane moves around: plain mutable records."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+
+from sim.dataplane import Server
+
+
+class PodPhase(str, Enum):
+    PENDING = "Pending"
+    RUNNING = "Running"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+
+
+class NodeState(str, Enum):
+    PROVISIONING = "Provisioning"
+    READY = "Ready"
+    DRAINING = "Draining"
+    DELETED = "Deleted"
+
+
+@dataclass
+class Node:
+    name: str
+    pool: str
+    machine: str
+    labels: dict[str, str]
+    alloc_cpu: int  # millicores
+    alloc_memory: int  # bytes
+    vcpus: float
+    created: float
+    state: NodeState = NodeState.PROVISIONING
+    ready_at: float | None = None
+    deleted_at: float | None = None
+    system_cpu: int = 0  # requests of the system pods placed on it
+    system_memory: int = 0
+    pods: list[Pod] = field(default_factory=list)
+    images: set[str] = field(default_factory=set)
+    pulling: dict[str, float] = field(default_factory=dict)  # image -> pull done time
+
+    @property
+    def requested_cpu(self) -> int:
+        return self.system_cpu + sum(p.cpu_request for p in self.pods)
+
+    @property
+    def requested_memory(self) -> int:
+        return self.system_memory + sum(p.memory_request for p in self.pods)
+
+
+@dataclass
+class Pod:
+    name: str
+    created: float
+    cpu_request: int
+    memory_request: int
+    cpu_limit: int | None
+    phase: PodPhase = PodPhase.PENDING
+    node: Node | None = None
+    scheduled_at: float | None = None
+    start_time: float | None = None  # status.startTime: the kubelet accepted the pod
+    ready: bool = False
+    ready_transition: float | None = None
+    port_open_at: float | None = None
+    deletion_at: float | None = None  # metadata.deletionTimestamp
+    server: Server | None = None
+    load_cpu_cores: float = 0.0  # CPU burnt while the model loads
+    load_window: tuple[float, float] | None = None
+    unschedulable_reason: str | None = None
+
+    @property
+    def terminating(self) -> bool:
+        return self.deletion_at is not None
+
+    def cpu_seconds(self, now: float) -> float:
+        """The container's cumulative CPU time, as the kubelet (cAdvisor) reports it."""
+        total = 0.0
+        if self.load_window is not None:
+            start, end = self.load_window
+            total += self.load_cpu_cores * max(0.0, min(now, end) - start)
+        if self.server is not None:
+            self.server.advance(now)
+            total += self.server.cpu_seconds
+        return total

@@ -1,0 +1,113 @@
+"""The Trace: the contract between backends (simulator, real cluster) and everything downstream.
+
+On disk, in a run directory: ``trace.csv`` (one row per second), ``events.jsonl`` (one JSON
+object per line, each with ``t`` and ``kind``) and ``summary.json``. Times and latencies are
+in seconds, money in USD.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+COLUMNS = (
+    "t",
+    "users",
+    "offered_rps",
+    "completed_rps",
+    "failed_rps",
+    "latency_p50",
+    "latency_p95",
+    "latency_p99",
+    "replicas_desired",
+    "replicas_current",
+    "replicas_ready",
+    "replicas_pending",
+    "nodes_ready",
+    "nodes_provisioning",
+    "cpu_utilization",
+    "cpu_target",
+    "cost_usd",
+)
+
+Cell = int | float | None
+
+
+def _cell(value: Cell) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if isinstance(value, int):
+        return str(value)
+    return f"{value:.6g}"
+
+
+def _parse(text: str) -> Cell:
+    if text == "":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        return float(text)
+
+
+@dataclass
+class Trace:
+    columns: dict[str, list[Cell]]
+    events: list[dict[str, Any]] = field(default_factory=list)
+    summary: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.columns["t"])
+
+    def column(self, name: str) -> list[Cell]:
+        return self.columns[name]
+
+    def events_of(self, kind: str) -> list[dict[str, Any]]:
+        return [e for e in self.events if e["kind"] == kind]
+
+    def p95_latency(self, after: float = 0.0) -> float:
+        """Worst per-second p95 latency at or after ``after`` seconds (0 when nothing completed)."""
+        values = [
+            v
+            for t, v in zip(self.columns["t"], self.columns["latency_p95"], strict=True)
+            if v is not None and t is not None and t >= after
+        ]
+        return max((float(v) for v in values), default=0.0)
+
+    def write(self, out: Path) -> None:
+        out.mkdir(parents=True, exist_ok=True)
+        names = list(self.columns)
+        rows = zip(*(self.columns[n] for n in names), strict=True)
+        with open(out / "trace.csv", "w", newline="") as handle:
+            writer = csv.writer(handle, lineterminator="\n")
+            writer.writerow(names)
+            for row in rows:
+                writer.writerow([_cell(v) for v in row])
+        with open(out / "events.jsonl", "w") as handle:
+            for event in self.events:
+                handle.write(json.dumps(event, sort_keys=False) + "\n")
+        (out / "summary.json").write_text(json.dumps(self.summary, indent=2) + "\n")
+
+    @classmethod
+    def read(cls, run_dir: Path) -> Trace:
+        with open(run_dir / "trace.csv", newline="") as handle:
+            reader = csv.reader(handle)
+            header = next(reader)
+            columns: dict[str, list[Cell]] = {name: [] for name in header}
+            for row in reader:
+                for name, text in zip(header, row, strict=True):
+                    columns[name].append(_parse(text))
+        missing = [c for c in COLUMNS if c not in columns]
+        if missing:
+            raise ValueError(f"{run_dir}/trace.csv lacks columns {missing}")
+        events = [
+            json.loads(line)
+            for line in (run_dir / "events.jsonl").read_text().splitlines()
+            if line.strip()
+        ]
+        summary = json.loads((run_dir / "summary.json").read_text())
+        return cls(columns=columns, events=events, summary=summary)
