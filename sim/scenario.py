@@ -288,6 +288,7 @@ class Serving(Strict):
     fail_in_flight_on_sigterm: bool = Field(
         True, description="tensorflow_model_server installs no SIGTERM handler: in-flight requests fail"
     )
+    shutdown_time: Duration = Field(1.0, description="SIGTERM -> pod gone (kubelet cleanup, assumed)")
 
 
 class Metrics(Strict):

@@ -1,0 +1,163 @@
+"""The ``scalelab`` command line."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from sim.errors import ScenarioError
+
+HELP = """Simulate how a TF Serving deployment autoscales on Kubernetes, and what it costs.
+
+Examples:
+
+  scalelab run scenarios/gsp777.yaml
+
+  scalelab run scenarios/gsp777.yaml --seed 7 --set hpa.maxReplicas=6 --out out/max6
+
+  scalelab run scenarios/gsp777.yaml --set cluster.node_pool.machine_type=e2-standard-4 --set duration=45m
+
+  scalelab validate scenarios/spike.yaml
+"""
+
+app = typer.Typer(help=HELP, no_args_is_help=True, add_completion=False, rich_markup_mode=None)
+err = Console(stderr=True)
+
+SetOption = Annotated[
+    list[str] | None,
+    typer.Option("--set", help="override a scenario field: dotted.path=value (repeatable)"),
+]
+DebugOption = Annotated[bool, typer.Option("--debug", help="show tracebacks")]
+
+
+def _fail(error: Exception, debug: bool) -> None:
+    if debug:
+        raise error
+    err.print(f"[red]error:[/red] {error}", highlight=False, markup=True)
+    raise typer.Exit(2)
+
+
+@app.command()
+def validate(
+    scenario: Annotated[Path, typer.Argument(help="scenario YAML file")],
+    set_: SetOption = None,
+    debug: DebugOption = False,
+) -> None:
+    """Check a scenario file (and overrides) without running it."""
+    from sim.loader import load_scenario
+
+    try:
+        loaded = load_scenario(scenario, set_ or [])
+    except ScenarioError as error:
+        _fail(error, debug)
+        return
+    print(f"{scenario}: ok ({loaded.name}, {loaded.duration:g} s, load {loaded.load.kind})")
+
+
+@app.command()
+def run(
+    scenario: Annotated[Path, typer.Argument(help="scenario YAML file")],
+    out: Annotated[Path | None, typer.Option(help="output directory [default: out/<name>]")] = None,
+    seed: Annotated[int | None, typer.Option(help="random seed [default: the scenario's]")] = None,
+    set_: SetOption = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no summary, no progress")] = False,
+    debug: DebugOption = False,
+) -> None:
+    """Simulate a scenario; write trace.csv, events.jsonl, summary.json and report.html."""
+    from sim.engine import simulate
+    from sim.loader import load_scenario
+    from sim.report import write_report
+
+    try:
+        loaded = load_scenario(scenario, set_ or [])
+    except ScenarioError as error:
+        _fail(error, debug)
+        return
+    if seed is not None and seed < 0:
+        _fail(ValueError(f"--seed must be >= 0, got {seed}"), debug)
+    target = out or Path("out") / loaded.name
+    show_progress = not quiet and sys.stderr.isatty()
+    trace = _simulate_with_progress(loaded, seed, show_progress) if show_progress else simulate(
+        loaded, seed=seed
+    )
+    # Write into a sibling temp dir and swap it in, so a failure never leaves a half-written run.
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        trace.write(staging)
+        write_report(trace, staging / "report.html", f"{loaded.name} (seed {trace.summary['seed']})")
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(staging, target)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging)
+    if not quiet:
+        _print_summary(trace.summary, target)
+
+
+def _simulate_with_progress(scenario, seed, enabled):  # type: ignore[no-untyped-def]
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from sim.engine import simulate
+
+    columns = (
+        TextColumn("simulating"),
+        BarColumn(),
+        TextColumn("{task.completed:.0f}/{task.total:.0f} s"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=err, transient=True) as bar:
+        task = bar.add_task("sim", total=scenario.duration)
+
+        def tick(t: float) -> None:
+            if int(t) % 60 == 0:
+                bar.update(task, completed=t)
+
+        return simulate(scenario, seed=seed, progress=tick)
+
+
+def _print_summary(summary: dict, out: Path) -> None:  # type: ignore[type-arg]
+    def fmt(value: object, unit: str = "") -> str:
+        if value is None:
+            return "-"
+        if isinstance(value, float):
+            return f"{value:.3f}{unit}"
+        return f"{value}{unit}"
+
+    table = Table(title=f"{summary['scenario']} (seed {summary['seed']})", show_header=False)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    rows = [
+        ("requests ok / failed", f"{summary['requests_ok']} / {summary['requests_failed']}"),
+        ("latency p50 / p95 / p99", " / ".join(fmt(summary[k], " s") for k in ("latency_p50", "latency_p95", "latency_p99"))),
+        ("peak completed req/s", fmt(summary["peak_completed_rps"])),
+        ("max replicas desired / ready", f"{summary['max_replicas_desired']} / {summary['max_replicas_ready']}"),
+        ("first scale-up at", fmt(summary["first_scale_up_t"], " s")),
+        ("node-hours", fmt(summary["node_hours"])),
+        ("cost", fmt(summary["cost_usd"], " USD")),
+        ("USD per million requests", fmt(summary["cost_per_million_requests"])),
+    ]
+    if summary.get("slo"):
+        rows.append(("SLO met", str(summary["slo"]["met"])))
+    rows.append(("simulated in", f"{summary['wall_seconds']} s wall"))
+    for key, value in rows:
+        table.add_row(key, value)
+    Console().print(table)
+    Console().print(f"wrote {out}/trace.csv, events.jsonl, summary.json, report.html")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

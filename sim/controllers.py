@@ -1,0 +1,161 @@
+"""Control loops as SimPy processes: metrics-server, the HPA controller, the cluster autoscaler.
+
+Each loop is the same few lines: wait for its period, observe, call a pure decision core,
+apply the result, log it. The decisions themselves live in ``sim.hpa`` and ``sim.cluster``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from dataclasses import dataclass, field
+from typing import Any
+
+import simpy
+
+from sim import hpa
+from sim.objects import NodeState, PodPhase
+from sim.world import WARM_START_AGE, World
+
+
+@dataclass
+class Scrape:
+    t: float
+    cpu_seconds: float
+    served: int
+
+
+@dataclass
+class MetricsServer:
+    """metrics-server: every ``resolution`` it reads each pod's cumulative CPU from the kubelet;
+    a pod's usage is the rate between its last two scrapes (so a new pod has none for a while)."""
+
+    world: World
+    resolution: float
+    history: dict[str, tuple[Scrape, Scrape | None]] = field(default_factory=dict)
+
+    def run(self) -> Generator[Any, Any, None]:
+        env = self.world.env
+        while True:
+            self.scrape()
+            yield env.timeout(self.resolution)
+
+    def scrape(self) -> None:
+        world = self.world
+        world.sync()
+        now = world.env.now
+        seen: dict[str, tuple[Scrape, Scrape | None]] = {}
+        for pod in world.pods:
+            if pod.phase is not PodPhase.RUNNING or pod.node is None:
+                continue
+            served = pod.server.served if pod.server else 0
+            sample = Scrape(now, pod.cpu_seconds(now), served)
+            last = self.history.get(pod.name)
+            if last is None and pod.start_time is not None and pod.start_time <= now - WARM_START_AGE:
+                # A warm replica has been scraped before t=0: seed one idle sample.
+                idle = pod.server.idle_cores if pod.server else 0.0
+                last = (Scrape(now - self.resolution, -idle * self.resolution, 0), None)
+            seen[pod.name] = (sample, last[0] if last else None)
+        self.history = seen
+
+    def snapshot(self) -> hpa.MetricsSnapshot:
+        """What the HPA can read: cpu (resource), per-pod req/s and in-flight (Pods metrics),
+        and their totals behind the Service (Object/External metrics)."""
+        cpu: dict[str, hpa.PodMetric] = {}
+        rps: dict[str, hpa.PodMetric] = {}
+        in_flight: dict[str, hpa.PodMetric] = {}
+        pods = {p.name: p for p in self.world.pods}
+        for name, (new, old) in self.history.items():
+            if old is None:
+                continue
+            window = new.t - old.t
+            usage = (new.cpu_seconds - old.cpu_seconds) / window
+            cpu[name] = hpa.PodMetric(value=round(usage * 1000), timestamp=new.t, window=window)
+            rate = (new.served - old.served) / window
+            rps[name] = hpa.PodMetric(value=round(rate * 1000), timestamp=new.t, window=window)
+            pod = pods.get(name)
+            flight = pod.server.in_flight() if pod and pod.server else 0
+            in_flight[name] = hpa.PodMetric(value=flight * 1000, timestamp=new.t, window=window)
+        totals = {
+            "requests_per_second": sum(m.value for m in rps.values()),
+            "in_flight_requests": sum(m.value for m in in_flight.values()),
+        }
+        return hpa.MetricsSnapshot(
+            resource={"cpu": cpu},
+            pods={"requests_per_second": rps, "in_flight_requests": in_flight},
+            object=totals,
+            external=totals,
+        )
+
+
+@dataclass
+class HPALoop:
+    """The HPA controller: every sync period, one reconcile of the deployment's HPA."""
+
+    world: World
+    metrics: MetricsServer
+    spec: hpa.HorizontalPodAutoscalerSpec
+    config: hpa.ControllerConfig
+    memory: hpa.HPAMemory = field(default_factory=hpa.HPAMemory)
+    last: hpa.ReconcileResult | None = None
+
+    def run(self) -> Generator[Any, Any, None]:
+        env = self.world.env
+        while True:
+            self.reconcile()
+            yield env.timeout(self.config.sync_period)
+
+    def reconcile(self) -> hpa.ReconcileResult:
+        world = self.world
+        world.sync()
+        now = world.env.now
+        pods = tuple(
+            hpa.PodInfo(
+                name=p.name,
+                phase=p.phase.value,
+                deleted=p.terminating,
+                ready=p.ready if p.phase is PodPhase.RUNNING else False,
+                start_time=p.start_time,
+                ready_transition_time=p.ready_transition if p.ready_transition is not None else p.start_time,
+                requests={"cpu": p.cpu_request, "memory": p.memory_request * 1000},
+            )
+            for p in world.pods
+        )
+        current = world.replicas
+        status_replicas = len(world.active_pods())
+        result = hpa.reconcile(
+            self.spec,
+            current_replicas=current,
+            status_replicas=status_replicas,
+            pods=pods,
+            metrics=self.metrics.snapshot(),
+            now=now,
+            memory=self.memory,
+            config=self.config,
+        )
+        self.last = result
+        world.log(
+            "hpa",
+            current_replicas=current,
+            desired_replicas=result.desired_replicas,
+            metric_desired=result.metric_desired,
+            rescale=result.rescale,
+            cpu_utilization=cpu_utilization(result),
+            conditions={c.type.value: c.reason.value for c in result.conditions},
+            reason=result.reason,
+        )
+        if result.rescale:
+            world.log("scale", target="deployment", name=world.scenario.deployment.name,
+                      old=current, new=result.desired_replicas, reason=result.reason)
+            world.replicas = result.desired_replicas
+            world.reconcile_replicaset()
+        return result
+
+
+def cpu_utilization(result: hpa.ReconcileResult | None) -> int | None:
+    """The cpu utilization (percent of requests) the HPA last computed, if it did."""
+    if result is None:
+        return None
+    for status in result.metric_statuses:
+        if status.resource == "cpu" and status.current_utilization is not None:
+            return status.current_utilization
+    return None

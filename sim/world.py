@@ -1,0 +1,357 @@
+"""The SimPy control plane: ReplicaSet, kube-scheduler, kubelet, metrics-server, nodes.
+
+Long-lived actors are SimPy processes; decisions are made by the pure cores (``sim.hpa``,
+``sim.cluster``, ``sim.replicaset``). Before reading or changing what requests see, every
+actor calls ``sync()`` so the data plane has caught up to ``env.now``.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Generator
+from typing import Any
+
+import numpy as np
+import simpy
+
+from sim.cluster import catalog as cat
+from sim.cluster import scheduler as sched
+from sim.cluster.system_pods import system_pod_requests
+from sim.dataplane import DataPlane, Server
+from sim.objects import Node, NodeState, Pod, PodPhase
+from sim.profile import Profile, profile_for
+from sim.replicaset import PodRank, pods_to_delete
+from sim.rng import stream
+from sim.scenario import NodePool, Scenario
+
+WARM_START_AGE = 3600.0
+"""A warm replica started this long before t=0, so HPA start-up windows are long past."""
+
+
+class World:
+    """Cluster state plus the processes that change it."""
+
+    def __init__(
+        self, env: simpy.Environment, scenario: Scenario, plane: DataPlane, seed: int
+    ) -> None:
+        self.env = env
+        self.scenario = scenario
+        self.plane = plane
+        self.events: list[dict[str, Any]] = []
+        self.nodes: list[Node] = []
+        self.retired_nodes: list[Node] = []
+        self.pods: list[Pod] = []
+        self.replicas = scenario.deployment.replicas  # deployment spec.replicas
+        self.pools = {p.name: p for p in scenario.cluster.pools}
+        self._node_rng = stream(seed, "nodes")
+        self._pod_ids = itertools.count()
+        self._node_ids = {name: itertools.count() for name in self.pools}
+        self._profiles: dict[str, Profile] = {}
+        self._cluster_pods_placed = False
+
+    # --- bookkeeping --------------------------------------------------------------------------
+
+    def sync(self) -> None:
+        self.plane.advance_to(self.env.now)
+
+    def log(self, kind: str, **fields: Any) -> None:
+        self.events.append({"t": round(self.env.now, 3), "kind": kind, **fields})
+
+    def profile(self, machine: str) -> Profile:
+        if machine not in self._profiles:
+            profile = profile_for(self.scenario.serving.profile, machine)
+            self._profiles[machine] = profile
+            if profile.scaled_from:
+                self.log(
+                    "profile",
+                    machine_type=machine,
+                    profile=profile.name,
+                    scaled_from=profile.scaled_from,
+                    note="no profile measured for this machine type: rescaled by speed factor",
+                )
+        return self._profiles[machine]
+
+    # --- nodes --------------------------------------------------------------------------------
+
+    def add_node(self, pool: NodePool, *, ready: bool) -> Node:
+        machine = cat.machine_type(pool.machine_type)
+        alloc = cat.allocatable(machine)
+        index = next(self._node_ids[pool.name])
+        node = Node(
+            name=f"gke-cluster-{pool.name}-{index:04d}",
+            pool=pool.name,
+            machine=machine.name,
+            labels={"cloud.google.com/gke-nodepool": pool.name, **pool.labels},
+            alloc_cpu=alloc.cpu_milli,
+            alloc_memory=alloc.memory_bytes,
+            vcpus=float(machine.vcpus),
+            created=self.env.now,
+        )
+        first = not self._cluster_pods_placed
+        self._cluster_pods_placed = True
+        system = system_pod_requests(cluster_singletons=first)
+        node.system_cpu, node.system_memory = system.cpu_milli, system.memory_bytes
+        self.nodes.append(node)
+        if ready:
+            self._node_ready(node)
+        else:
+            delay = float(
+                self._node_rng.uniform(pool.provisioning_delay.min, pool.provisioning_delay.max)
+            )
+            self.log("node", node=node.name, pool=pool.name, event="requested", ready_in=delay)
+            self.env.process(self._provision(node, delay))
+        return node
+
+    def _provision(self, node: Node, delay: float) -> Generator[Any, Any, None]:
+        yield self.env.timeout(delay)
+        if node.state is NodeState.PROVISIONING:
+            self._node_ready(node)
+            self.schedule_pending()
+
+    def _node_ready(self, node: Node) -> None:
+        node.state = NodeState.READY
+        node.ready_at = self.env.now
+        self.log("node", node=node.name, pool=node.pool, event="ready")
+
+    def delete_node(self, node: Node, reason: str) -> None:
+        """Cordon and drain: evict its pods (the ReplicaSet replaces them), then delete."""
+        if node.state is NodeState.DELETED:
+            return
+        node.state = NodeState.DRAINING
+        self.log("node", node=node.name, pool=node.pool, event="draining", reason=reason)
+        for pod in list(node.pods):
+            self.delete_pod(pod, reason="evicted: node scale-down")
+        self.reconcile_replicaset()
+        self.env.process(self._remove_node(node))
+
+    def _remove_node(self, node: Node) -> Generator[Any, Any, None]:
+        while node.pods:
+            yield self.env.timeout(1.0)
+        node.state = NodeState.DELETED
+        node.deleted_at = self.env.now
+        self.nodes.remove(node)
+        self.retired_nodes.append(node)
+        self.log("node", node=node.name, pool=node.pool, event="deleted")
+
+    # --- pods ---------------------------------------------------------------------------------
+
+    def _new_pod(self) -> Pod:
+        spec = self.scenario.deployment
+        requests, limits = spec.resources.requests, spec.resources.limits
+        suffix = np.base_repr(next(self._pod_ids) + 36**4, 36).lower()[-5:]
+        pod = Pod(
+            name=f"{spec.name}-5f8d7c9b4-{suffix}",
+            created=self.env.now,
+            cpu_request=requests.cpu or 0,
+            memory_request=requests.memory or 0,
+            cpu_limit=limits.cpu,
+        )
+        self.pods.append(pod)
+        self.log("pod", pod=pod.name, event="created")
+        return pod
+
+    def start_warm(self) -> None:
+        """The lab's starting point: the initial replicas already Running and Ready."""
+        for _ in range(self.replicas):
+            pod = self._new_pod()
+            node = self._fit(pod)
+            if node is None:
+                self.schedule_pending()
+                continue
+            self._bind(pod, node)
+            node.images.add(self.scenario.deployment.image)
+            started = self.env.now - WARM_START_AGE
+            pod.start_time = started
+            pod.phase = PodPhase.RUNNING
+            self._open_port(pod)
+            pod.ready, pod.ready_transition = True, started + 21.0
+            self.plane.add_endpoint(self._server(pod))
+
+    def active_pods(self) -> list[Pod]:
+        return [p for p in self.pods if not p.terminating]
+
+    def reconcile_replicaset(self) -> None:
+        """replica_set.go manageReplicas: create the missing pods or delete the excess."""
+        active = self.active_pods()
+        diff = len(active) - self.replicas
+        if diff < 0:
+            for _ in range(-diff):
+                self._new_pod()
+            self.schedule_pending()
+        elif diff > 0:
+            ranks = [
+                PodRank(
+                    name=p.name,
+                    node=p.node.name if p.node else None,
+                    phase=p.phase.value,
+                    ready=p.ready,
+                    ready_since=p.ready_transition,
+                    created=p.created,
+                )
+                for p in active
+            ]
+            doomed = set(pods_to_delete(ranks, diff))
+            for pod in active:
+                if pod.name in doomed:
+                    self.delete_pod(pod, reason="replicaset scale-down")
+
+    def delete_pod(self, pod: Pod, reason: str) -> None:
+        if pod.terminating:
+            return
+        self.sync()
+        pod.deletion_at = self.env.now
+        self.log("pod", pod=pod.name, node=pod.node.name if pod.node else None, event="terminating", reason=reason)
+        if pod.server is not None:
+            self.plane.remove_endpoint(pod.server)
+        self.env.process(self._terminate(pod))
+
+    def _terminate(self, pod: Pod) -> Generator[Any, Any, None]:
+        serving = self.scenario.serving
+        grace = float(self.scenario.deployment.terminationGracePeriodSeconds)
+        if pod.server is not None and not serving.fail_in_flight_on_sigterm:
+            waited = 0.0
+            while pod.server.in_flight() and waited < grace:
+                yield self.env.timeout(0.5)
+                waited += 0.5
+                self.sync()
+        self.sync()
+        if pod.server is not None:
+            self.plane.kill(pod.server)
+        if pod.node is not None:
+            yield self.env.timeout(serving.shutdown_time)
+        node = pod.node
+        if node is not None and pod in node.pods:
+            node.pods.remove(pod)
+            self._rebalance(node)
+        self.pods.remove(pod)
+        self.log("pod", pod=pod.name, node=node.name if node else None, event="deleted")
+        self.schedule_pending()
+
+    # --- scheduling ---------------------------------------------------------------------------
+
+    def _fit(self, pod: Pod) -> Node | None:
+        views = [
+            sched.NodeView(
+                name=n.name,
+                pool=n.pool,
+                labels=n.labels,
+                allocatable=cat.Resources(n.alloc_cpu, n.alloc_memory),
+                requested=cat.Resources(n.requested_cpu, n.requested_memory),
+                schedulable=n.state is NodeState.READY,
+            )
+            for n in self.nodes
+        ]
+        request = sched.PodView(
+            name=pod.name,
+            requests=cat.Resources(pod.cpu_request, pod.memory_request),
+            node_selector=self.scenario.deployment.nodeSelector,
+        )
+        placement = sched.schedule(request, views, scoring=self.scenario.cluster.scoring)
+        if placement.node is None:
+            if placement.reason != pod.unschedulable_reason:
+                pod.unschedulable_reason = placement.reason
+                self.log("unschedulable", pod=pod.name, reason=placement.reason)
+            return None
+        return next(n for n in self.nodes if n.name == placement.node)
+
+    def schedule_pending(self) -> None:
+        for pod in sorted(self.pods, key=lambda p: p.created):
+            if pod.node is None and not pod.terminating:
+                node = self._fit(pod)
+                if node is not None:
+                    self._bind(pod, node)
+                    self.env.process(self._kubelet(pod))
+
+    def _bind(self, pod: Pod, node: Node) -> None:
+        pod.node = node
+        pod.scheduled_at = self.env.now
+        pod.unschedulable_reason = None
+        node.pods.append(pod)
+        self.log("pod", pod=pod.name, node=node.name, event="scheduled")
+
+    # --- kubelet ------------------------------------------------------------------------------
+
+    def _kubelet(self, pod: Pod) -> Generator[Any, Any, None]:
+        """Start-up: image pull (once per node), container, model load, readiness probe."""
+        env, spec = self.env, self.scenario.deployment
+        node = pod.node
+        assert node is not None
+        pod.start_time = env.now
+        if spec.image not in node.images:
+            done = node.pulling.get(spec.image)
+            if done is None:
+                done = node.pulling[spec.image] = env.now + spec.startup.image_pull
+            yield env.timeout(max(0.0, done - env.now))
+            if spec.image not in node.images:
+                node.images.add(spec.image)
+                self.log("pod", pod=pod.name, node=node.name, event="pulled", image=spec.image)
+        yield env.timeout(spec.startup.container_create)
+        if pod.terminating:
+            return
+        pod.phase = PodPhase.RUNNING
+        started = env.now
+        self.log("pod", pod=pod.name, node=node.name, event="started")
+        yield env.timeout(spec.startup.server_start)
+        pod.load_cpu_cores = spec.startup.model_load_cpu / 1000
+        pod.load_window = (env.now, env.now + spec.startup.model_load)
+        yield env.timeout(spec.startup.model_load)
+        if pod.terminating:
+            return
+        self.sync()
+        self._open_port(pod)
+        self.log("pod", pod=pod.name, node=node.name, event="loaded")
+        probe = spec.readinessProbe
+        if probe is not None:
+            # Probes run at start + initialDelay + k*period; Ready after successThreshold passes.
+            first = started + probe.initialDelaySeconds
+            k = max(0.0, -(-(env.now - first) // probe.periodSeconds))
+            ready_at = first + (k + probe.successThreshold - 1) * probe.periodSeconds
+            yield env.timeout(max(0.0, ready_at - env.now))
+        if pod.terminating:
+            return
+        pod.ready, pod.ready_transition = True, env.now
+        self.log("pod", pod=pod.name, node=node.name, event="ready")
+        yield env.timeout(spec.startup.endpoint_propagation)
+        if pod.terminating or pod.server is None:
+            return
+        self.sync()
+        self.plane.add_endpoint(pod.server)
+        self.log("pod", pod=pod.name, node=node.name, event="endpoint")
+
+    def _open_port(self, pod: Pod) -> None:
+        pod.port_open_at = self.env.now
+        self._server(pod)
+
+    def _server(self, pod: Pod) -> Server:
+        if pod.server is None:
+            node = pod.node
+            assert node is not None
+            profile = self.profile(node.machine)
+            pod.server = Server(
+                pod.name,
+                capacity=1.0,
+                parallelism=profile.parallelism,
+                median=profile.cpu_seconds_median,
+                sigma=profile.cpu_seconds_sigma,
+                overhead=profile.overhead_s,
+                idle_cores=profile.idle_cpu_cores,
+                threads=4 * int(node.vcpus),  # TF Serving REST pool: 4 x vCPU by default
+                now=self.env.now,
+            )
+            self._rebalance(node)
+        return pod.server
+
+    def _rebalance(self, node: Node) -> None:
+        """CPU each serving pod can use: the node's idle vCPUs shared by request (CFS shares);
+        no limit means a Burstable pod may use all of it, a limit caps it (CFS quota)."""
+        serving = [p for p in node.pods if p.server is not None and p.server.alive]
+        if not serving:
+            return
+        free = node.vcpus - self.scenario.cluster.system_cpu_usage / 1000
+        total = sum(p.cpu_request for p in serving) or 1
+        for pod in serving:
+            cores = free * pod.cpu_request / total if len(serving) > 1 else free
+            if pod.cpu_limit is not None:
+                cores = min(cores, pod.cpu_limit / 1000)
+            assert pod.server is not None
+            self.plane.set_capacity(pod.server, cores)
