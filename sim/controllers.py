@@ -153,9 +153,4 @@ class HPALoop:
 
 def cpu_utilization(result: hpa.ReconcileResult | None) -> int | None:
     """The cpu utilization (percent of requests) the HPA last computed, if it did."""
-    if result is None:
-        return None
-    for status in result.metric_statuses:
-        if status.resource == "cpu" and status.current_utilization is not None:
-            return status.current_utilization
-    return None
+    return None if result is None else result.utilization("cpu")

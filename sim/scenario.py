@@ -334,7 +334,12 @@ class WaitTime(Strict):
 
 
 class StepShape(Strict):
-    """Locust's StepLoadShape: ``(floor(t/step_time)+1) * step_users`` users until time_limit."""
+    """Locust's StepLoadShape: ``(floor(t/step_time)+1) * step_users`` users until time_limit.
+
+    Locust's shape returns None once ``run_time > time_limit``; its run_time at the tick due at
+    ``time_limit`` is already a hair past it, so on exact integer ticks the test stops *at*
+    ``time_limit`` (the lab's 11 steps of 60 s stop at 660 s).
+    """
 
     kind: Literal["steps"] = "steps"
     step_users: int = Field(2, ge=1)
@@ -343,7 +348,7 @@ class StepShape(Strict):
     time_limit: Duration = 660.0
 
     def tick(self, t: float) -> tuple[int, float] | None:
-        if t > self.time_limit:
+        if t >= self.time_limit:
             return None
         return (math.floor(t / self.step_time) + 1) * self.step_users, self.spawn_rate
 
@@ -374,7 +379,7 @@ class ConstantUsers(Strict):
     time_limit: Duration | None = None
 
     def tick(self, t: float) -> tuple[int, float] | None:
-        if self.time_limit is not None and t > self.time_limit:
+        if self.time_limit is not None and t >= self.time_limit:
             return None
         return self.users, self.spawn_rate
 

@@ -16,7 +16,6 @@ import simpy
 
 from sim.cluster import catalog as cat
 from sim.cluster import scheduler as sched
-from sim.cluster.system_pods import system_pod_requests
 from sim.dataplane import DataPlane, Server
 from sim.objects import Node, NodeState, Pod, PodPhase
 from sim.profile import Profile, profile_for
@@ -87,9 +86,13 @@ class World:
             vcpus=float(machine.vcpus),
             created=self.env.now,
         )
-        first = not self._cluster_pods_placed
-        self._cluster_pods_placed = True
-        system = system_pod_requests(cluster_singletons=first)
+        # DaemonSet pods on every node; the cluster's Deployments (kube-dns, metrics-server,
+        # konnectivity, ...) on the first node, where GKE starts them.
+        system_pods = cat.load_system_pods()
+        system = system_pods.node_overhead(machine)
+        if not self._cluster_pods_placed:
+            system = system + system_pods.cluster_overhead()
+            self._cluster_pods_placed = True
         node.system_cpu, node.system_memory = system.cpu_milli, system.memory_bytes
         self.nodes.append(node)
         if ready:
@@ -230,6 +233,8 @@ class World:
     # --- scheduling ---------------------------------------------------------------------------
 
     def _fit(self, pod: Pod) -> Node | None:
+        # A node still provisioning has not registered with the API server: the scheduler
+        # cannot see it. A draining node is cordoned (spec.unschedulable).
         views = [
             sched.NodeView(
                 name=n.name,
@@ -237,20 +242,23 @@ class World:
                 labels=n.labels,
                 allocatable=cat.Resources(n.alloc_cpu, n.alloc_memory),
                 requested=cat.Resources(n.requested_cpu, n.requested_memory),
-                schedulable=n.state is NodeState.READY,
+                pod_count=len(n.pods),
+                unschedulable=n.state is NodeState.DRAINING,
             )
             for n in self.nodes
+            if n.state is not NodeState.PROVISIONING
         ]
         request = sched.PodView(
             name=pod.name,
             requests=cat.Resources(pod.cpu_request, pod.memory_request),
             node_selector=self.scenario.deployment.nodeSelector,
+            created_at=pod.created,
         )
         placement = sched.schedule(request, views, scoring=self.scenario.cluster.scoring)
         if placement.node is None:
-            if placement.reason != pod.unschedulable_reason:
-                pod.unschedulable_reason = placement.reason
-                self.log("unschedulable", pod=pod.name, reason=placement.reason)
+            if placement.message != pod.unschedulable_reason:
+                pod.unschedulable_reason = placement.message
+                self.log("unschedulable", pod=pod.name, reason=placement.message)
             return None
         return next(n for n in self.nodes if n.name == placement.node)
 
