@@ -38,6 +38,7 @@ class Server:
         "capacity",
         "cpu_seconds",
         "generation",
+        "head",
         "idle_cores",
         "jobs",
         "last",
@@ -77,6 +78,7 @@ class Server:
         self.jobs: list[tuple[float, int, float, User | None, int]] = []
         self.queue: deque[tuple[float, int, float, User | None, int]] = deque()
         self.generation = 0
+        self.head = -1  # order number of the request whose completion is scheduled
         self.served = 0
         self.alive = True
 
@@ -297,12 +299,17 @@ class DataPlane:
                 self._idle(user, t)
             return
         work = server.median * math.exp(server.sigma * z)
-        job = (work, next(self._seq), t, user, seq)
-        if len(server.jobs) >= server.threads:
-            server.queue.append(job)
+        jobs = server.jobs
+        n = len(jobs)
+        if n >= server.threads:
+            server.queue.append((work, next(self._seq), t, user, seq))
             return
         server.advance(t)
-        heapq.heappush(server.jobs, (server.virtual + work, *job[1:]))
+        heapq.heappush(jobs, (server.virtual + work, next(self._seq), t, user, seq))
+        # While fewer requests than cores/parallelism run, each runs at full parallelism: a new
+        # one slows nobody down, so the scheduled completion stays right unless it is the new head.
+        if n and server.capacity >= (n + 1) * server.parallelism and jobs[0][1] == server.head:
+            return
         self._reschedule(server)
 
     def _reschedule(self, server: Server) -> None:
@@ -310,11 +317,14 @@ class DataPlane:
         jobs = server.jobs
         if not jobs:
             return
+        head = jobs[0]
+        server.head = head[1]
         share = server.capacity / len(jobs)
         rate = share if share < server.parallelism else server.parallelism
         if rate <= 0:
             return
-        when = server.last + max(jobs[0][0] - server.virtual, 0.0) / rate
+        left = head[0] - server.virtual
+        when = server.last + (left if left > 0.0 else 0.0) / rate
         heapq.heappush(self._heap, (when, next(self._seq), _COMPLETE, server, server.generation))
 
     def _complete(self, server: Server, t: float) -> None:

@@ -1,0 +1,79 @@
+"""The scalelab command: outputs on success; exit 2, a precise message and nothing written on bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+LAB = ROOT / "scenarios" / "gsp777.yaml"
+
+
+def scalelab(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "sim.cli", *args], capture_output=True, text=True, cwd=cwd, timeout=120
+    )
+
+
+def test_run_writes_the_four_outputs(tmp_path: Path) -> None:
+    out = tmp_path / "lab"
+    done = scalelab("run", str(LAB), "--out", str(out), "--set", "duration=5m", "--seed", "3")
+    assert done.returncode == 0, done.stderr
+    assert {p.name for p in out.iterdir()} == {"trace.csv", "events.jsonl", "summary.json", "report.html"}
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["seed"] == 3 and summary["duration_s"] == 300
+    header = (out / "trace.csv").read_text().splitlines()[0]
+    assert header.startswith("t,users,offered_rps,completed_rps,failed_rps,latency_p50")
+    assert len((out / "trace.csv").read_text().splitlines()) == 301
+    assert "data:image/png;base64," in (out / "report.html").read_text()
+    assert "requests ok / failed" in done.stdout
+
+
+def test_quiet_prints_nothing(tmp_path: Path) -> None:
+    done = scalelab("run", str(LAB), "--out", str(tmp_path / "q"), "--set", "duration=1m", "--quiet")
+    assert done.returncode == 0 and done.stdout == ""
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["--set", "hpa.maxReplicas=many"], "hpa.maxReplicas"),
+        (["--set", "cluster.node_pool.machine_type=n9-huge"], "allowed: "),
+        (["--set", "load.wait_time.between=[0.9, 0.1]"], "between"),
+        (["--set", "duraton=5m"], "unknown field"),
+    ],
+)
+def test_bad_input_exits_2_without_traceback_or_output(tmp_path: Path, args: list[str], words: str) -> None:
+    out = tmp_path / "never"
+    done = scalelab("run", str(LAB), "--out", str(out), *args)
+    assert done.returncode == 2
+    assert words in done.stderr and "gsp777.yaml" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not out.exists()
+
+
+def test_missing_file_exits_2(tmp_path: Path) -> None:
+    done = scalelab("validate", str(tmp_path / "absent.yaml"))
+    assert done.returncode == 2 and "cannot read" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_debug_shows_the_traceback(tmp_path: Path) -> None:
+    done = scalelab("validate", str(tmp_path / "absent.yaml"), "--debug")
+    assert done.returncode != 0 and "Traceback" in done.stderr
+
+
+def test_validate_and_help() -> None:
+    done = scalelab("validate", str(LAB))
+    assert done.returncode == 0 and "ok" in done.stdout
+    helped = scalelab("--help")
+    assert helped.returncode == 0 and "scalelab run scenarios/gsp777.yaml" in helped.stdout
+
+
+def test_import_sim_stays_light() -> None:
+    code = "import sys, sim, sim.engine; print(sorted(m for m in ('locust','kubernetes','google.cloud.container','gevent') if m in sys.modules))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
