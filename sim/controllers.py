@@ -13,7 +13,13 @@ from typing import Any
 import simpy
 
 from sim import hpa
-from sim.objects import NodeState, PodPhase
+from sim.hpa.types import HPASpec
+import numpy as np
+
+from sim.cluster.autoscaler import decide
+from sim.cluster.ca.model import AutoscalerState, ClusterSnapshot, NodePhase, NodeSnapshot
+from sim.cluster.ca.options import AutoscalerOptions
+from sim.objects import PodPhase
 from sim.world import WARM_START_AGE, World
 
 
@@ -93,7 +99,7 @@ class HPALoop:
 
     world: World
     metrics: MetricsServer
-    spec: hpa.HorizontalPodAutoscalerSpec
+    spec: HPASpec
     config: hpa.ControllerConfig
     memory: hpa.HPAMemory = field(default_factory=hpa.HPAMemory)
     last: hpa.ReconcileResult | None = None
@@ -154,3 +160,64 @@ class HPALoop:
 def cpu_utilization(result: hpa.ReconcileResult | None) -> int | None:
     """The cpu utilization (percent of requests) the HPA last computed, if it did."""
     return None if result is None else result.utilization("cpu")
+
+
+@dataclass
+class AutoscalerLoop:
+    """The cluster autoscaler: every scan interval, one RunOnce over a snapshot of the world."""
+
+    world: World
+    options: AutoscalerOptions
+    rng: np.random.Generator
+    state: AutoscalerState = field(default_factory=AutoscalerState)
+    _said: dict[tuple[str, str], str] = field(default_factory=dict)
+
+    def run(self) -> Generator[Any, Any, None]:
+        while True:
+            self.scan()
+            yield self.world.env.timeout(self.options.scan_interval)
+
+    def snapshot(self) -> ClusterSnapshot:
+        world = self.world
+        nodes = tuple(
+            NodeSnapshot(
+                name=n.name,
+                pool=n.pool,
+                phase=n.phase,
+                created_at=n.created,
+                pods=n.system_pods + tuple(world.pod_view(p) for p in n.pods if not p.terminating),
+            )
+            for n in world.nodes
+        )
+        pending = tuple(
+            world.pod_view(p) for p in world.pods if p.node is None and not p.terminating
+        )
+        return ClusterSnapshot(pools=tuple(world.pools.values()), nodes=nodes, pending=pending)
+
+    def scan(self) -> None:
+        world = self.world
+        world.sync()
+        decision = decide(self.snapshot(), self.state, world.env.now, self.options, self.rng)
+        self.state = decision.state
+        for event in decision.events:
+            # Upstream re-emits the same event every loop; the log keeps changes only.
+            key = (event.reason.value, event.involved)
+            if self._said.get(key) != event.message:
+                self._said[key] = event.message
+                world.log("autoscaler", reason=event.reason.value, involved=event.involved, message=event.message)
+        for pool, count in decision.scale_up.items():
+            before = len([n for n in world.nodes if n.pool == pool])
+            world.log("scale", target="node-pool", name=pool, old=before, new=before + count,
+                      reason="pods unschedulable")
+            for _ in range(count):
+                world.add_node(pool, ready=False)
+        doomed = [world.node_named(n) for n in (*decision.remove_unregistered, *decision.scale_down)]
+        for pool in sorted({n.pool for n in doomed if n is not None}):
+            mine = [n for n in doomed if n is not None and n.pool == pool and n.phase is not NodePhase.DRAINING]
+            if not mine:
+                continue
+            before = len([n for n in world.nodes if n.pool == pool and n.phase is not NodePhase.DRAINING])
+            world.log("scale", target="node-pool", name=pool, old=before, new=before - len(mine),
+                      reason="scale-down", nodes=[n.name for n in mine])
+            for node in mine:
+                world.delete_node(node, reason="scale-down")

@@ -10,12 +10,15 @@ from typing import Any
 import simpy
 
 from sim import __version__, hpa
+from sim.cluster.ca.options import AutoscalerOptions, Expander
+from sim.cluster.ca.options import Profile as CAProfile
 from sim.cluster.cost import cluster_cost
-from sim.controllers import CAloop, HPALoop, MetricsServer, cpu_utilization
+from sim.controllers import AutoscalerLoop, HPALoop, MetricsServer, cpu_utilization
 from sim.dataplane import DataPlane
 from sim.loader import scenario_sha256
 from sim.loadgen import locust_runner, open_loop_source
-from sim.objects import NodeState, PodPhase
+from sim.cluster.ca.model import NodePhase
+from sim.objects import PodPhase
 from sim.recorder import RequestRecorder
 from sim.rng import stream
 from sim.scenario import LocustLoad, Scenario
@@ -46,6 +49,19 @@ def controller_config(scenario: Scenario) -> hpa.ControllerConfig:
     )
 
 
+def autoscaler_options(scenario: Scenario) -> AutoscalerOptions:
+    flags = scenario.cluster.autoscaler
+    return AutoscalerOptions(
+        scan_interval=flags.scan_interval,
+        scale_down_unneeded_time=flags.scale_down_unneeded_time,
+        scale_down_delay_after_add=flags.scale_down_delay_after_add,
+        utilization_threshold=flags.scale_down_utilization_threshold,
+        max_node_provision_time=flags.max_node_provision_time,
+        expander=Expander(flags.expander),
+        profile=CAProfile(flags.profile),
+    )
+
+
 def simulate(
     scenario: Scenario, *, seed: int | None = None, progress: Progress | None = None
 ) -> Trace:
@@ -64,7 +80,7 @@ def simulate(
     world = World(env, scenario, plane, seed)
     for pool in scenario.cluster.pools:
         for _ in range(pool.start_nodes):
-            node = world.add_node(pool, ready=True)
+            node = world.add_node(pool.name, ready=True)
             if scenario.start == "warm":
                 node.images.add(scenario.deployment.image)
     if scenario.start == "warm":
@@ -76,10 +92,10 @@ def simulate(
     env.process(metrics.run())
     hpa_loop = None
     if scenario.hpa is not None:
-        hpa_loop = HPALoop(world, metrics, scenario.hpa, controller_config(scenario))
+        hpa_loop = HPALoop(world, metrics, scenario.hpa.to_core(), controller_config(scenario))
         env.process(hpa_loop.run())
     if scenario.cluster.autoscaler.enabled:
-        env.process(CAloop(world, stream(seed, "autoscaler")).run())
+        env.process(AutoscalerLoop(world, autoscaler_options(scenario), stream(seed, "autoscaler")).run())
     if isinstance(scenario.load, LocustLoad):
         env.process(locust_runner(env, plane, scenario.load, seed, world.sync, world.log))
     else:
@@ -101,9 +117,9 @@ def simulate(
             gauges["replicas_current"].append(len(pods))
             gauges["replicas_ready"].append(sum(1 for p in pods if p.ready))
             gauges["replicas_pending"].append(sum(1 for p in pods if p.phase is PodPhase.PENDING))
-            gauges["nodes_ready"].append(sum(1 for n in nodes if n.state is NodeState.READY))
+            gauges["nodes_ready"].append(sum(1 for n in nodes if n.phase is NodePhase.READY))
             gauges["nodes_provisioning"].append(
-                sum(1 for n in nodes if n.state is NodeState.PROVISIONING)
+                sum(1 for n in nodes if n.phase.upcoming)
             )
             gauges["cpu_utilization"].append(
                 cpu_utilization(hpa_loop.last) if hpa_loop is not None else None

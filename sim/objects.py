@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import Enum
 
+from sim.cluster.ca.model import NodePhase
+from sim.cluster.scheduler import PodView
 from sim.dataplane import Server
 
 
@@ -13,13 +15,6 @@ class PodPhase(str, Enum):
     RUNNING = "Running"
     SUCCEEDED = "Succeeded"
     FAILED = "Failed"
-
-
-class NodeState(str, Enum):
-    PROVISIONING = "Provisioning"
-    READY = "Ready"
-    DRAINING = "Draining"
-    DELETED = "Deleted"
 
 
 @dataclass
@@ -32,22 +27,23 @@ class Node:
     alloc_memory: int  # bytes
     vcpus: float
     created: float
-    state: NodeState = NodeState.PROVISIONING
+    phase: NodePhase = NodePhase.PROVISIONING
     ready_at: float | None = None
     deleted_at: float | None = None
-    system_cpu: int = 0  # requests of the system pods placed on it
-    system_memory: int = 0
+    system_pods: tuple[PodView, ...] = ()  # DaemonSets everywhere; kube-system Deployments on one
     pods: list[Pod] = field(default_factory=list)
     images: set[str] = field(default_factory=set)
     pulling: dict[str, float] = field(default_factory=dict)  # image -> pull done time
 
     @property
     def requested_cpu(self) -> int:
-        return self.system_cpu + sum(p.cpu_request for p in self.pods)
+        system = sum(p.requests.cpu_milli for p in self.system_pods)
+        return system + sum(p.cpu_request for p in self.pods)
 
     @property
     def requested_memory(self) -> int:
-        return self.system_memory + sum(p.memory_request for p in self.pods)
+        system = sum(p.requests.memory_bytes for p in self.system_pods)
+        return system + sum(p.memory_request for p in self.pods)
 
 
 @dataclass

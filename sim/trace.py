@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sim.units import parse_duration
+
 COLUMNS = (
     "t",
     "users",
@@ -69,12 +71,14 @@ class Trace:
     def events_of(self, kind: str) -> list[dict[str, Any]]:
         return [e for e in self.events if e["kind"] == kind]
 
-    def p95_latency(self, after: float = 0.0) -> float:
-        """Worst per-second p95 latency at or after ``after`` seconds (0 when nothing completed)."""
+    def p95_latency(self, after: float | str = 0.0) -> float:
+        """Worst per-second p95 latency at or after ``after`` (seconds, or ``"5m"``); 0 when
+        nothing completed."""
+        start = parse_duration(after)
         values = [
             v
             for t, v in zip(self.columns["t"], self.columns["latency_p95"], strict=True)
-            if v is not None and t is not None and t >= after
+            if v is not None and t is not None and t >= start
         ]
         return max((float(v) for v in values), default=0.0)
 

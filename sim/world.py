@@ -17,14 +17,35 @@ import simpy
 from sim.cluster import catalog as cat
 from sim.cluster import scheduler as sched
 from sim.dataplane import DataPlane, Server
-from sim.objects import Node, NodeState, Pod, PodPhase
+from sim.cluster.ca.model import NodePhase, NodePool, ProvisioningDelay
+from sim.objects import Node, Pod, PodPhase
 from sim.profile import Profile, profile_for
 from sim.replicaset import PodRank, pods_to_delete
 from sim.rng import stream
-from sim.scenario import NodePool, Scenario
+from sim import scenario as spec
+from sim.scenario import Scenario
 
 WARM_START_AGE = 3600.0
 """A warm replica started this long before t=0, so HPA start-up windows are long past."""
+
+
+def core_pool(pool: spec.NodePool, scenario: Scenario) -> NodePool:
+    """The cluster-autoscaler core's view of a scenario node pool."""
+    delay = pool.provisioning_delay
+    return NodePool(
+        name=pool.name,
+        machine=cat.machine_type(pool.machine_type),
+        min_nodes=pool.min_nodes,
+        max_nodes=pool.max_nodes,
+        labels=pool.labels,
+        max_node_provision_time=scenario.cluster.autoscaler.max_node_provision_time,
+        provisioning_delay=ProvisioningDelay(
+            kind="constant" if delay.min == delay.max else "uniform", low=delay.min, high=delay.max
+        ),
+    )
+
+
+_TO_BE_DELETED = sched.Taint(sched.TO_BE_DELETED_TAINT_KEY, "", "NoSchedule")
 
 
 class World:
@@ -41,7 +62,7 @@ class World:
         self.retired_nodes: list[Node] = []
         self.pods: list[Pod] = []
         self.replicas = scenario.deployment.replicas  # deployment spec.replicas
-        self.pools = {p.name: p for p in scenario.cluster.pools}
+        self.pools = {p.name: core_pool(p, scenario) for p in scenario.cluster.pools}
         self._node_rng = stream(seed, "nodes")
         self._pod_ids = itertools.count()
         self._node_ids = {name: itertools.count() for name in self.pools}
@@ -72,69 +93,70 @@ class World:
 
     # --- nodes --------------------------------------------------------------------------------
 
-    def add_node(self, pool: NodePool, *, ready: bool) -> Node:
-        machine = cat.machine_type(pool.machine_type)
-        alloc = cat.allocatable(machine)
+    def add_node(self, pool_name: str, *, ready: bool) -> Node:
+        pool = self.pools[pool_name]
         index = next(self._node_ids[pool.name])
+        # Upstream node names: gke-<cluster>-<pool>-<8 hex of the instance group>-<4 chars>.
         node = Node(
-            name=f"gke-cluster-{pool.name}-{index:04d}",
+            name=f"gke-scalelab-{pool.name}-{index:04d}",
             pool=pool.name,
-            machine=machine.name,
-            labels={"cloud.google.com/gke-nodepool": pool.name, **pool.labels},
-            alloc_cpu=alloc.cpu_milli,
-            alloc_memory=alloc.memory_bytes,
-            vcpus=float(machine.vcpus),
+            machine=pool.machine.name,
+            labels=dict(pool.node_labels),
+            alloc_cpu=pool.allocatable.cpu_milli,
+            alloc_memory=pool.allocatable.memory_bytes,
+            vcpus=float(pool.machine.vcpus),
             created=self.env.now,
         )
-        # DaemonSet pods on every node; the cluster's Deployments (kube-dns, metrics-server,
-        # konnectivity, ...) on the first node, where GKE starts them.
-        system_pods = cat.load_system_pods()
-        system = system_pods.node_overhead(machine)
+        # DaemonSet pods run on every node; GKE starts the kube-system Deployments (kube-dns,
+        # metrics-server, konnectivity, ...) on the first node, and they block its scale-down.
+        node.system_pods = pool.template_pods
         if not self._cluster_pods_placed:
-            system = system + system_pods.cluster_overhead()
+            cluster_pods = cat.load_system_pods().per_cluster
+            node.system_pods += tuple(sched.PodView.from_system_pod(p) for p in cluster_pods)
             self._cluster_pods_placed = True
-        node.system_cpu, node.system_memory = system.cpu_milli, system.memory_bytes
         self.nodes.append(node)
         if ready:
             self._node_ready(node)
         else:
-            delay = float(
-                self._node_rng.uniform(pool.provisioning_delay.min, pool.provisioning_delay.max)
-            )
-            self.log("node", node=node.name, pool=pool.name, event="requested", ready_in=delay)
+            delay = pool.provisioning_delay.sample(self._node_rng)
+            self.log("node", node=node.name, pool=pool.name, event="requested", ready_in=round(delay, 3))
             self.env.process(self._provision(node, delay))
         return node
 
     def _provision(self, node: Node, delay: float) -> Generator[Any, Any, None]:
         yield self.env.timeout(delay)
-        if node.state is NodeState.PROVISIONING:
+        if node.phase is NodePhase.PROVISIONING:
             self._node_ready(node)
             self.schedule_pending()
 
     def _node_ready(self, node: Node) -> None:
-        node.state = NodeState.READY
+        node.phase = NodePhase.READY
         node.ready_at = self.env.now
         self.log("node", node=node.name, pool=node.pool, event="ready")
 
     def delete_node(self, node: Node, reason: str) -> None:
-        """Cordon and drain: evict its pods (the ReplicaSet replaces them), then delete."""
-        if node.state is NodeState.DELETED:
+        """Taint ToBeDeletedByClusterAutoscaler, evict its pods (the ReplicaSet replaces
+        them), delete the VM once they are gone. A node not yet Ready is simply deleted."""
+        if node.phase in (NodePhase.DRAINING, NodePhase.DELETED):
             return
-        node.state = NodeState.DRAINING
+        node.phase = NodePhase.DRAINING
         self.log("node", node=node.name, pool=node.pool, event="draining", reason=reason)
         for pod in list(node.pods):
-            self.delete_pod(pod, reason="evicted: node scale-down")
+            self.delete_pod(pod, reason="evicted by the cluster autoscaler")
         self.reconcile_replicaset()
         self.env.process(self._remove_node(node))
 
     def _remove_node(self, node: Node) -> Generator[Any, Any, None]:
         while node.pods:
             yield self.env.timeout(1.0)
-        node.state = NodeState.DELETED
+        node.phase = NodePhase.DELETED
         node.deleted_at = self.env.now
         self.nodes.remove(node)
         self.retired_nodes.append(node)
         self.log("node", node=node.name, pool=node.pool, event="deleted")
+
+    def node_named(self, name: str) -> Node | None:
+        return next((n for n in self.nodes if n.name == name), None)
 
     # --- pods ---------------------------------------------------------------------------------
 
@@ -234,7 +256,7 @@ class World:
 
     def _fit(self, pod: Pod) -> Node | None:
         # A node still provisioning has not registered with the API server: the scheduler
-        # cannot see it. A draining node is cordoned (spec.unschedulable).
+        # cannot see it. The CA taints a node it deletes (ToBeDeletedByClusterAutoscaler).
         views = [
             sched.NodeView(
                 name=n.name,
@@ -242,25 +264,29 @@ class World:
                 labels=n.labels,
                 allocatable=cat.Resources(n.alloc_cpu, n.alloc_memory),
                 requested=cat.Resources(n.requested_cpu, n.requested_memory),
-                pod_count=len(n.pods),
-                unschedulable=n.state is NodeState.DRAINING,
+                pod_count=len(n.pods) + len(n.system_pods),
+                taints=self.pools[n.pool].node_taints
+                + ((_TO_BE_DELETED,) if n.phase is NodePhase.DRAINING else ()),
             )
             for n in self.nodes
-            if n.state is not NodeState.PROVISIONING
+            if n.phase in (NodePhase.READY, NodePhase.DRAINING)
         ]
-        request = sched.PodView(
-            name=pod.name,
-            requests=cat.Resources(pod.cpu_request, pod.memory_request),
-            node_selector=self.scenario.deployment.nodeSelector,
-            created_at=pod.created,
-        )
-        placement = sched.schedule(request, views, scoring=self.scenario.cluster.scoring)
+        placement = sched.schedule(self.pod_view(pod), views, scoring=self.scenario.cluster.scoring)
         if placement.node is None:
             if placement.message != pod.unschedulable_reason:
                 pod.unschedulable_reason = placement.message
                 self.log("unschedulable", pod=pod.name, reason=placement.message)
             return None
         return next(n for n in self.nodes if n.name == placement.node)
+
+    def pod_view(self, pod: Pod) -> sched.PodView:
+        return sched.PodView(
+            name=pod.name,
+            requests=cat.Resources(pod.cpu_request, pod.memory_request),
+            node_selector=self.scenario.deployment.nodeSelector,
+            created_at=pod.created,
+            owner_name=self.scenario.deployment.name,
+        )
 
     def schedule_pending(self) -> None:
         for pod in sorted(self.pods, key=lambda p: p.created):

@@ -86,7 +86,9 @@ class Resources:
         return tuple(short)
 
 
-def sum_resources(items: Iterator[Resources] | list[Resources] | tuple[Resources, ...]) -> Resources:
+def sum_resources(
+    items: Iterator[Resources] | list[Resources] | tuple[Resources, ...],
+) -> Resources:
     """The component-wise sum of ``items``."""
     total = Resources()
     for item in items:
@@ -178,7 +180,9 @@ def _machine(name: str, raw: Mapping[str, Any], machines: Mapping[str, MachineTy
     if "base" in raw:
         base = machines.get(raw["base"])
         if base is None:
-            raise ValueError(f"{_MACHINES_FILE}: machines.{name}.base {raw['base']!r} is not defined")
+            raise ValueError(
+                f"{_MACHINES_FILE}: machines.{name}.base {raw['base']!r} is not defined"
+            )
         gpu = raw.get("gpu") or {}
         gpu_price = float(gpu.get("price_per_hour", 0.0)) * int(gpu.get("count", 0))
         return MachineType(
@@ -334,7 +338,8 @@ def _system_pod(raw: Mapping[str, Any], where: str) -> SystemPod:
     kind = raw.get("kind")
     if kind not in ("static", "DaemonSet", "Deployment"):
         raise ValueError(
-            f"{_SYSTEM_PODS_FILE}: {where}.kind must be static, DaemonSet or Deployment, got {kind!r}"
+            f"{_SYSTEM_PODS_FILE}: {where}.kind must be static, DaemonSet or Deployment, "
+            f"got {kind!r}"
         )
     ladder_raw = raw.get("replicas")
     ladder = None

@@ -38,7 +38,9 @@ TO_BE_DELETED_TAINT_KEY = "ToBeDeletedByClusterAutoscaler"
 
 # Filter reasons, verbatim from the upstream plugins.
 REASON_UNSCHEDULABLE = "node(s) were unschedulable"  # nodeunschedulable.ErrReasonUnschedulable
-REASON_NODE_SELECTOR = "node(s) didn't match Pod's node affinity/selector"  # nodeaffinity.ErrReasonPod
+REASON_NODE_SELECTOR = (
+    "node(s) didn't match Pod's node affinity/selector"  # nodeaffinity.ErrReasonPod
+)
 REASON_TOO_MANY_PODS = "Too many pods"  # noderesources fit.go
 REASON_NO_VICTIMS = "No preemption victims found for incoming pod"  # defaultpreemption
 REASON_PREEMPTION_NOT_HELPFUL = "Preemption is not helpful for scheduling"

@@ -446,6 +446,9 @@ def reconcile(
         stabilized = stab.replicas
         desired = limited.replicas
         rescale = desired != current_replicas
+        if not rescale and metric_desired != current_replicas:
+            held_by = limited.reason if limited.replicas != stab.replicas else stab.reason
+            reason = f"{reason}; held at {current_replicas} ({held_by})"
 
     if rescale:
         conditions.set(

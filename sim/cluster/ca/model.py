@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from functools import cached_property
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -17,6 +17,7 @@ from sim.cluster.catalog import (
     allocatable,
     load_catalog,
     load_system_pods,
+    machine_type,
     sum_resources,
 )
 from sim.cluster.scheduler import NodeView, OwnerKind, PodView, Taint
@@ -85,10 +86,14 @@ class ProvisioningDelay:
             raise ValueError(
                 f"provisioning delay kind must be uniform, constant or lognormal, got {self.kind!r}"
             )
-        if self.low < 0 or self.high < self.low:
-            raise ValueError(f"provisioning delay needs 0 <= low <= high, got {self.low}, {self.high}")
-        if self.median <= 0 or self.sigma < 0:
-            raise ValueError("provisioning delay needs median > 0 and sigma >= 0")
+        if self.low < 0:
+            raise ValueError(f"provisioning delay needs low >= 0 seconds, got {self.low}")
+        if self.kind == "uniform" and self.high < self.low:
+            raise ValueError(
+                f"uniform provisioning delay needs low <= high, got {self.low}, {self.high}"
+            )
+        if self.kind == "lognormal" and (self.median <= 0 or self.sigma < 0):
+            raise ValueError("lognormal provisioning delay needs median > 0 and sigma >= 0")
 
     def sample(self, rng: np.random.Generator) -> float:
         if self.kind == "constant":
@@ -131,6 +136,11 @@ class NodePool:
                 f"node pool {self.name!r}: need 0 <= min_nodes <= max_nodes, "
                 f"got min_nodes={self.min_nodes}, max_nodes={self.max_nodes}"
             )
+
+    @classmethod
+    def of(cls, name: str, machine: str, min_nodes: int, max_nodes: int, **kw: Any) -> NodePool:
+        """A pool by machine type name: ``NodePool.of("default-pool", "n1-standard-4", 1, 3)``."""
+        return cls(name, machine_type(machine), min_nodes, max_nodes, **kw)
 
     @cached_property
     def node_labels(self) -> Mapping[str, str]:

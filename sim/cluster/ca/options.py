@@ -131,7 +131,9 @@ class AutoscalerOptions:
         if self.max_empty_bulk_delete < 1 or self.max_drain_parallelism < 0:
             problems.append("max_empty_bulk_delete must be >= 1 and max_drain_parallelism >= 0")
         if self.max_nodes_total < 0:
-            problems.append(f"max_nodes_total must be >= 0 (0 = no limit), got {self.max_nodes_total}")
+            problems.append(
+                f"max_nodes_total must be >= 0 (0 = no limit), got {self.max_nodes_total}"
+            )
         if problems:
             raise ValueError("invalid cluster-autoscaler options: " + "; ".join(problems))
 

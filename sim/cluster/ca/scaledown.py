@@ -44,10 +44,14 @@ class Utilization:
     value: float
 
     def __str__(self) -> str:
-        return f"{{cpu: {self.cpu:.3f}, memory: {self.memory:.3f}, {self.resource}: {self.value:.3f}}}"
+        return (
+            f"{{cpu: {self.cpu:.3f}, memory: {self.memory:.3f}, {self.resource}: {self.value:.3f}}}"
+        )
 
 
-def utilization(pool: NodePool, pods: Sequence[PodView], ignore_daemonsets: bool = False) -> Utilization:
+def utilization(
+    pool: NodePool, pods: Sequence[PodView], ignore_daemonsets: bool = False
+) -> Utilization:
     """Sum of requests over allocatable (utilization/info.go ``Calculate``).
 
     With ``ignore_daemonsets`` DaemonSet pods' requests leave both the sum and allocatable.
@@ -184,8 +188,8 @@ def select_for_deletion(
     unneeded_time = options.timings.scale_down_unneeded_time
     sizes = dict(target_sizes)
     in_progress_by_pool: dict[str, int] = {}
-    for node in deletions_in_progress:
-        pool = deletion_pools.get(node)
+    for deleting in deletions_in_progress:
+        pool = deletion_pools.get(deleting)
         if pool is not None:
             in_progress_by_pool[pool] = in_progress_by_pool.get(pool, 0) + 1
     unremovable: dict[str, UnremovableReason] = {}
@@ -194,16 +198,16 @@ def select_for_deletion(
     ordered = sorted((n for n in removable if n.empty), key=lambda n: n.name) + sorted(
         (n for n in removable if not n.empty), key=lambda n: n.name
     )
-    for node in ordered:
-        if not unneeded_since[node.name] + unneeded_time < now:
-            unremovable[node.name] = UnremovableReason.NOT_UNNEEDED_LONG_ENOUGH
+    for candidate in ordered:
+        if not unneeded_since[candidate.name] + unneeded_time < now:
+            unremovable[candidate.name] = UnremovableReason.NOT_UNNEEDED_LONG_ENOUGH
             continue
-        size = sizes.get(node.pool, 0)
-        if size - in_progress_by_pool.get(node.pool, 0) <= pools[node.pool].min_nodes:
-            unremovable[node.name] = UnremovableReason.NODE_GROUP_MIN_SIZE_REACHED
+        size = sizes.get(candidate.pool, 0)
+        if size - in_progress_by_pool.get(candidate.pool, 0) <= pools[candidate.pool].min_nodes:
+            unremovable[candidate.name] = UnremovableReason.NODE_GROUP_MIN_SIZE_REACHED
             continue
-        sizes[node.pool] = size - 1
-        (empty if node.empty else drain).append(node)
+        sizes[candidate.pool] = size - 1
+        (empty if candidate.empty else drain).append(candidate)
     drains_running = sum(1 for needs_drain in deletions_in_progress.values() if needs_drain)
     parallelism = options.max_empty_bulk_delete - len(deletions_in_progress)
     drain_budget = options.max_drain_parallelism - drains_running

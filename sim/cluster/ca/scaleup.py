@@ -134,7 +134,9 @@ def scale_up(
             reasons.update(skipped.values())
             for pod in group:
                 events.append(
-                    CAEvent(EventReason.NOT_TRIGGER_SCALE_UP, not_triggered_message(reasons), pod.name)
+                    CAEvent(
+                        EventReason.NOT_TRIGGER_SCALE_UP, not_triggered_message(reasons), pod.name
+                    )
                 )
         return ScaleUpOutcome(ScaleUpResult.NO_OPTIONS_AVAILABLE, events=tuple(events))
 

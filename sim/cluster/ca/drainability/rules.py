@@ -62,7 +62,8 @@ class DrainContext:
 class Rule(Protocol):
     """One drainability rule (simulator/drainability/rules/<name>/rule.go)."""
 
-    name: str
+    @property
+    def name(self) -> str: ...
 
     def drainable(self, pod: PodView, ctx: DrainContext) -> DrainStatus: ...
 

@@ -26,6 +26,9 @@ class SystemRule:
     def drainable(self, pod: PodView, ctx: DrainContext) -> DrainStatus:
         if pod.namespace != KUBE_SYSTEM or pod.pdb is not PdbState.NONE:
             return UNDEFINED
-        if self.disruption_timeout is not None and ctx.now > pod.created_at + self.disruption_timeout:
+        if (
+            self.disruption_timeout is not None
+            and ctx.now > pod.created_at + self.disruption_timeout
+        ):
             return DRAIN_OK
         return blocked(BlockingReason.UNMOVABLE_KUBE_SYSTEM_POD)
