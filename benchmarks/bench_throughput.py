@@ -99,14 +99,21 @@ def main() -> None:
     full = measure("scalelab", args.duration)
     short = measure("scalelab", "15m")
     mmc = measure("mmc", args.duration)
-    for name, r in (("scalelab " + args.duration, full), ("scalelab 15m", short), ("simpy M/M/c " + args.duration, mmc)):
+    for name, r in (
+        ("scalelab " + args.duration, full),
+        ("scalelab 15m", short),
+        ("simpy M/M/c " + args.duration, mmc),
+    ):
         print(
             f"{name:<22} {r['requests']:>9.0f} requests  {r['wall_s']:7.2f} s wall  "
             f"{r['requests'] / r['wall_s']:>9.0f} req/s  peak RSS {r['peak_rss_mb']:6.1f} MB"
         )
     speed = (full["requests"] / full["wall_s"]) / (mmc["requests"] / mmc["wall_s"])
     print(f"speed ratio scalelab / idiomatic SimPy: {speed:.2f}x (target >= 2x)")
-    print(f"peak RSS 1h vs 15m: {full['peak_rss_mb']:.1f} MB vs {short['peak_rss_mb']:.1f} MB (target < 300 MB, flat)")
+    print(
+        f"peak RSS {args.duration} vs 15m: {full['peak_rss_mb']:.1f} MB vs "
+        f"{short['peak_rss_mb']:.1f} MB (target < 300 MB, flat)"
+    )
 
 
 if __name__ == "__main__":

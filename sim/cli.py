@@ -7,13 +7,17 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from sim.errors import ScenarioError
+
+if TYPE_CHECKING:
+    from sim.scenario import Scenario
+    from sim.trace import Trace
 
 HELP = """Simulate how a TF Serving deployment autoscales on Kubernetes, and what it costs.
 
@@ -23,7 +27,8 @@ Examples:
 
   scalelab run scenarios/gsp777.yaml --seed 7 --set hpa.maxReplicas=6 --out out/max6
 
-  scalelab run scenarios/gsp777.yaml --set cluster.node_pool.machine_type=e2-standard-4 --set duration=45m
+  scalelab run scenarios/gsp777.yaml --set duration=45m
+      --set cluster.node_pool.machine_type=e2-standard-4
 
   scalelab validate scenarios/spike.yaml
 """
@@ -84,16 +89,18 @@ def run(
     if seed is not None and seed < 0:
         _fail(ValueError(f"--seed must be >= 0, got {seed}"), debug)
     target = out or Path("out") / loaded.name
-    show_progress = not quiet and sys.stderr.isatty()
-    trace = _simulate_with_progress(loaded, seed, show_progress) if show_progress else simulate(
-        loaded, seed=seed
-    )
+    if not quiet and sys.stderr.isatty():
+        trace = _simulate_with_progress(loaded, seed)
+    else:
+        trace = simulate(loaded, seed=seed)
     # Write into a sibling temp dir and swap it in, so a failure never leaves a half-written run.
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
         trace.write(staging)
-        write_report(trace, staging / "report.html", f"{loaded.name} (seed {trace.summary['seed']})")
+        write_report(
+            trace, staging / "report.html", f"{loaded.name} (seed {trace.summary['seed']})"
+        )
         if target.exists():
             shutil.rmtree(target)
         os.replace(staging, target)
@@ -104,7 +111,7 @@ def run(
         _print_summary(trace.summary, target)
 
 
-def _simulate_with_progress(scenario, seed, enabled):  # type: ignore[no-untyped-def]
+def _simulate_with_progress(scenario: Scenario, seed: int | None) -> Trace:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from sim.engine import simulate
@@ -125,7 +132,7 @@ def _simulate_with_progress(scenario, seed, enabled):  # type: ignore[no-untyped
         return simulate(scenario, seed=seed, progress=tick)
 
 
-def _print_summary(summary: dict, out: Path) -> None:  # type: ignore[type-arg]
+def _print_summary(summary: dict[str, Any], out: Path) -> None:
     def fmt(value: object, unit: str = "") -> str:
         if value is None:
             return "-"
@@ -138,9 +145,17 @@ def _print_summary(summary: dict, out: Path) -> None:  # type: ignore[type-arg]
     table.add_column("value", justify="right")
     rows = [
         ("requests ok / failed", f"{summary['requests_ok']} / {summary['requests_failed']}"),
-        ("latency p50 / p95 / p99", " / ".join(fmt(summary[k], " s") for k in ("latency_p50", "latency_p95", "latency_p99"))),
+        (
+            "latency p50 / p95 / p99",
+            " / ".join(
+                fmt(summary[k], " s") for k in ("latency_p50", "latency_p95", "latency_p99")
+            ),
+        ),
         ("peak completed req/s", fmt(summary["peak_completed_rps"])),
-        ("max replicas desired / ready", f"{summary['max_replicas_desired']} / {summary['max_replicas_ready']}"),
+        (
+            "max replicas desired / ready",
+            f"{summary['max_replicas_desired']} / {summary['max_replicas_ready']}",
+        ),
         ("first scale-up at", fmt(summary["first_scale_up_t"], " s")),
         ("node-hours", fmt(summary["node_hours"])),
         ("cost", fmt(summary["cost_usd"], " USD")),

@@ -10,15 +10,13 @@ from collections.abc import Generator
 from dataclasses import dataclass, field
 from typing import Any
 
-import simpy
-
-from sim import hpa
-from sim.hpa.types import HPASpec
 import numpy as np
 
+from sim import hpa
 from sim.cluster.autoscaler import decide
 from sim.cluster.ca.model import AutoscalerState, ClusterSnapshot, NodePhase, NodeSnapshot
 from sim.cluster.ca.options import AutoscalerOptions
+from sim.hpa.types import HPASpec
 from sim.objects import PodPhase
 from sim.world import WARM_START_AGE, World
 
@@ -56,7 +54,11 @@ class MetricsServer:
             served = pod.server.served if pod.server else 0
             sample = Scrape(now, pod.cpu_seconds(now), served)
             last = self.history.get(pod.name)
-            if last is None and pod.start_time is not None and pod.start_time <= now - WARM_START_AGE:
+            if (
+                last is None
+                and pod.start_time is not None
+                and pod.start_time <= now - WARM_START_AGE
+            ):
                 # A warm replica has been scraped before t=0: seed one idle sample.
                 idle = pod.server.idle_cores if pod.server else 0.0
                 last = (Scrape(now - self.resolution, -idle * self.resolution, 0), None)
@@ -121,7 +123,9 @@ class HPALoop:
                 deleted=p.terminating,
                 ready=p.ready if p.phase is PodPhase.RUNNING else False,
                 start_time=p.start_time,
-                ready_transition_time=p.ready_transition if p.ready_transition is not None else p.start_time,
+                ready_transition_time=p.ready_transition
+                if p.ready_transition is not None
+                else p.start_time,
                 requests={"cpu": p.cpu_request, "memory": p.memory_request * 1000},
             )
             for p in world.pods
@@ -150,8 +154,14 @@ class HPALoop:
             reason=result.reason,
         )
         if result.rescale:
-            world.log("scale", target="deployment", name=world.scenario.deployment.name,
-                      old=current, new=result.desired_replicas, reason=result.reason)
+            world.log(
+                "scale",
+                target="deployment",
+                name=world.scenario.deployment.name,
+                old=current,
+                new=result.desired_replicas,
+                reason=result.reason,
+            )
             world.replicas = result.desired_replicas
             world.reconcile_replicaset()
         return result
@@ -204,20 +214,46 @@ class AutoscalerLoop:
             key = (event.reason.value, event.involved)
             if self._said.get(key) != event.message:
                 self._said[key] = event.message
-                world.log("autoscaler", reason=event.reason.value, involved=event.involved, message=event.message)
+                world.log(
+                    "autoscaler",
+                    reason=event.reason.value,
+                    involved=event.involved,
+                    message=event.message,
+                )
         for pool, count in decision.scale_up.items():
             before = len([n for n in world.nodes if n.pool == pool])
-            world.log("scale", target="node-pool", name=pool, old=before, new=before + count,
-                      reason="pods unschedulable")
+            world.log(
+                "scale",
+                target="node-pool",
+                name=pool,
+                old=before,
+                new=before + count,
+                reason="pods unschedulable",
+            )
             for _ in range(count):
                 world.add_node(pool, ready=False)
-        doomed = [world.node_named(n) for n in (*decision.remove_unregistered, *decision.scale_down)]
+        doomed = [
+            world.node_named(n) for n in (*decision.remove_unregistered, *decision.scale_down)
+        ]
         for pool in sorted({n.pool for n in doomed if n is not None}):
-            mine = [n for n in doomed if n is not None and n.pool == pool and n.phase is not NodePhase.DRAINING]
+            mine = [
+                n
+                for n in doomed
+                if n is not None and n.pool == pool and n.phase is not NodePhase.DRAINING
+            ]
             if not mine:
                 continue
-            before = len([n for n in world.nodes if n.pool == pool and n.phase is not NodePhase.DRAINING])
-            world.log("scale", target="node-pool", name=pool, old=before, new=before - len(mine),
-                      reason="scale-down", nodes=[n.name for n in mine])
+            before = len(
+                [n for n in world.nodes if n.pool == pool and n.phase is not NodePhase.DRAINING]
+            )
+            world.log(
+                "scale",
+                target="node-pool",
+                name=pool,
+                old=before,
+                new=before - len(mine),
+                reason="scale-down",
+                nodes=[n.name for n in mine],
+            )
             for node in mine:
                 world.delete_node(node, reason="scale-down")

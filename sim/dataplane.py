@@ -106,7 +106,7 @@ class Server:
 class User:
     """A Locust user: one keep-alive connection, pinned to the pod chosen when it connected."""
 
-    __slots__ = ("index", "server", "sending", "stopped", "wait")
+    __slots__ = ("index", "sending", "server", "stopped", "wait")
 
     def __init__(self, index: int, wait: Callable[[], float]) -> None:
         self.index = index

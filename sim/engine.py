@@ -10,6 +10,7 @@ from typing import Any
 import simpy
 
 from sim import __version__, hpa
+from sim.cluster.ca.model import NodePhase
 from sim.cluster.ca.options import AutoscalerOptions, Expander
 from sim.cluster.ca.options import Profile as CAProfile
 from sim.cluster.cost import cluster_cost
@@ -17,7 +18,6 @@ from sim.controllers import AutoscalerLoop, HPALoop, MetricsServer, cpu_utilizat
 from sim.dataplane import DataPlane
 from sim.loader import scenario_sha256
 from sim.loadgen import locust_runner, open_loop_source
-from sim.cluster.ca.model import NodePhase
 from sim.objects import PodPhase
 from sim.recorder import RequestRecorder
 from sim.rng import stream
@@ -95,7 +95,9 @@ def simulate(
         hpa_loop = HPALoop(world, metrics, scenario.hpa.to_core(), controller_config(scenario))
         env.process(hpa_loop.run())
     if scenario.cluster.autoscaler.enabled:
-        env.process(AutoscalerLoop(world, autoscaler_options(scenario), stream(seed, "autoscaler")).run())
+        env.process(
+            AutoscalerLoop(world, autoscaler_options(scenario), stream(seed, "autoscaler")).run()
+        )
     if isinstance(scenario.load, LocustLoad):
         env.process(locust_runner(env, plane, scenario.load, seed, world.sync, world.log))
     else:
@@ -118,9 +120,7 @@ def simulate(
             gauges["replicas_ready"].append(sum(1 for p in pods if p.ready))
             gauges["replicas_pending"].append(sum(1 for p in pods if p.phase is PodPhase.PENDING))
             gauges["nodes_ready"].append(sum(1 for n in nodes if n.phase is NodePhase.READY))
-            gauges["nodes_provisioning"].append(
-                sum(1 for n in nodes if n.phase.upcoming)
-            )
+            gauges["nodes_provisioning"].append(sum(1 for n in nodes if n.phase.upcoming))
             gauges["cpu_utilization"].append(
                 cpu_utilization(hpa_loop.last) if hpa_loop is not None else None
             )
@@ -156,7 +156,10 @@ def _cost(world: World, t: float) -> float:
 
 def _node_hours(world: World, t: float) -> float:
     nodes = (*world.retired_nodes, *world.nodes)
-    return sum((min(t, n.deleted_at if n.deleted_at is not None else t) - n.created) for n in nodes) / 3600
+    return (
+        sum((min(t, n.deleted_at if n.deleted_at is not None else t) - n.created) for n in nodes)
+        / 3600
+    )
 
 
 def _summary(
@@ -220,8 +223,16 @@ def _slo(
     checks: dict[str, Any] = {}
     for name, limit, value in (("p50", slo.p50, p50), ("p95", slo.p95, p95), ("p99", slo.p99, p99)):
         if limit is not None:
-            checks[name] = {"limit": limit, "value": value, "met": value is not None and value <= limit}
+            checks[name] = {
+                "limit": limit,
+                "value": value,
+                "met": value is not None and value <= limit,
+            }
     if slo.error_rate is not None:
         rate = failed / sent if sent else 0.0
-        checks["error_rate"] = {"limit": slo.error_rate, "value": rate, "met": rate <= slo.error_rate}
+        checks["error_rate"] = {
+            "limit": slo.error_rate,
+            "value": rate,
+            "met": rate <= slo.error_rate,
+        }
     return {"checks": checks, "met": all(c["met"] for c in checks.values())}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import itertools
 import json
 import re
 from pathlib import Path
@@ -37,7 +38,7 @@ def set_path(data: dict[str, Any], path: str, value: Any) -> None:
     """Set ``value`` at a dotted path, creating mappings on the way (the schema judges them)."""
     parts = parse_path(path)
     node: Any = data
-    for here, nxt in zip(parts, parts[1:], strict=False):
+    for here, nxt in itertools.pairwise(parts):
         if isinstance(here, int):
             if not isinstance(node, list) or here >= len(node):
                 size = len(node) if isinstance(node, list) else 0
@@ -99,7 +100,9 @@ def build_scenario(
             path, value = parse_override(text)
             set_path(data, path, value)
         except ValueError as err:
-            raise ScenarioError(f"{source} (--set {text})", [Problem(text, text, str(err))]) from None
+            raise ScenarioError(
+                f"{source} (--set {text})", [Problem(text, text, str(err))]
+            ) from None
     try:
         return Scenario.model_validate(data, context={"base_dir": base_dir or Path(".")})
     except ValidationError as err:
@@ -111,7 +114,9 @@ def read_scenario_data(path: Path) -> dict[str, Any]:
     try:
         text = path.read_text()
     except OSError as err:
-        raise ScenarioError(str(path), [Problem("", str(path), f"cannot read: {err.strerror}")]) from None
+        raise ScenarioError(
+            str(path), [Problem("", str(path), f"cannot read: {err.strerror}")]
+        ) from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as err:

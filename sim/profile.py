@@ -77,7 +77,9 @@ def profile_for(family: str, machine: str) -> Profile:
 
     def distance(p: Profile) -> tuple[float, str]:
         source = machine_type(p.machine_type)
-        return abs(source.speed_factor - target.speed_factor) + abs(source.vcpus - target.vcpus), p.name
+        return abs(source.speed_factor - target.speed_factor) + abs(
+            source.vcpus - target.vcpus
+        ), p.name
 
     nearest = min(members, key=distance)
     speedup = target.speed_factor / machine_type(nearest.machine_type).speed_factor

@@ -12,9 +12,9 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
-from sim.trace import Trace  # noqa: E402
+from sim.trace import Trace
 
 
 def _series(trace: Trace, name: str) -> tuple[list[float], list[float]]:

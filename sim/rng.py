@@ -1,4 +1,4 @@
-"""One seeded random stream per component, so changing one component leaves the others' draws alone."""
+"""One seeded random stream per component: changing one leaves the others' draws alone."""
 
 from __future__ import annotations
 
@@ -9,7 +9,9 @@ import numpy as np
 
 def stream(seed: int, component: str, *index: int) -> np.random.Generator:
     """The generator for ``component`` (and optional sub-index, e.g. a Locust user's number)."""
-    return np.random.default_rng(np.random.SeedSequence([seed, zlib.crc32(component.encode()), *index]))
+    return np.random.default_rng(
+        np.random.SeedSequence([seed, zlib.crc32(component.encode()), *index])
+    )
 
 
 class Buffered:

@@ -68,7 +68,7 @@ class ProvisioningDelay(Strict):
 
 
 class NodePool(Strict):
-    """A GKE node pool with cluster autoscaling (``--enable-autoscaling --min-nodes --max-nodes``)."""
+    """A GKE node pool with cluster autoscaling (``--enable-autoscaling --min/max-nodes``)."""
 
     name: str = "default-pool"
     machine_type: str = "n1-standard-4"
@@ -89,7 +89,9 @@ class NodePool(Strict):
     @model_validator(mode="after")
     def _bounds(self) -> NodePool:
         if self.max_nodes < self.min_nodes:
-            raise ValueError(f"max_nodes ({self.max_nodes}) must be >= min_nodes ({self.min_nodes})")
+            raise ValueError(
+                f"max_nodes ({self.max_nodes}) must be >= min_nodes ({self.min_nodes})"
+            )
         start = self.start_nodes
         if not self.min_nodes <= start <= self.max_nodes:
             raise ValueError(
@@ -187,7 +189,7 @@ class Probe(Strict):
 
 
 class Startup(Strict):
-    """Pod start-up timings (assumptions, tuned to the observed GKE run: created->Available ~21 s)."""
+    """Pod start-up timings: assumptions tuned to a GKE run (created->Available ~21 s)."""
 
     image_pull: Duration = Field(25.0, description="tensorflow/serving pull on a node without it")
     container_create: Duration = Field(5.0, description="sandbox + container start, image cached")
@@ -227,7 +229,9 @@ class Deployment(Strict):
     @model_validator(mode="after")
     def _needs_cpu_request(self) -> Deployment:
         if self.resources.requests.cpu is None or self.resources.requests.cpu <= 0:
-            raise ValueError("resources.requests.cpu is required (the scheduler and the HPA use it)")
+            raise ValueError(
+                "resources.requests.cpu is required (the scheduler and the HPA use it)"
+            )
         return self
 
 
@@ -286,9 +290,12 @@ class Serving(Strict):
     profile: str = Field("resnet101-tfserving", description="latency profile family")
     request_timeout: Duration = Field(30.0, description="a request over this fails (lab: 30 s)")
     fail_in_flight_on_sigterm: bool = Field(
-        True, description="tensorflow_model_server installs no SIGTERM handler: in-flight requests fail"
+        True,
+        description="tensorflow_model_server installs no SIGTERM handler: in-flight requests fail",
     )
-    shutdown_time: Duration = Field(1.0, description="SIGTERM -> pod gone (kubelet cleanup, assumed)")
+    shutdown_time: Duration = Field(
+        1.0, description="SIGTERM -> pod gone (kubelet cleanup, assumed)"
+    )
 
 
 class Metrics(Strict):
@@ -532,7 +539,8 @@ class Scenario(Strict):
     seed: int = Field(1, ge=0)
     duration: Duration = 1800.0
     start: Literal["warm", "cold"] = Field(
-        "warm", description="warm: the initial replicas are Running and Ready at t=0 (as in the lab)"
+        "warm",
+        description="warm: the initial replicas are Running and Ready at t=0 (as in the lab)",
     )
     cluster: Cluster = Cluster()
     deployment: Deployment = Deployment()

@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from hypothesis import note
-from hypothesis.errors import InvalidArgument
 from hypothesis import strategies as st
+from hypothesis.errors import InvalidArgument
 
 from sim.engine import simulate as _simulate
 from sim.loader import build_scenario, dump_scenario, read_scenario_data
@@ -62,7 +62,13 @@ def spikes(
     """Open-loop Poisson load at ``base_rps`` that jumps by up to ``max_factor`` once."""
     return st.builds(
         lambda factor, start, length: _open_loop(
-            {"kind": "spike", "base_rps": base_rps, "factor": round(factor, 2), "start": start, "duration": length}
+            {
+                "kind": "spike",
+                "base_rps": base_rps,
+                "factor": round(factor, 2),
+                "start": start,
+                "duration": length,
+            }
         ),
         st.floats(1.0, max_factor),
         st.integers(int(earliest), int(latest)),
@@ -70,9 +76,7 @@ def spikes(
     )
 
 
-def steps(
-    max_rps: float = 5.0, step: float = 60.0, count: int = 10
-) -> st.SearchStrategy[LoadSpec]:
+def steps(max_rps: float = 5.0, step: float = 60.0, count: int = 10) -> st.SearchStrategy[LoadSpec]:
     """A rate held for ``step`` seconds at a time, each level drawn in [0, max_rps]."""
     return st.lists(st.floats(0.0, max_rps), min_size=1, max_size=count).map(
         lambda levels: _open_loop(
@@ -89,15 +93,22 @@ def ramps(max_rps: float = 5.0, max_length: float = 1200.0) -> st.SearchStrategy
         points = [[i * 10, round(start + (end - start) * i / n, 3)] for i in range(n + 1)]
         return _open_loop({"kind": "piecewise", "points": points})
 
-    return st.builds(build, st.floats(0.0, max_rps), st.floats(0.0, max_rps), st.integers(10, int(max_length)))
+    return st.builds(
+        build, st.floats(0.0, max_rps), st.floats(0.0, max_rps), st.integers(10, int(max_length))
+    )
 
 
 def diurnal(max_rps: float = 8.0, period: float = 86400.0) -> st.SearchStrategy[LoadSpec]:
     """A sinusoidal day: mean and amplitude drawn so the rate stays within [0, max_rps]."""
     return st.builds(
         lambda mean, swing, phase: _open_loop(
-            {"kind": "sinusoid", "mean_rps": round(mean, 3), "amplitude_rps": round(mean * swing, 3),
-             "period": period, "phase": phase}
+            {
+                "kind": "sinusoid",
+                "mean_rps": round(mean, 3),
+                "amplitude_rps": round(mean * swing, 3),
+                "period": period,
+                "phase": phase,
+            }
         ),
         st.floats(0.0, max_rps / 2),
         st.floats(0.0, 1.0),
@@ -106,7 +117,11 @@ def diurnal(max_rps: float = 8.0, period: float = 86400.0) -> st.SearchStrategy[
 
 
 def random_walks(
-    start_rps: float = 2.0, max_rps: float = 8.0, step: float = 60.0, count: int = 20, max_move: float = 1.0
+    start_rps: float = 2.0,
+    max_rps: float = 8.0,
+    step: float = 60.0,
+    count: int = 20,
+    max_move: float = 1.0,
 ) -> st.SearchStrategy[LoadSpec]:
     """A rate that moves by at most ``max_move`` req/s per step, kept within [0, max_rps]."""
 
@@ -144,7 +159,11 @@ def hpa_specs(
             ),
         }
     )
-    behavior = st.one_of(st.none(), st.fixed_dictionaries({"scaleUp": rules, "scaleDown": rules})) if with_behavior else st.none()
+    behavior = (
+        st.one_of(st.none(), st.fixed_dictionaries({"scaleUp": rules, "scaleDown": rules}))
+        if with_behavior
+        else st.none()
+    )
 
     @st.composite
     def build(draw: st.DrawFn) -> dict[str, Any]:
@@ -156,7 +175,13 @@ def hpa_specs(
             "metrics": [
                 {
                     "type": "Resource",
-                    "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": draw(st.integers(*utilization))}},
+                    "resource": {
+                        "name": "cpu",
+                        "target": {
+                            "type": "Utilization",
+                            "averageUtilization": draw(st.integers(*utilization)),
+                        },
+                    },
                 }
             ],
         }
@@ -195,7 +220,10 @@ def scenarios(
         if hpa is not None:
             variant["hpa"] = draw(hpa)
             variant.setdefault("deployment", {})
-            variant["deployment"] = {**variant["deployment"], "replicas": variant["hpa"]["minReplicas"]}
+            variant["deployment"] = {
+                **variant["deployment"],
+                "replicas": variant["hpa"]["minReplicas"],
+            }
         if seeds is not None:
             variant["seed"] = draw(seeds)
         return build_scenario(variant, source, base_dir=folder)
@@ -220,7 +248,13 @@ def simulate(
 
     The exact scenario run is written where ``scalelab run`` can replay it (see module doc).
     """
-    if isinstance(base, Scenario) and load is None and hpa is None and duration is None and not overrides:
+    if (
+        isinstance(base, Scenario)
+        and load is None
+        and hpa is None
+        and duration is None
+        and not overrides
+    ):
         scenario = base
     else:
         data, source, folder = _base(base)
@@ -236,5 +270,7 @@ def simulate(
     replay = folder_out / f"{scenario.name}.yaml"
     dump_scenario(scenario, replay)
     with contextlib.suppress(InvalidArgument):  # outside a hypothesis test there is no report
-        note(f"replay with: scalelab run {replay}" + (f" --seed {seed}" if seed is not None else ""))
+        note(
+            f"replay with: scalelab run {replay}" + (f" --seed {seed}" if seed is not None else "")
+        )
     return _simulate(scenario, seed=seed)

@@ -14,15 +14,15 @@ from typing import Any
 import numpy as np
 import simpy
 
+from sim import scenario as spec
 from sim.cluster import catalog as cat
 from sim.cluster import scheduler as sched
-from sim.dataplane import DataPlane, Server
 from sim.cluster.ca.model import NodePhase, NodePool, ProvisioningDelay
+from sim.dataplane import DataPlane, Server
 from sim.objects import Node, Pod, PodPhase
 from sim.profile import Profile, profile_for
 from sim.replicaset import PodRank, pods_to_delete
 from sim.rng import stream
-from sim import scenario as spec
 from sim.scenario import Scenario
 
 WARM_START_AGE = 3600.0
@@ -119,7 +119,9 @@ class World:
             self._node_ready(node)
         else:
             delay = pool.provisioning_delay.sample(self._node_rng)
-            self.log("node", node=node.name, pool=pool.name, event="requested", ready_in=round(delay, 3))
+            self.log(
+                "node", node=node.name, pool=pool.name, event="requested", ready_in=round(delay, 3)
+            )
             self.env.process(self._provision(node, delay))
         return node
 
@@ -225,7 +227,13 @@ class World:
             return
         self.sync()
         pod.deletion_at = self.env.now
-        self.log("pod", pod=pod.name, node=pod.node.name if pod.node else None, event="terminating", reason=reason)
+        self.log(
+            "pod",
+            pod=pod.name,
+            node=pod.node.name if pod.node else None,
+            event="terminating",
+            reason=reason,
+        )
         if pod.server is not None:
             self.plane.remove_endpoint(pod.server)
         self.env.process(self._terminate(pod))

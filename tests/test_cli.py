@@ -1,4 +1,4 @@
-"""The scalelab command: outputs on success; exit 2, a precise message and nothing written on bad input."""
+"""The scalelab command: outputs on success; on bad input exit 2, a precise message, no output."""
 
 from __future__ import annotations
 
@@ -15,7 +15,11 @@ LAB = ROOT / "scenarios" / "gsp777.yaml"
 
 def scalelab(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "sim.cli", *args], capture_output=True, text=True, cwd=cwd, timeout=120
+        [sys.executable, "-m", "sim.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=120,
     )
 
 
@@ -23,7 +27,12 @@ def test_run_writes_the_four_outputs(tmp_path: Path) -> None:
     out = tmp_path / "lab"
     done = scalelab("run", str(LAB), "--out", str(out), "--set", "duration=5m", "--seed", "3")
     assert done.returncode == 0, done.stderr
-    assert {p.name for p in out.iterdir()} == {"trace.csv", "events.jsonl", "summary.json", "report.html"}
+    assert {p.name for p in out.iterdir()} == {
+        "trace.csv",
+        "events.jsonl",
+        "summary.json",
+        "report.html",
+    }
     summary = json.loads((out / "summary.json").read_text())
     assert summary["seed"] == 3 and summary["duration_s"] == 300
     header = (out / "trace.csv").read_text().splitlines()[0]
@@ -34,7 +43,9 @@ def test_run_writes_the_four_outputs(tmp_path: Path) -> None:
 
 
 def test_quiet_prints_nothing(tmp_path: Path) -> None:
-    done = scalelab("run", str(LAB), "--out", str(tmp_path / "q"), "--set", "duration=1m", "--quiet")
+    done = scalelab(
+        "run", str(LAB), "--out", str(tmp_path / "q"), "--set", "duration=1m", "--quiet"
+    )
     assert done.returncode == 0 and done.stdout == ""
 
 
@@ -47,7 +58,9 @@ def test_quiet_prints_nothing(tmp_path: Path) -> None:
         (["--set", "duraton=5m"], "unknown field"),
     ],
 )
-def test_bad_input_exits_2_without_traceback_or_output(tmp_path: Path, args: list[str], words: str) -> None:
+def test_bad_input_exits_2_without_traceback_or_output(
+    tmp_path: Path, args: list[str], words: str
+) -> None:
     out = tmp_path / "never"
     done = scalelab("run", str(LAB), "--out", str(out), *args)
     assert done.returncode == 2
@@ -74,6 +87,7 @@ def test_validate_and_help() -> None:
 
 
 def test_import_sim_stays_light() -> None:
-    code = "import sys, sim, sim.engine; print(sorted(m for m in ('locust','kubernetes','google.cloud.container','gevent') if m in sys.modules))"
+    heavy = "('locust', 'kubernetes', 'google.cloud.container', 'gevent')"
+    code = f"import sys, sim, sim.engine; print(sorted(m for m in {heavy} if m in sys.modules))"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"

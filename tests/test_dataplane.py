@@ -21,7 +21,13 @@ def make_plane(seconds: int, timeout: float = 1e9, seed: int = 1) -> DataPlane:
     )
 
 
-def make_server(mean_work: float, sigma: float = 0.5, capacity: float = 1.0, parallelism: float = 1.0, threads: int = 10_000) -> Server:
+def make_server(
+    mean_work: float,
+    sigma: float = 0.5,
+    capacity: float = 1.0,
+    parallelism: float = 1.0,
+    threads: int = 10_000,
+) -> Server:
     return Server(
         "pod-0",
         capacity=capacity,
@@ -43,8 +49,12 @@ def machine_repairman_throughput(users: int, think: float, service: float) -> fl
     return (1.0 - p0) / service
 
 
-@pytest.mark.parametrize(("users", "think", "service"), [(5, 2.0, 0.5), (12, 1.0, 0.2), (3, 0.85, 0.68)])
-def test_closed_loop_throughput_matches_machine_repairman(users: int, think: float, service: float) -> None:
+@pytest.mark.parametrize(
+    ("users", "think", "service"), [(5, 2.0, 0.5), (12, 1.0, 0.2), (3, 0.85, 0.68)]
+)
+def test_closed_loop_throughput_matches_machine_repairman(
+    users: int, think: float, service: float
+) -> None:
     horizon = 20_000
     plane = make_plane(horizon)
     plane.add_endpoint(make_server(service))
@@ -126,7 +136,9 @@ def test_kill_fails_in_flight_and_resets_pinned_users() -> None:
     horizon=st.integers(60, 120),
     seed=st.integers(0, 2**16),
 )
-def test_every_request_is_counted_exactly_once(users: int, rate: float, kill_at: float, horizon: int, seed: int) -> None:
+def test_every_request_is_counted_exactly_once(
+    users: int, rate: float, kill_at: float, horizon: int, seed: int
+) -> None:
     plane = make_plane(horizon, timeout=20.0, seed=seed)
     servers = [make_server(0.8, capacity=2.0, parallelism=1.5, threads=4) for _ in range(2)]
     for s in servers:

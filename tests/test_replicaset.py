@@ -24,7 +24,11 @@ def test_upstream_rank_order() -> None:
 
 
 def test_crowded_node_goes_first() -> None:
-    pods = [pod("alone", node="a"), pod("x", node="b", created=1.0), pod("y", node="b", created=2.0)]
+    pods = [
+        pod("alone", node="a"),
+        pod("x", node="b", created=1.0),
+        pod("y", node="b", created=2.0),
+    ]
     assert deletion_order(pods)[0] in {"x", "y"}
     assert deletion_order(pods)[-1] == "alone"
 

@@ -24,7 +24,10 @@ def test_gsp777_is_the_lab() -> None:
     s = load_scenario(ROOT / "scenarios" / "gsp777.yaml")
     pool = s.cluster.pools[0]
     assert (pool.machine_type, pool.min_nodes, pool.max_nodes, pool.start_nodes) == (
-        "n1-standard-4", 1, 3, 1,
+        "n1-standard-4",
+        1,
+        3,
+        1,
     )
     assert s.deployment.image == "tensorflow/serving:2.8.0"
     assert s.deployment.resources.requests.cpu == 3000
@@ -99,7 +102,10 @@ def test_deployment_and_hpa_from_real_manifests(tmp_path: Path) -> None:
                                     "image": "tensorflow/serving:2.8.0",
                                     "args": ["--model_name=resnet", "--model_base_path=/models"],
                                     "resources": {"requests": {"cpu": "2", "memory": "3Gi"}},
-                                    "readinessProbe": {"tcpSocket": {"port": 8500}, "periodSeconds": 3},
+                                    "readinessProbe": {
+                                        "tcpSocket": {"port": 8500},
+                                        "periodSeconds": 3,
+                                    },
                                 }
                             ]
                         }
@@ -117,7 +123,11 @@ def test_deployment_and_hpa_from_real_manifests(tmp_path: Path) -> None:
         "deployment: {manifest: deployment.yaml}\nhpa: {manifest: hpa.yaml}\n"
     )
     s = load_scenario(tmp_path / "s.yaml")
-    assert (s.deployment.name, s.deployment.replicas, s.deployment.model_name) == ("resnet", 2, "resnet")
+    assert (s.deployment.name, s.deployment.replicas, s.deployment.model_name) == (
+        "resnet",
+        2,
+        "resnet",
+    )
     assert s.deployment.resources.requests.cpu == 2000
     assert s.hpa is not None and (s.hpa.minReplicas, s.hpa.maxReplicas) == (2, 5)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from functools import cache
 from pathlib import Path
@@ -27,7 +28,9 @@ def values(trace: Trace, name: str) -> list[int]:
     return [int(v) for v in trace.column(name) if v is not None]
 
 
-def check_invariants(trace: Trace, hpa_min: int, hpa_max: int, node_min: int, node_max: int) -> None:
+def check_invariants(
+    trace: Trace, hpa_min: int, hpa_max: int, node_min: int, node_max: int
+) -> None:
     s = trace.summary
     assert s["requests_total"] == (
         s["requests_ok"] + s["requests_failed"] + s["requests_abandoned"] + s["requests_in_flight"]
@@ -39,18 +42,22 @@ def check_invariants(trace: Trace, hpa_min: int, hpa_max: int, node_min: int, no
         assert hpa_min <= desired <= hpa_max, f"replicas_desired {desired} out of range at t={t}"
     nodes = [
         r + p
-        for r, p in zip(values(trace, "nodes_ready"), values(trace, "nodes_provisioning"), strict=True)
+        for r, p in zip(
+            values(trace, "nodes_ready"), values(trace, "nodes_provisioning"), strict=True
+        )
     ]
     assert all(node_min <= n <= node_max for n in nodes), (min(nodes), max(nodes))
     costs = [float(c) for c in trace.column("cost_usd") if c is not None]
-    assert all(b >= a for a, b in zip(costs, costs[1:], strict=False)), "cost must never decrease"
+    assert all(b >= a for a, b in itertools.pairwise(costs)), "cost must never decrease"
 
 
 def test_lab_invariants() -> None:
     trace = lab_trace()
     check_invariants(trace, 1, 4, 1, 3)
     # n1-standard-4 fits exactly one 3-CPU replica: ready replicas never exceed ready nodes.
-    for ready, nodes in zip(values(trace, "replicas_ready"), values(trace, "nodes_ready"), strict=True):
+    for ready, nodes in zip(
+        values(trace, "replicas_ready"), values(trace, "nodes_ready"), strict=True
+    ):
         assert ready <= nodes
 
 
@@ -84,14 +91,24 @@ def test_same_seed_same_bytes(tmp_path: Path) -> None:
     simulate(scenario, seed=2).write(tmp_path / "c")
     for name in ("trace.csv", "events.jsonl"):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
-    assert (tmp_path / "a" / "trace.csv").read_bytes() != (tmp_path / "c" / "trace.csv").read_bytes()
+    assert (tmp_path / "a" / "trace.csv").read_bytes() != (
+        tmp_path / "c" / "trace.csv"
+    ).read_bytes()
 
 
 def test_common_random_numbers_across_hpa_targets() -> None:
     """Changing the HPA target must not change the load realization (fair what-if comparisons)."""
     spike = ROOT / "scenarios" / "spike.yaml"
-    low = simulate(load_scenario(spike, ["hpa.metrics[0].resource.target.averageUtilization=30", "duration=25m"]))
-    high = simulate(load_scenario(spike, ["hpa.metrics[0].resource.target.averageUtilization=90", "duration=25m"]))
+    low = simulate(
+        load_scenario(
+            spike, ["hpa.metrics[0].resource.target.averageUtilization=30", "duration=25m"]
+        )
+    )
+    high = simulate(
+        load_scenario(
+            spike, ["hpa.metrics[0].resource.target.averageUtilization=90", "duration=25m"]
+        )
+    )
     assert low.column("offered_rps") == high.column("offered_rps")
     assert low.column("replicas_desired") != high.column("replicas_desired")
 
@@ -121,16 +138,33 @@ def test_invariants_hold_for_random_open_loop_scenarios(
         "name": "prop",
         "seed": seed,
         "duration": "8m",
-        "cluster": {"node_pool": {"machine_type": "n1-standard-4", "min_nodes": 1, "max_nodes": node_max}},
+        "cluster": {
+            "node_pool": {"machine_type": "n1-standard-4", "min_nodes": 1, "max_nodes": node_max}
+        },
         "deployment": {"replicas": hpa_min},
         "hpa": {
             "minReplicas": hpa_min,
             "maxReplicas": hpa_min + extra,
             "metrics": [
-                {"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": target}}}
+                {
+                    "type": "Resource",
+                    "resource": {
+                        "name": "cpu",
+                        "target": {"type": "Utilization", "averageUtilization": target},
+                    },
+                }
             ],
         },
-        "load": {"kind": "open_loop", "rate": {"kind": "spike", "base_rps": rps, "factor": factor, "start": "2m", "duration": "3m"}},
+        "load": {
+            "kind": "open_loop",
+            "rate": {
+                "kind": "spike",
+                "base_rps": rps,
+                "factor": factor,
+                "start": "2m",
+                "duration": "3m",
+            },
+        },
     }
     trace = simulate(build_scenario(data, "<hypothesis>"))
     check_invariants(trace, hpa_min, hpa_min + extra, 1, node_max)
