@@ -188,6 +188,20 @@ class Probe(Strict):
     failureThreshold: int = Field(3, ge=1)
 
 
+class SleepAction(Strict):
+    seconds: int = Field(ge=0)
+
+
+class LifecycleHandler(Strict):
+    """A container lifecycle hook; the simulator models the ``sleep`` action (KEP-3960)."""
+
+    sleep: SleepAction | None = None
+
+
+class Lifecycle(Strict):
+    preStop: LifecycleHandler | None = None
+
+
 class Startup(Strict):
     """Pod start-up timings: assumptions tuned to a GKE run (created->Available ~21 s)."""
 
@@ -215,6 +229,9 @@ class Deployment(Strict):
     )
     nodeSelector: dict[str, str] = Field(default_factory=dict)
     terminationGracePeriodSeconds: int = Field(30, ge=0)
+    lifecycle: Lifecycle | None = Field(
+        None, description="e.g. preStop: {sleep: {seconds: 30}} to drain before SIGTERM"
+    )
     startup: Startup = Startup()
 
     @model_validator(mode="before")
@@ -261,7 +278,7 @@ def deployment_from_manifest(path: Path) -> dict[str, Any]:
     out: dict[str, Any] = {"name": (manifest.get("metadata") or {}).get("name", "deployment")}
     if "replicas" in spec:
         out["replicas"] = spec["replicas"]
-    for key in ("image", "resources", "readinessProbe"):
+    for key in ("image", "resources", "readinessProbe", "lifecycle"):
         if key in container:
             out[key] = container[key]
     for key in ("nodeSelector", "terminationGracePeriodSeconds"):
@@ -289,10 +306,6 @@ class Serving(Strict):
 
     profile: str = Field("resnet101-tfserving", description="latency profile family")
     request_timeout: Duration = Field(30.0, description="a request over this fails (lab: 30 s)")
-    fail_in_flight_on_sigterm: bool = Field(
-        True,
-        description="tensorflow_model_server installs no SIGTERM handler: in-flight requests fail",
-    )
     shutdown_time: Duration = Field(
         1.0, description="SIGTERM -> pod gone (kubelet cleanup, assumed)"
     )

@@ -239,14 +239,14 @@ class World:
         self.env.process(self._terminate(pod))
 
     def _terminate(self, pod: Pod) -> Generator[Any, Any, None]:
-        serving = self.scenario.serving
-        grace = float(self.scenario.deployment.terminationGracePeriodSeconds)
-        if pod.server is not None and not serving.fail_in_flight_on_sigterm:
-            waited = 0.0
-            while pod.server.in_flight() and waited < grace:
-                yield self.env.timeout(0.5)
-                waited += 0.5
-                self.sync()
+        """Endpoint already removed; preStop runs, then SIGTERM. tensorflow_model_server installs
+        no SIGTERM handler, so it exits at once and its in-flight requests fail. Connections
+        pinned to it keep sending until then (kube-proxy leaves established flows alone)."""
+        serving, spec = self.scenario.serving, self.scenario.deployment
+        if pod.server is not None and spec.lifecycle is not None:
+            hook = spec.lifecycle.preStop
+            if hook is not None and hook.sleep is not None:
+                yield self.env.timeout(min(hook.sleep.seconds, spec.terminationGracePeriodSeconds))
         self.sync()
         if pod.server is not None:
             self.plane.kill(pod.server)

@@ -121,7 +121,7 @@ def core_scaling_rules(window: bool = True) -> st.SearchStrategy[ScalingRules]:
             st.builds(
                 ScalingPolicy,
                 type=st.sampled_from(list(PolicyType)),
-                value=st.integers(1, 300),
+                value=st.one_of(st.integers(1, 10), st.integers(1, 300)),
                 period_seconds=_periods,
             ),
             min_size=1,

@@ -22,10 +22,13 @@ from sim.hpa import (
     ScalingLimitedReason,
     reconcile,
 )
+from sim.hpa.normalize import convert_desired_replicas_with_behavior_rate
 from sim.hpa.replica_calculator import calc_plain_metric_replicas, get_object_metric_replicas
 from sim.hpa.types import (
+    Behavior,
     PolicyType,
     ScalingPolicy,
+    ScalingRules,
     SelectPolicy,
     TimestampedRecommendation,
     Tolerances,
@@ -342,6 +345,49 @@ def test_per_direction_tolerance(
         spec["behavior"] = behavior
     res = run(spec, 4, pods, snapshot, config=ControllerConfig(configurable_tolerance=gate))
     assert res.metric_desired == expected
+
+
+@pytest.mark.parametrize(
+    ("current", "desired", "policy", "expected"),
+    [
+        # int32(10 * (1 - 0.5)) = 5 == minReplicas 5: min wins the tie -> TooFewReplicas.
+        (
+            10,
+            2,
+            ScalingPolicy(PolicyType.PERCENT, 50, 60),
+            (5, ScalingLimitedReason.TOO_FEW_REPLICAS),
+        ),
+        # int32(10 * (1 - 0.15)) = int32(8.5) = 8 > min 5: ScaleDownLimit at 8 (truncation).
+        (
+            10,
+            2,
+            ScalingPolicy(PolicyType.PERCENT, 15, 60),
+            (8, ScalingLimitedReason.SCALE_DOWN_LIMIT),
+        ),
+        # ceil(5 * 2) = 10 == maxReplicas 10: max wins the tie -> TooManyReplicas.
+        (
+            5,
+            20,
+            ScalingPolicy(PolicyType.PERCENT, 100, 60),
+            (10, ScalingLimitedReason.TOO_MANY_REPLICAS),
+        ),
+        # ceil(7 * 1.1) = ceil(7.7) = 8 < max 10: ScaleUpLimit at 8 (rounded up).
+        (
+            7,
+            20,
+            ScalingPolicy(PolicyType.PERCENT, 10, 60),
+            (8, ScalingLimitedReason.SCALE_UP_LIMIT),
+        ),
+    ],
+)
+def test_rate_limit_rounding_and_ties(
+    current: int, desired: int, policy: ScalingPolicy, expected: tuple[int, ScalingLimitedReason]
+) -> None:
+    rules = ScalingRules(0, SelectPolicy.MAX, (policy,))
+    limited = convert_desired_replicas_with_behavior_rate(
+        current, desired, 5, 10, Behavior(scale_up=rules, scale_down=rules), [], [], NOW
+    )
+    assert (limited.replicas, limited.reason) == expected
 
 
 # ------------------------------------------------------------------------- spec model

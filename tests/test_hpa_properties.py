@@ -665,12 +665,20 @@ def test_readiness_rules_apply_to_cpu_only(podset: PodSet) -> None:
     assert mem.missing == cpu.missing
     assert mem.ready_pod_count == len(counted) - len(mem.unready) - len(mem.missing)
     assert mem.unready <= cpu.unready
+    # cpu: the rules of [16], written out from properties.md.
+    init, delay = CONFIG.cpu_initialization_period, CONFIG.initial_readiness_delay
     for p in counted:
-        settled = (
-            p.start_time is not None and p.start_time + CONFIG.cpu_initialization_period <= NOW
-        )
-        if p.phase != "Pending" and p.name in podset.metrics and p.ready is True and settled:
-            assert p.name not in cpu.unready
+        if p.phase == "Pending" or p.name not in podset.metrics:
+            continue
+        metric = podset.metrics[p.name]
+        transition = -math.inf if p.ready_transition_time is None else p.ready_transition_time
+        if p.ready is None or p.start_time is None:
+            unready = True
+        elif p.start_time + init > NOW:  # still initializing
+            unready = not p.ready or metric.timestamp < transition + metric.window
+        else:  # only "never became ready" pods are excluded
+            unready = not p.ready and p.start_time + delay > transition
+        assert (p.name in cpu.unready) == unready, p
 
 
 @FAST
@@ -725,6 +733,12 @@ def test_behavior_stabilization_is_a_clamp_and_records_desired(
     )
     assert stab.replicas == min(max(current, up_rec), down_rec)
     assert min(current, desired) <= stab.replicas <= max(current, desired)
+    if stab.replicas == desired:
+        assert stab.reason == AbleToScaleReason.READY_FOR_NEW_SCALE
+    elif desired >= current:
+        assert stab.reason == AbleToScaleReason.SCALE_UP_STABILIZED
+    else:
+        assert stab.reason == AbleToScaleReason.SCALE_DOWN_STABILIZED
     old = [
         i
         for i, r in enumerate(history)
@@ -881,19 +895,49 @@ def test_behavior_normalization_respects_windows(inp: dict[str, Any]) -> None:
 @SLOW
 @given(behavior_normalization_inputs())
 def test_rate_limits_per_period_honored(inp: dict[str, Any]) -> None:
-    """[24][25][26] out <= max(cur, L_up) on a scale-up, out >= max(min(L_down, cur), min) on
-    a scale-down; Disabled freezes that direction."""
-    out, _, _ = normalize(inp)
-    cur, rules = inp["current"], inp["behavior"]
+    """[24][25][26][31] out <= max(cur, L_up) on a scale-up and out >= max(min(L_down, cur), min)
+    on a scale-down, and these bounds are attained: out = min(stab, max, max(L_up, cur)) and
+    out = max(stab, min, min(L_down, cur)). Disabled (L = cur) freezes that direction. The
+    reason names the binding bound (the policy limit only if strictly tighter than max/min)."""
+    out, stab, reason = normalize(inp)
+    cur, rules, lo, hi = inp["current"], inp["behavior"], inp["min"], inp["max"]
     up, down = rules.scale_up, rules.scale_down
-    if out > cur:
-        assert up.select_policy != SelectPolicy.DISABLED
-        assert out <= max(cur, oracle_up_limit(cur, inp["ups"], inp["downs"], up))
-    if out < cur:
-        assert down.select_policy != SelectPolicy.DISABLED
-        assert out >= max(
-            min(oracle_down_limit(cur, inp["ups"], inp["downs"], down), cur), inp["min"]
+    if stab > cur:
+        l_up = (
+            cur
+            if up.select_policy == SelectPolicy.DISABLED
+            else oracle_up_limit(cur, inp["ups"], inp["downs"], up)
         )
+        assert out <= max(cur, l_up)
+        assert out == min(stab, hi, max(l_up, cur))
+        if out != stab:
+            assert reason == (
+                ScalingLimitedReason.SCALE_UP_LIMIT
+                if hi > max(l_up, cur)
+                else ScalingLimitedReason.TOO_MANY_REPLICAS
+            )
+        if up.select_policy == SelectPolicy.DISABLED:
+            assert out == cur
+    elif stab < cur:
+        l_down = (
+            cur
+            if down.select_policy == SelectPolicy.DISABLED
+            else oracle_down_limit(cur, inp["ups"], inp["downs"], down)
+        )
+        assert out >= max(min(l_down, cur), lo)
+        assert out == max(stab, lo, min(l_down, cur))
+        if out != stab:
+            assert reason == (
+                ScalingLimitedReason.SCALE_DOWN_LIMIT
+                if lo < min(l_down, cur)
+                else ScalingLimitedReason.TOO_FEW_REPLICAS
+            )
+        if down.select_policy == SelectPolicy.DISABLED:
+            assert out == cur
+    else:
+        assert out == cur
+    if out == stab:
+        assert reason == ScalingLimitedReason.DESIRED_WITHIN_RANGE
 
 
 @FAST

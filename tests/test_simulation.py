@@ -74,6 +74,10 @@ def test_lab_story() -> None:
     ready_nodes = [e["t"] for e in trace.events_of("node") if e["event"] == "ready"]
     scheduled = [e for e in trace.events_of("pod") if e["event"] == "scheduled"]
     assert len(ready_nodes) >= 2 and scheduled[1]["t"] >= ready_nodes[1]
+    # Pod 4 is never scheduled: it stays Pending until the HPA scales back down.
+    created = [e["pod"] for e in trace.events_of("pod") if e["event"] == "created"]
+    assert len(created) == 4
+    assert created[3] not in {e["pod"] for e in scheduled}
     # Scale-down after the load stops (660 s): replicas first, nodes only after the HPA's 5-min
     # stabilization plus the cluster autoscaler's 10 minutes of unneeded time.
     downs = [e for e in trace.events_of("scale") if e["new"] < e["old"]]
