@@ -26,16 +26,54 @@ import numpy as np
 from sim.recorder import RequestRecorder
 from sim.rng import Buffered
 
-_COMPLETE, _WAKE, _TIMEOUT = 0, 1, 2
+_COMPLETE, _WAKE, _TIMEOUT, _BATCH = 0, 1, 2, 3
 _INF = math.inf
 
 
+CFS_PERIOD = 0.1
+"""cpu.cfs_period_us: the kubelet sets a 100 ms CFS period for containers with a CPU limit."""
+
+
+@dataclass(frozen=True)
+class BatchingConfig:
+    """TF Serving's batch scheduler (BasicBatchScheduler) for one model."""
+
+    max_batch_size: int
+    batch_timeout: float  # seconds
+    num_batch_threads: int
+    max_enqueued_batches: int
+    cpu_exponent: float  # CPU of a batch of b = b**exponent x one request's
+
+    def batch_work(self, works: list[float]) -> float:
+        b = len(works)
+        return sum(works) / b * b**self.cpu_exponent
+
+
+Job = tuple[float, int, float, "User | None", int]
+"""(finish virtual work or plain work when queued, order, sent at, user or None, user seq)."""
+
+
 class Server:
-    """One TF Serving container: its CPU, in-flight requests and cumulative CPU time."""
+    """One TF Serving container: its CPU, in-flight requests and cumulative CPU time.
+
+    ``quota`` (cores) is set when the container has a CPU limit: CFS then lets the pod run at
+    most ``quota x 100 ms`` per 100 ms period and throttles it for the rest of the period.
+    ``batching`` switches request execution to TF Serving's batch scheduler: requests gather in
+    batches, and each batch (not each request) is a job sharing the CPU.
+    """
 
     __slots__ = (
         "alive",
+        "batch_open",
+        "batch_since",
+        "batch_timer",
+        "batches",
+        "batching",
         "capacity",
+        "cfs_period",
+        "cfs_used",
+        "cold_factor",
+        "cold_left",
         "cpu_seconds",
         "generation",
         "head",
@@ -43,10 +81,12 @@ class Server:
         "jobs",
         "last",
         "median",
+        "members",
         "name",
         "overhead",
         "parallelism",
         "queue",
+        "quota",
         "served",
         "sigma",
         "threads",
@@ -65,6 +105,10 @@ class Server:
         idle_cores: float,
         threads: int,
         now: float,
+        quota: float | None = None,
+        cold_requests: int = 0,
+        cold_factor: float = 1.0,
+        batching: BatchingConfig | None = None,
     ) -> None:
         self.name = name
         self.capacity = capacity
@@ -75,12 +119,28 @@ class Server:
         self.virtual = 0.0
         self.last = now
         self.cpu_seconds = 0.0
-        self.jobs: list[tuple[float, int, float, User | None, int]] = []
-        self.queue: deque[tuple[float, int, float, User | None, int]] = deque()
+        self.jobs: list[Job] = []
+        self.queue: deque[Job] = deque()
         self.generation = 0
-        self.head = -1  # order number of the request whose completion is scheduled
+        self.head = -1  # order number of the job whose completion is scheduled
         self.served = 0
         self.alive = True
+        self.quota = quota
+        self.cfs_period = -1
+        self.cfs_used = 0.0  # CPU-seconds used in period ``cfs_period``
+        self.cold_left = cold_requests
+        self.cold_factor = cold_factor
+        self.batching = batching
+        self.members: dict[int, list[Job]] = {}  # batch order -> its requests
+        self.batch_open: list[Job] = []
+        self.batch_since = 0.0
+        self.batch_timer = -1.0
+        self.batches: deque[list[Job]] = deque()  # closed batches waiting for a thread
+
+    def rate(self) -> float:
+        """Cores each running job gets: its share of the pod, at most its parallelism."""
+        share = self.capacity / len(self.jobs)
+        return share if share < self.parallelism else self.parallelism
 
     def advance(self, now: float) -> None:
         dt = now - self.last
@@ -90,13 +150,52 @@ class Server:
         if n:
             share = self.capacity / n
             rate = share if share < self.parallelism else self.parallelism
-            self.virtual += rate * dt
-            self.cpu_seconds += rate * n * dt
+            running = dt if self.quota is None else self._cfs_running(now, rate * n)
+            self.virtual += rate * running
+            self.cpu_seconds += rate * n * running
         self.cpu_seconds += self.idle_cores * dt
         self.last = now
 
+    def _cfs_running(self, now: float, pod_rate: float) -> float:
+        """Seconds of [last, now] the pod actually ran at ``pod_rate`` under its CFS quota."""
+        assert self.quota is not None
+        budget = self.quota * CFS_PERIOD
+        k = int(self.last // CFS_PERIOD)
+        used = self.cfs_used if k == self.cfs_period else 0.0
+        end = (k + 1) * CFS_PERIOD
+        running = min(min(now, end) - self.last, max(0.0, budget - used) / pod_rate)
+        if now <= end:
+            self.cfs_period, self.cfs_used = k, used + running * pod_rate
+            return running
+        last_k = int(now // CFS_PERIOD)
+        per_period = min(CFS_PERIOD, budget / pod_rate)
+        running += (last_k - k - 1) * per_period
+        tail = min(now - last_k * CFS_PERIOD, per_period)
+        self.cfs_period, self.cfs_used = last_k, tail * pod_rate
+        return running + tail
+
+    def finish_time(self, left: float, rate: float) -> float:
+        """When the head job, ``left`` virtual work from done, completes at ``rate`` per job."""
+        needed = left / rate  # seconds of running time
+        if self.quota is None:
+            return self.last + needed
+        pod_rate = rate * len(self.jobs)
+        budget = self.quota * CFS_PERIOD
+        k = int(self.last // CFS_PERIOD)
+        used = self.cfs_used if k == self.cfs_period else 0.0
+        end = (k + 1) * CFS_PERIOD
+        first = min(end - self.last, max(0.0, budget - used) / pod_rate)
+        if needed <= first:
+            return self.last + needed
+        needed -= first
+        per_period = min(CFS_PERIOD, budget / pod_rate)
+        full = math.ceil(needed / per_period) - 1
+        return end + full * CFS_PERIOD + (needed - full * per_period)
+
     def in_flight(self) -> int:
-        return len(self.jobs) + len(self.queue)
+        waiting = len(self.batch_open) + sum(len(b) for b in self.batches)
+        running = sum(len(m) for m in self.members.values()) if self.batching else len(self.jobs)
+        return running + len(self.queue) + waiting
 
     def busy_cores(self) -> float:
         n = len(self.jobs)
@@ -166,9 +265,16 @@ class DataPlane:
         self.remove_endpoint(server)
         server.advance(self.now)
         server.alive = False
-        stranded = list(server.jobs) + list(server.queue)
+        stranded = list(server.queue) + server.batch_open + [j for b in server.batches for j in b]
+        if server.batching is not None:
+            stranded += [j for members in server.members.values() for j in members]
+        else:
+            stranded += server.jobs
         server.jobs.clear()
         server.queue.clear()
+        server.members.clear()
+        server.batches.clear()
+        server.batch_open = []
         server.generation += 1
         for _, _, _, user, seq in stranded:
             if user is None:
@@ -237,6 +343,10 @@ class DataPlane:
                 user: User = obj  # type: ignore[assignment]
                 if not user.stopped:
                     self._send(user, t)
+            elif kind == _BATCH:
+                server = obj  # type: ignore[assignment]
+                if server.alive:
+                    self._start_batches(server, t)
             else:
                 user = obj  # type: ignore[assignment]
                 if user.sending == aux:
@@ -299,6 +409,13 @@ class DataPlane:
                 self._idle(user, t)
             return
         work = server.median * math.exp(server.sigma * z)
+        if server.cold_left:
+            # Without a warmup file the first Session::Run calls pay graph initialisation.
+            server.cold_left -= 1
+            work *= server.cold_factor
+        if server.batching is not None:
+            self._enqueue_batch(server, (work, next(self._seq), t, user, seq), t)
+            return
         jobs = server.jobs
         n = len(jobs)
         if n >= server.threads:
@@ -308,7 +425,12 @@ class DataPlane:
         heapq.heappush(jobs, (server.virtual + work, next(self._seq), t, user, seq))
         # While fewer requests than cores/parallelism run, each runs at full parallelism: a new
         # one slows nobody down, so the scheduled completion stays right unless it is the new head.
-        if n and server.capacity >= (n + 1) * server.parallelism and jobs[0][1] == server.head:
+        if (
+            n
+            and server.quota is None
+            and server.capacity >= (n + 1) * server.parallelism
+            and jobs[0][1] == server.head
+        ):
             return
         self._reschedule(server)
 
@@ -319,22 +441,30 @@ class DataPlane:
             return
         head = jobs[0]
         server.head = head[1]
-        share = server.capacity / len(jobs)
-        rate = share if share < server.parallelism else server.parallelism
+        rate = server.rate()
         if rate <= 0:
             return
         left = head[0] - server.virtual
-        when = server.last + (left if left > 0.0 else 0.0) / rate
+        when = server.finish_time(left if left > 0.0 else 0.0, rate)
         heapq.heappush(self._heap, (when, next(self._seq), _COMPLETE, server, server.generation))
 
     def _complete(self, server: Server, t: float) -> None:
         server.advance(t)
-        _, _, t0, user, seq = heapq.heappop(server.jobs)
-        server.served += 1
-        if server.queue:
-            work, order, q0, quser, qseq = server.queue.popleft()
-            heapq.heappush(server.jobs, (server.virtual + work, order, q0, quser, qseq))
+        _, order, t0, user, seq = heapq.heappop(server.jobs)
+        if server.batching is not None:
+            for _, _, r0, ruser, rseq in server.members.pop(order):
+                server.served += 1
+                self._respond(server, t, r0, ruser, rseq)
+            self._start_batches(server, t)
+        else:
+            server.served += 1
+            if server.queue:
+                work, qorder, q0, quser, qseq = server.queue.popleft()
+                heapq.heappush(server.jobs, (server.virtual + work, qorder, q0, quser, qseq))
+            self._respond(server, t, t0, user, seq)
         self._reschedule(server)
+
+    def _respond(self, server: Server, t: float, t0: float, user: User | None, seq: int) -> None:
         latency = t - t0 + server.overhead
         if user is None:
             if latency > self.timeout:
@@ -346,6 +476,57 @@ class DataPlane:
             self.tally.ok += 1
             self.recorder.complete(t, latency)
             self._idle(user, t + server.overhead)
+
+    # --- TF Serving's batch scheduler ---------------------------------------------------------
+
+    def _enqueue_batch(self, server: Server, job: Job, t: float) -> None:
+        """BasicBatchScheduler::Schedule: join the open batch, or open a new one unless
+        max_enqueued_batches are already waiting (then the request fails with UNAVAILABLE)."""
+        config = server.batching
+        assert config is not None
+        if not server.batch_open:
+            if len(server.batches) + 1 > config.max_enqueued_batches:
+                self._reject(job, t)
+                return
+            server.batch_since = t
+        server.batch_open.append(job)
+        if len(server.batch_open) >= config.max_batch_size:
+            server.batches.append(server.batch_open)
+            server.batch_open = []
+        self._start_batches(server, t)
+
+    def _start_batches(self, server: Server, t: float) -> None:
+        """Give free batch threads the closed batches, then the open one once its timeout is up
+        (a batch under max_batch_size waits batch_timeout_micros for company)."""
+        config = server.batching
+        assert config is not None
+        started = False
+        while len(server.jobs) < config.num_batch_threads:
+            if server.batches:
+                batch = server.batches.popleft()
+            elif server.batch_open and t >= server.batch_since + config.batch_timeout:
+                batch, server.batch_open = server.batch_open, []
+            else:
+                break
+            if not started:
+                server.advance(t)
+                started = True
+            order = next(self._seq)
+            server.members[order] = batch
+            work = config.batch_work([job[0] for job in batch])
+            heapq.heappush(server.jobs, (server.virtual + work, order, t, None, 0))
+        if started:
+            self._reschedule(server)
+        due = server.batch_since + config.batch_timeout
+        if server.batch_open and due > t and server.batch_timer != due:
+            server.batch_timer = due
+            heapq.heappush(self._heap, (due, next(self._seq), _BATCH, server, 0))
+
+    def _reject(self, job: Job, t: float) -> None:
+        _, _, _, user, _ = job
+        self._fail(t)
+        if user is not None:
+            self._idle(user, t)
 
     def _fail(self, t: float) -> None:
         self.tally.failed += 1

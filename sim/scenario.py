@@ -166,6 +166,15 @@ class Resources(Strict):
     requests: ResourceList = ResourceList()
     limits: ResourceList = ResourceList()
 
+    @model_validator(mode="after")
+    def _limits_cover_requests(self) -> Resources:
+        # The API server rejects a limit below its request (ValidateResourceRequirements).
+        for name in ("cpu", "memory"):
+            request, limit = getattr(self.requests, name), getattr(self.limits, name)
+            if request is not None and limit is not None and limit < request:
+                raise ValueError(f"limits.{name} must be greater than or equal to requests.{name}")
+        return self
+
 
 class TCPSocketAction(Strict):
     port: int | str
@@ -301,11 +310,43 @@ def hpa_from_manifest(path: Path) -> dict[str, Any]:
 # --- TF Serving, metrics, controllers -----------------------------------------------------
 
 
+class Batching(Strict):
+    """``--enable_batching`` with a batching parameters file; unset fields take
+    BasicBatchScheduler::Options' defaults (tensorflow/core/kernels/batching_util/
+    basic_batch_scheduler.h): max_batch_size 1000, batch_timeout_micros 0,
+    num_batch_threads = the machine's cores, max_enqueued_batches 10."""
+
+    max_batch_size: int = Field(1000, ge=1)
+    batch_timeout_micros: int = Field(0, ge=0)
+    num_batch_threads: int | None = Field(None, ge=1, description="default: node vCPUs")
+    max_enqueued_batches: int = Field(10, ge=1)
+    batch_cpu_exponent: float = Field(
+        0.9,
+        gt=0,
+        le=1,
+        description="CPU-seconds of a batch of b = b**exponent x one request's (assumed; the "
+        "profile's measured batch points replace it when present)",
+    )
+
+
 class Serving(Strict):
     """TF Serving's performance model inputs."""
 
     profile: str = Field("resnet101-tfserving", description="latency profile family")
     request_timeout: Duration = Field(30.0, description="a request over this fails (lab: 30 s)")
+    rest_api_num_threads: int | None = Field(
+        None, ge=1, description="--rest_api_num_threads; default 4 x node vCPUs (TF Serving)"
+    )
+    batching: Batching | None = None
+    warmup: bool = Field(
+        False, description="the SavedModel ships assets.extra/tf_serving_warmup_requests"
+    )
+    cold_requests: int = Field(
+        1, ge=0, description="requests that pay the first-run cost without warmup (assumed)"
+    )
+    cold_factor: float = Field(
+        3.0, ge=1, description="first-run CPU cost relative to a warm request (assumed)"
+    )
     shutdown_time: Duration = Field(
         1.0, description="SIGTERM -> pod gone (kubelet cleanup, assumed)"
     )

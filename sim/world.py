@@ -18,7 +18,7 @@ from sim import scenario as spec
 from sim.cluster import catalog as cat
 from sim.cluster import scheduler as sched
 from sim.cluster.ca.model import NodePhase, NodePool, ProvisioningDelay
-from sim.dataplane import DataPlane, Server
+from sim.dataplane import BatchingConfig, DataPlane, Server
 from sim.objects import Node, Pod, PodPhase
 from sim.profile import Profile, profile_for
 from sim.replicaset import PodRank, pods_to_delete
@@ -191,6 +191,8 @@ class World:
             pod.start_time = started
             pod.phase = PodPhase.RUNNING
             self._open_port(pod)
+            assert pod.server is not None
+            pod.server.cold_left = 0  # it has been serving long before t=0
             pod.ready, pod.ready_transition = True, started + 21.0
             self.plane.add_endpoint(self._server(pod))
 
@@ -334,9 +336,15 @@ class World:
         started = env.now
         self.log("pod", pod=pod.name, node=node.name, event="started")
         yield env.timeout(spec.startup.server_start)
+        load = spec.startup.model_load
+        serving = self.scenario.serving
+        if serving.warmup:
+            # TF Serving replays the warmup records at load time, paying the first-run cost there.
+            profile = self.profile(node.machine)
+            load += serving.cold_requests * serving.cold_factor * profile.alone_latency()
         pod.load_cpu_cores = spec.startup.model_load_cpu / 1000
-        pod.load_window = (env.now, env.now + spec.startup.model_load)
-        yield env.timeout(spec.startup.model_load)
+        pod.load_window = (env.now, env.now + load)
+        yield env.timeout(load)
         if pod.terminating:
             return
         self.sync()
@@ -369,6 +377,17 @@ class World:
             node = pod.node
             assert node is not None
             profile = self.profile(node.machine)
+            serving = self.scenario.serving
+            batching = None
+            if serving.batching is not None:
+                b = serving.batching
+                batching = BatchingConfig(
+                    max_batch_size=b.max_batch_size,
+                    batch_timeout=b.batch_timeout_micros / 1e6,
+                    num_batch_threads=b.num_batch_threads or int(node.vcpus),
+                    max_enqueued_batches=b.max_enqueued_batches,
+                    cpu_exponent=b.batch_cpu_exponent,
+                )
             pod.server = Server(
                 pod.name,
                 capacity=1.0,
@@ -377,15 +396,21 @@ class World:
                 sigma=profile.cpu_seconds_sigma,
                 overhead=profile.overhead_s,
                 idle_cores=profile.idle_cpu_cores,
-                threads=4 * int(node.vcpus),  # TF Serving REST pool: 4 x vCPU by default
+                # TF Serving's REST pool: --rest_api_num_threads, default 4 x vCPUs.
+                threads=serving.rest_api_num_threads or 4 * int(node.vcpus),
                 now=self.env.now,
+                quota=pod.cpu_limit / 1000 if pod.cpu_limit is not None else None,
+                cold_requests=0 if serving.warmup else serving.cold_requests,
+                cold_factor=serving.cold_factor,
+                batching=batching,
             )
             self._rebalance(node)
         return pod.server
 
     def _rebalance(self, node: Node) -> None:
-        """CPU each serving pod can use: the node's idle vCPUs shared by request (CFS shares);
-        no limit means a Burstable pod may use all of it, a limit caps it (CFS quota)."""
+        """CPU each serving pod can use: the node's idle vCPUs shared by request (CFS shares).
+        No limit means a Burstable pod may use all of it; a limit is enforced per CFS period
+        by the server's quota, not here."""
         serving = [p for p in node.pods if p.server is not None and p.server.alive]
         if not serving:
             return
@@ -393,7 +418,5 @@ class World:
         total = sum(p.cpu_request for p in serving) or 1
         for pod in serving:
             cores = free * pod.cpu_request / total if len(serving) > 1 else free
-            if pod.cpu_limit is not None:
-                cores = min(cores, pod.cpu_limit / 1000)
             assert pod.server is not None
             self.plane.set_capacity(pod.server, cores)
