@@ -229,7 +229,7 @@ class Deployment(Strict):
     replicas: int = Field(1, ge=0)
     image: str = "tensorflow/serving:2.8.0"
     model_name: str = "image_classifier"
-    resources: Resources = Resources(requests=ResourceList(cpu=3000, memory=4 * 2**30))
+    resources: Resources = Resources(requests=ResourceList(cpu="3", memory="4Gi"))
     readinessProbe: Probe | None = Probe(
         tcpSocket=TCPSocketAction(port=8500),
         initialDelaySeconds=10,

@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from sim.errors import ScenarioError
-from sim.loader import dump_scenario, load_scenario, parse_path, scenario_sha256
+from sim.loader import build_scenario, dump_scenario, load_scenario, parse_path, scenario_sha256
 
 ROOT = Path(__file__).resolve().parents[1]
 SCENARIOS = sorted((ROOT / "scenarios").glob("*.yaml"))
@@ -142,3 +142,12 @@ def test_missing_manifest_is_a_clear_error(tmp_path: Path) -> None:
 def test_malformed_paths(bad: str) -> None:
     with pytest.raises(ValueError):
         parse_path(bad)
+
+
+def test_defaults_are_the_lab_deployment() -> None:
+    s = build_scenario({}, "<empty>")
+    assert s.deployment.resources.requests.cpu == 3000
+    assert s.deployment.resources.requests.memory == 4 * 2**30
+    assert s.cluster.pools[0].machine_type == "n1-standard-4"
+    assert s.cluster.system_cpu_usage == 150
+    assert s.deployment.startup.model_load_cpu == 1000

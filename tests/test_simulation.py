@@ -180,3 +180,32 @@ def test_open_loop_scenarios_scale_up(name: str) -> None:
     overrides = ["duration=16h"] if name == "diurnal.yaml" else []
     trace = simulate(load_scenario(ROOT / "scenarios" / name, overrides))
     assert trace.summary["max_replicas_desired"] > trace.column("replicas_desired")[0]  # type: ignore[operator]
+
+
+def test_node_selector_places_pods_in_the_chosen_pool_only() -> None:
+    data = {
+        "name": "pools",
+        "duration": "12m",
+        "cluster": {
+            "node_pools": [
+                {"name": "small", "machine_type": "n1-standard-4", "min_nodes": 1, "max_nodes": 3},
+                {
+                    "name": "big",
+                    "machine_type": "e2-standard-8",
+                    "min_nodes": 0,
+                    "max_nodes": 2,
+                    "labels": {"tier": "serving"},
+                },
+            ]
+        },
+        "deployment": {"nodeSelector": {"tier": "serving"}},
+        "hpa": {"minReplicas": 1, "maxReplicas": 4},
+        "load": {"kind": "open_loop", "rate": {"kind": "constant", "rps": 4}},
+    }
+    trace = simulate(build_scenario(data, "<pools>"))
+    scheduled = [e["node"] for e in trace.events_of("pod") if e["event"] == "scheduled"]
+    assert scheduled and all("-big-" in node for node in scheduled)
+    grown = [e for e in trace.events_of("scale") if e["target"] == "node-pool"]
+    assert grown and {e["name"] for e in grown} == {"big"}
+    # e2-standard-8 fits two 3-CPU replicas per node; the profile was rescaled for it.
+    assert any(e["machine_type"] == "e2-standard-8" for e in trace.events_of("profile"))
