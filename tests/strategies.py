@@ -164,7 +164,9 @@ def _pod_with_metric(draw: st.DrawFn, healthy: bool) -> tuple[PodInfo, PodMetric
         usage = draw(st.integers(0, 8000))
         return pod, PodMetric(usage, NOW - draw(st.sampled_from([0.0, 5.0, 15.0])), 30.0)
     start_age = draw(
-        st.one_of(st.none(), st.sampled_from([0.0, 20.0, 60.0, 200.0, 300.0, 400.0, 5000.0]))
+        st.one_of(
+            st.none(), st.sampled_from([0.0, 20.0, 60.0, 200.0, 300.0, 300.0, 330.0, 400.0, 5000.0])
+        )
     )
     start = None if start_age is None else NOW - start_age
     ready = draw(st.sampled_from([True, True, True, False, None]))

@@ -23,7 +23,11 @@ from sim.hpa import (
     reconcile,
 )
 from sim.hpa.normalize import convert_desired_replicas_with_behavior_rate
-from sim.hpa.replica_calculator import calc_plain_metric_replicas, get_object_metric_replicas
+from sim.hpa.replica_calculator import (
+    calc_plain_metric_replicas,
+    get_object_metric_replicas,
+    group_pods,
+)
 from sim.hpa.types import (
     Behavior,
     PolicyType,
@@ -388,6 +392,35 @@ def test_rate_limit_rounding_and_ties(
         current, desired, 5, 10, Behavior(scale_up=rules, scale_down=rules), [], [], NOW
     )
     assert (limited.replicas, limited.reason) == expected
+
+
+@pytest.mark.parametrize(
+    ("start_age", "ready", "transition_after_start", "sample_age", "unready"),
+    [
+        # Exactly cpuInitializationPeriod (300 s) old is no longer initializing (strict After),
+        # so a not-Ready pod that became ready at start + delay (30 s) still counts.
+        (300.0, False, 30.0, 0.0, False),
+        (299.0, False, 30.0, 0.0, True),  # still initializing and not Ready
+        # Past initialization: "never became ready" needs start + delay strictly after it.
+        (400.0, False, 29.0, 0.0, True),
+        (400.0, False, 30.0, 0.0, False),
+        # Initializing and Ready: the sample must be at least one window (30 s) newer than
+        # the transition; exactly one window is enough (strict Before).
+        (100.0, True, 40.0, 30.0, False),  # transition at -60, sample at -30: -30 < -30 is false
+        (100.0, True, 40.0, 31.0, True),
+    ],
+)
+def test_group_pods_time_boundaries_are_strict(
+    start_age: float, ready: bool, transition_after_start: float, sample_age: float, unready: bool
+) -> None:
+    start = NOW - start_age
+    pod = PodInfo(
+        "p", ready=ready, start_time=start, ready_transition_time=start + transition_after_start
+    )
+    metrics = {"p": PodMetric(100, NOW - sample_age, 30.0)}
+    grouped = group_pods([pod], metrics, "cpu", 300.0, 30.0, NOW)
+    assert (grouped.unready == {"p"}) == unready
+    assert grouped.ready_pod_count == (0 if unready else 1)
 
 
 # ------------------------------------------------------------------------- spec model

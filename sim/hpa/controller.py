@@ -8,7 +8,7 @@ subresource is the caller's job: the caller passes ``scale.spec.replicas`` and
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
@@ -95,145 +95,158 @@ def tolerances_for_hpa(spec: HPASpec, config: ControllerConfig) -> Tolerances:
     return Tolerances(scale_down=down, scale_up=up)
 
 
-def _compute_metric(
-    metric: MetricSpec,
-    *,
-    spec_replicas: int,
-    status_replicas: int,
-    pods: Sequence[PodInfo],
-    metrics: MetricsSnapshot,
-    now: float,
-    tolerances: Tolerances,
-    config: ControllerConfig,
-) -> MetricResult:
-    """Mirrors ``computeReplicasForMetric`` and the computeStatusFor*Metric helpers."""
+@dataclass(frozen=True)
+class _MetricInputs:
+    """What every computeStatusFor*Metric helper reads, gathered once per reconcile."""
+
+    spec_replicas: int
+    status_replicas: int
+    pods: Sequence[PodInfo]
+    metrics: MetricsSnapshot
+    now: float
+    tolerances: Tolerances
+    cpu_initialization_period: float
+    initial_readiness_delay: float
+
+
+def _resource_metric(metric: MetricSpec, inp: _MetricInputs) -> MetricResult:
+    """Mirrors ``computeStatusForResourceMetricGeneric`` (Resource and ContainerResource).
+
+    Like upstream, an AverageValue target is looked at before a Utilization one.
+    """
     target = metric.target
-    init = config.cpu_initialization_period
-    delay = config.initial_readiness_delay
-    try:
-        if metric.type in (MetricSourceType.RESOURCE, MetricSourceType.CONTAINER_RESOURCE):
-            if metric.type == MetricSourceType.RESOURCE:
-                samples = metrics.resource.get(metric.name)
-                kind = ""
-            else:
-                assert metric.container is not None
-                per_container = metrics.container_resource.get(metric.container)
-                samples = None if per_container is None else per_container.get(metric.name)
-                kind = "container "
-            # computeStatusForResourceMetricGeneric checks AverageValue before Utilization.
-            if target.average_value is not None:
-                if metric.type == MetricSourceType.CONTAINER_RESOURCE:
-                    raise MetricError(
-                        "container resource AverageValue targets are not modelled by scalelab"
-                    )
-                plain = get_raw_resource_replicas(
-                    spec_replicas,
-                    target.average_value,
-                    metric.name,
-                    pods,
-                    samples,
-                    now=now,
-                    tolerances=tolerances,
-                    cpu_initialization_period=init,
-                    initial_readiness_delay=delay,
-                )
-                return MetricResult(
-                    metric,
-                    plain.replicas,
-                    f"{metric.name} resource",
-                    current_average_value=plain.usage,
-                )
-            if target.average_utilization is None:
-                raise MetricError(
-                    "invalid resource metric source: neither an average utilization target "
-                    "nor an average value (usage) target was set"
-                )
-            res = get_resource_replicas(
-                spec_replicas,
-                target.average_utilization,
-                metric.name,
-                pods,
-                samples,
-                container=metric.container,
-                now=now,
-                tolerances=tolerances,
-                cpu_initialization_period=init,
-                initial_readiness_delay=delay,
-            )
-            return MetricResult(
-                metric,
-                res.replicas,
-                f"{metric.name} {kind}resource utilization (percentage of request)",
-                current_average_utilization=res.utilization,
-                current_average_value=res.raw_average,
-            )
-        if metric.type == MetricSourceType.PODS:
-            pod_samples = metrics.pods.get(metric.name)
-            if pod_samples is None:
-                raise MetricError(f"unable to get metric {metric.name}: no metrics returned")
-            if target.average_value is None:
-                raise MetricError("invalid pods metric source: no averageValue target")
-            plain = calc_plain_metric_replicas(
-                pod_samples,
-                spec_replicas,
-                target.average_value,
-                pods,
-                "",
-                now=now,
-                tolerances=tolerances,
-                cpu_initialization_period=init,
-                initial_readiness_delay=delay,
-            )
-            return MetricResult(
-                metric,
-                plain.replicas,
-                f"pods metric {metric.name}",
-                current_average_value=plain.usage,
-            )
-        if metric.type in (MetricSourceType.OBJECT, MetricSourceType.EXTERNAL):
-            is_object = metric.type == MetricSourceType.OBJECT
-            source = metrics.object if is_object else metrics.external
-            usage = source.get(metric.name)
-            label = (
-                f"{metric.described_object or 'object'} metric {metric.name}"
-                if is_object
-                else f"external metric {metric.name}"
-            )
-            if usage is None:
-                raise MetricError(f"unable to get {label}: no metrics returned")
-            if target.type == MetricTargetType.VALUE and target.value is not None:
-                fn = get_object_metric_replicas if is_object else get_external_metric_replicas
-                plain = fn(spec_replicas, target.value, usage, pods, tolerances)
-                return MetricResult(metric, plain.replicas, label, current_value=plain.usage)
-            if target.type == MetricTargetType.AVERAGE_VALUE and target.average_value is not None:
-                per_pod = (
-                    get_object_per_pod_metric_replicas
-                    if is_object
-                    else get_external_per_pod_metric_replicas
-                )
-                plain = per_pod(status_replicas, target.average_value, usage, tolerances)
-                return MetricResult(
-                    metric, plain.replicas, label, current_average_value=plain.usage
-                )
-            raise MetricError(
-                f"invalid {'object' if is_object else 'external'} metric source: "
-                "neither a value target nor an average value target was set"
-            )
-    except MetricError as err:
+    if metric.type == MetricSourceType.RESOURCE:
+        samples = inp.metrics.resource.get(metric.name)
+        kind = ""
+    else:
+        assert metric.container is not None
+        per_container = inp.metrics.container_resource.get(metric.container)
+        samples = None if per_container is None else per_container.get(metric.name)
+        kind = "container "
+    if target.average_value is not None:
+        if metric.type == MetricSourceType.CONTAINER_RESOURCE:
+            raise MetricError("container resource AverageValue targets are not modelled")
+        plain = get_raw_resource_replicas(
+            inp.spec_replicas,
+            target.average_value,
+            metric.name,
+            inp.pods,
+            samples,
+            now=inp.now,
+            tolerances=inp.tolerances,
+            cpu_initialization_period=inp.cpu_initialization_period,
+            initial_readiness_delay=inp.initial_readiness_delay,
+        )
+        return MetricResult(
+            metric, plain.replicas, f"{metric.name} resource", current_average_value=plain.usage
+        )
+    if target.average_utilization is None:
+        raise MetricError(
+            "invalid resource metric source: neither an average utilization target "
+            "nor an average value (usage) target was set"
+        )
+    res = get_resource_replicas(
+        inp.spec_replicas,
+        target.average_utilization,
+        metric.name,
+        inp.pods,
+        samples,
+        container=metric.container,
+        now=inp.now,
+        tolerances=inp.tolerances,
+        cpu_initialization_period=inp.cpu_initialization_period,
+        initial_readiness_delay=inp.initial_readiness_delay,
+    )
+    return MetricResult(
+        metric,
+        res.replicas,
+        f"{metric.name} {kind}resource utilization (percentage of request)",
+        current_average_utilization=res.utilization,
+        current_average_value=res.raw_average,
+    )
+
+
+def _pods_metric(metric: MetricSpec, inp: _MetricInputs) -> MetricResult:
+    """Mirrors ``computeStatusForPodsMetric`` (GetMetricReplicas, AverageValue target)."""
+    samples = inp.metrics.pods.get(metric.name)
+    if samples is None:
+        raise MetricError(f"unable to get metric {metric.name}: no metrics returned")
+    if metric.target.average_value is None:
+        raise MetricError("invalid pods metric source: no averageValue target")
+    plain = calc_plain_metric_replicas(
+        samples,
+        inp.spec_replicas,
+        metric.target.average_value,
+        inp.pods,
+        "",
+        now=inp.now,
+        tolerances=inp.tolerances,
+        cpu_initialization_period=inp.cpu_initialization_period,
+        initial_readiness_delay=inp.initial_readiness_delay,
+    )
+    return MetricResult(
+        metric, plain.replicas, f"pods metric {metric.name}", current_average_value=plain.usage
+    )
+
+
+def _object_or_external_metric(metric: MetricSpec, inp: _MetricInputs) -> MetricResult:
+    """Mirrors ``computeStatusForObjectMetric`` / ``computeStatusForExternalMetric``: a Value
+    target against the ready pods, an AverageValue target per ``status.replicas``."""
+    target = metric.target
+    is_object = metric.type == MetricSourceType.OBJECT
+    usage = (inp.metrics.object if is_object else inp.metrics.external).get(metric.name)
+    label = (
+        f"{metric.described_object or 'object'} metric {metric.name}"
+        if is_object
+        else f"external metric {metric.name}"
+    )
+    if usage is None:
+        raise MetricError(f"unable to get {label}: no metrics returned")
+    if target.type == MetricTargetType.VALUE and target.value is not None:
+        value_fn = get_object_metric_replicas if is_object else get_external_metric_replicas
+        plain = value_fn(inp.spec_replicas, target.value, usage, inp.pods, inp.tolerances)
+        return MetricResult(metric, plain.replicas, label, current_value=plain.usage)
+    if target.type == MetricTargetType.AVERAGE_VALUE and target.average_value is not None:
+        per_pod_fn = (
+            get_object_per_pod_metric_replicas
+            if is_object
+            else get_external_per_pod_metric_replicas
+        )
+        plain = per_pod_fn(inp.status_replicas, target.average_value, usage, inp.tolerances)
+        return MetricResult(metric, plain.replicas, label, current_average_value=plain.usage)
+    raise MetricError(
+        f"invalid {'object' if is_object else 'external'} metric source: "
+        "neither a value target nor an average value target was set"
+    )
+
+
+_HANDLERS: dict[MetricSourceType, Callable[[MetricSpec, _MetricInputs], MetricResult]] = {
+    MetricSourceType.RESOURCE: _resource_metric,
+    MetricSourceType.CONTAINER_RESOURCE: _resource_metric,
+    MetricSourceType.PODS: _pods_metric,
+    MetricSourceType.OBJECT: _object_or_external_metric,
+    MetricSourceType.EXTERNAL: _object_or_external_metric,
+}
+
+
+def _compute_metric(metric: MetricSpec, inp: _MetricInputs) -> MetricResult:
+    """Mirrors ``computeReplicasForMetric``: a proposal, or the error and the ScalingActive
+    reason of this metric's type (FailedGet*Metric / InvalidMetricSourceType)."""
+    handler = _HANDLERS.get(metric.type)
+    if handler is None:
         return MetricResult(
             metric,
             None,
             metric.name,
-            error=str(err),
-            condition_reason=_FAILED_REASON[metric.type],
+            error=f'unknown metric source type "{metric.type}"',
+            condition_reason=ScalingActiveReason.INVALID_METRIC_SOURCE_TYPE,
         )
-    return MetricResult(  # pragma: no cover - MetricSourceType is closed
-        metric,
-        None,
-        metric.name,
-        error=f'unknown metric source type "{metric.type}"',
-        condition_reason=ScalingActiveReason.INVALID_METRIC_SOURCE_TYPE,
-    )
+    try:
+        return handler(metric, inp)
+    except MetricError as err:
+        return MetricResult(
+            metric, None, metric.name, error=str(err), condition_reason=_FAILED_REASON[metric.type]
+        )
 
 
 @dataclass(frozen=True)
@@ -269,20 +282,17 @@ def compute_replicas_for_metrics(
     scale-down), the result is -1 and ScalingActive takes the first failure's reason; a partial
     failure on a scale-up proceeds and only reports the error.
     """
-    tolerances = tolerances_for_hpa(spec, config)
-    results = tuple(
-        _compute_metric(
-            m,
-            spec_replicas=spec_replicas,
-            status_replicas=status_replicas,
-            pods=pods,
-            metrics=metrics,
-            now=now,
-            tolerances=tolerances,
-            config=config,
-        )
-        for m in spec.metrics
+    inputs = _MetricInputs(
+        spec_replicas=spec_replicas,
+        status_replicas=status_replicas,
+        pods=pods,
+        metrics=metrics,
+        now=now,
+        tolerances=tolerances_for_hpa(spec, config),
+        cpu_initialization_period=config.cpu_initialization_period,
+        initial_readiness_delay=config.initial_readiness_delay,
     )
+    results = tuple(_compute_metric(m, inputs) for m in spec.metrics)
     replicas = 0
     metric_name = ""
     first_failure: MetricResult | None = None
