@@ -7,7 +7,7 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -43,11 +43,21 @@ SetOption = Annotated[
 DebugOption = Annotated[bool, typer.Option("--debug", help="show tracebacks")]
 
 
-def _fail(error: Exception, debug: bool) -> None:
+def _fail(error: Exception, debug: bool) -> NoReturn:
     if debug:
         raise error
     err.print(f"[red]error:[/red] {error}", highlight=False, markup=True)
     raise typer.Exit(2)
+
+
+def load(scenario: Path, overrides: list[str] | None, debug: bool) -> Scenario:
+    """The validated scenario, or exit 2 with the file, field and fix on stderr."""
+    from sim.loader import load_scenario
+
+    try:
+        return load_scenario(scenario, overrides or [])
+    except ScenarioError as error:
+        _fail(error, debug)
 
 
 @app.command()
@@ -57,13 +67,7 @@ def validate(
     debug: DebugOption = False,
 ) -> None:
     """Check a scenario file (and overrides) without running it."""
-    from sim.loader import load_scenario
-
-    try:
-        loaded = load_scenario(scenario, set_ or [])
-    except ScenarioError as error:
-        _fail(error, debug)
-        return
+    loaded = load(scenario, set_, debug)
     print(f"{scenario}: ok ({loaded.name}, {loaded.duration:g} s, load {loaded.load.kind})")
 
 
@@ -78,14 +82,9 @@ def run(
 ) -> None:
     """Simulate a scenario; write trace.csv, events.jsonl, summary.json and report.html."""
     from sim.engine import simulate
-    from sim.loader import load_scenario
     from sim.report import write_report
 
-    try:
-        loaded = load_scenario(scenario, set_ or [])
-    except ScenarioError as error:
-        _fail(error, debug)
-        return
+    loaded = load(scenario, set_, debug)
     if seed is not None and seed < 0:
         _fail(ValueError(f"--seed must be >= 0, got {seed}"), debug)
     target = out or Path("out") / loaded.name
