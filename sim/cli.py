@@ -11,9 +11,11 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from sim.errors import ScenarioError
+from sim.sweep.cli import register as register_sweep
 
 if TYPE_CHECKING:
     from sim.scenario import Scenario
@@ -21,16 +23,13 @@ if TYPE_CHECKING:
 
 HELP = """Simulate how a TF Serving deployment autoscales on Kubernetes, and what it costs.
 
+\b
 Examples:
-
   scalelab run scenarios/gsp777.yaml
-
   scalelab run scenarios/gsp777.yaml --seed 7 --set hpa.maxReplicas=6 --out out/max6
-
-  scalelab run scenarios/gsp777.yaml --set duration=45m
-      --set cluster.node_pool.machine_type=e2-standard-4
-
+  scalelab run scenarios/gsp777.yaml --set cluster.node_pool.machine_type=e2-standard-4
   scalelab validate scenarios/spike.yaml
+  scalelab sweep scenarios/gsp777.yaml --vary hpa.minReplicas=1,2 --seeds 3 --recommend
 """
 
 app = typer.Typer(help=HELP, no_args_is_help=True, add_completion=False, rich_markup_mode=None)
@@ -46,7 +45,7 @@ DebugOption = Annotated[bool, typer.Option("--debug", help="show tracebacks")]
 def _fail(error: Exception, debug: bool) -> NoReturn:
     if debug:
         raise error
-    err.print(f"[red]error:[/red] {error}", highlight=False, markup=True)
+    err.print(f"[red]error:[/red] {escape(str(error))}", highlight=False, markup=True)
     raise typer.Exit(2)
 
 
@@ -167,6 +166,9 @@ def _print_summary(summary: dict[str, Any], out: Path) -> None:
         table.add_row(key, value)
     Console().print(table)
     Console().print(f"wrote {out}/trace.csv, events.jsonl, summary.json, report.html")
+
+
+register_sweep(app)
 
 
 def main() -> None:

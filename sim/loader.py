@@ -146,6 +146,7 @@ def scenario_sha256(scenario: Scenario) -> str:
 
 
 def dump_scenario(scenario: Scenario, path: Path) -> None:
-    """Write a scenario that ``scalelab run`` reads back to the same Scenario."""
-    data = scenario.model_dump(mode="json", by_alias=True, exclude_none=True)
+    """Write a scenario that ``scalelab run`` reads back to the same Scenario (explicit nulls
+    stay: ``readinessProbe: null`` must not come back as the default probe)."""
+    data = scenario.model_dump(mode="json", by_alias=True)
     path.write_text(yaml.safe_dump(data, sort_keys=False))

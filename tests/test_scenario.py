@@ -151,3 +151,9 @@ def test_defaults_are_the_lab_deployment() -> None:
     assert s.cluster.pools[0].machine_type == "n1-standard-4"
     assert s.cluster.system_cpu_usage == 150
     assert s.deployment.startup.model_load_cpu == 1000
+
+
+def test_an_explicit_null_survives_the_round_trip(tmp_path: Path) -> None:
+    s = build_scenario({"deployment": {"readinessProbe": None}}, "<no probe>")
+    dump_scenario(s, tmp_path / "s.yaml")
+    assert load_scenario(tmp_path / "s.yaml").deployment.readinessProbe is None

@@ -133,5 +133,5 @@ def test_cold_start_slows_the_first_requests_only() -> None:
 
 def test_a_limit_below_its_request_is_rejected() -> None:
     data = {"deployment": {"resources": {"requests": {"cpu": "3"}, "limits": {"cpu": "2"}}}}
-    with pytest.raises(ScenarioError, match="limits.cpu must be greater than or equal"):
+    with pytest.raises(ScenarioError, match=r"limits\.cpu must be greater than or equal"):
         build_scenario(data, "<test>")

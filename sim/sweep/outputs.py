@@ -1,0 +1,196 @@
+"""What a finished sweep or tune writes: the results tables, report.html, sweep.json and the
+recommendation, staged in a temp directory and moved into place file by file, so a failure
+never leaves a mix of old and new outputs (stale recommendation files are removed)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from sim.sweep.axes import Axis
+    from sim.sweep.cli import Setup
+    from sim.sweep.plan import Point
+    from sim.sweep.results import PointResult
+    from sim.sweep.study import Study
+
+#: Files a sweep writes in its output directory (plus cache/); stale ones are replaced or removed.
+OUTPUT_FILES = (
+    "results.csv",
+    "results.parquet",
+    "points.csv",
+    "report.html",
+    "sweep.json",
+    "recommended.yaml",
+    "recommended-hpa.yaml",
+)
+
+
+@dataclass
+class Outcome:
+    ranked: list[PointResult]
+    baseline: PointResult
+    chosen: PointResult | None
+    written: list[str]
+
+
+def _trace_for(point: Point, seed: int) -> Any:
+    from sim.engine import simulate
+
+    return simulate(point.scenario, seed=seed)
+
+
+def write_outputs(setup: Setup, study: Study, meta: dict[str, Any], recommend: bool) -> Outcome:
+    """Write every output into a staging directory, then move each file into place."""
+    from sim.sweep import recommend as rec
+    from sim.sweep import report
+    from sim.sweep.plan import label
+    from sim.sweep.results import csv_text, point_row, write_parquet
+
+    ranked = study.ranked()
+    baseline = study.result(study.baseline)
+    chosen = rec.choose(ranked) if study.slo is not None else None
+    rows = [row for p in sorted(study.points, key=lambda p: p.index) for row in study.rows(p)]
+    rows += baseline.rows
+    setup.out.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=setup.out))
+    written: list[str] = []
+    try:
+        (staging / "results.csv").write_text(csv_text(rows))
+        write_parquet(rows, staging / "results.parquet")
+        (staging / "points.csv").write_text(csv_text([point_row(r) for r in ranked]))
+        written += ["results.csv", "results.parquet", "points.csv"]
+        if recommend and chosen is not None and study.slo is not None:
+            scenario = rec.recommended_scenario(chosen, study.slo)
+            written.append("recommended.yaml")
+            if rec.write_recommendation(
+                scenario, staging / "recommended.yaml", staging / "recommended-hpa.yaml"
+            ):
+                written.append("recommended-hpa.yaml")
+        shown = chosen or (ranked[0] if ranked else None)
+        images = [
+            (
+                "Pareto front: cost against the SLO metric",
+                report.pareto_png(ranked, study.slo, baseline, chosen),
+            )
+        ]
+        if len(setup.axes) == 2 and ranked:
+            images.append(
+                (
+                    "Heat map over the two axes",
+                    report.map_png(ranked, [a.path for a in setup.axes], study.slo),
+                )
+            )
+        if shown is not None:
+            seed = study.seeds[0]
+            name = ("recommended: " if shown is chosen else "top-ranked: ") + label(
+                shown.point.values
+            )
+            images.append(
+                (
+                    f"Timelines, seed {seed}: baseline beside {name}",
+                    report.timelines_png(
+                        _trace_for(study.baseline, seed),
+                        _trace_for(shown.point, seed),
+                        name,
+                        study.slo,
+                    ),
+                )
+            )
+        facts = [
+            ("scenario", f"{setup.base.source} ({setup.base.scenario.name})"),
+            ("axes", "; ".join(_axis_text(a) for a in setup.axes)),
+            ("seeds", ", ".join(map(str, study.seeds))),
+            ("SLO", study.slo.text() if study.slo else "none (ranked by cost)"),
+            ("points", str(len(ranked))),
+            ("runs", f"{meta['runs']['computed']} computed, {meta['runs']['reused']} from cache"),
+            ("recommended", label(chosen.point.values) if chosen else "-"),
+        ]
+        report.write_report(
+            staging / "report.html",
+            f"scalelab {setup.kind}: {setup.base.scenario.name}",
+            facts,
+            images,
+            ranked,
+            study.slo,
+        )
+        written.append("report.html")
+        summary = _sweep_json(setup, study, meta, ranked, baseline, chosen)
+        (staging / "sweep.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+        written.append("sweep.json")
+        for name in OUTPUT_FILES:
+            target = setup.out / name
+            if name in written:
+                os.replace(staging / name, target)
+            elif target.exists():
+                target.unlink()  # from an earlier sweep; it would not match these results
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return Outcome(ranked, baseline, chosen, written)
+
+
+def _axis_text(axis: Axis) -> str:
+    if axis.values is not None:
+        shown = ", ".join(map(str, axis.values[:12])) + (" ..." if len(axis.values) > 12 else "")
+        return f"{axis.path} = {shown}"
+    return f"{axis.path} in [{axis.low}, {axis.high}]" + (" (log)" if axis.log else "")
+
+
+def _sweep_json(
+    setup: Setup,
+    study: Study,
+    meta: dict[str, Any],
+    ranked: list[PointResult],
+    baseline: PointResult,
+    chosen: PointResult | None,
+) -> dict[str, Any]:
+    from sim.sweep.recommend import margins
+
+    def brief(r: PointResult) -> dict[str, Any]:
+        return {
+            "point": r.point.index,
+            "values": dict(r.point.values),
+            "scenario_sha256": r.point.sha,
+            "cost_usd_mean": r.mean("cost_usd"),
+            "seeds_meeting_slo": r.seeds_met,
+        }
+
+    out: dict[str, Any] = {
+        "command": setup.kind,
+        "scenario": setup.base.source,
+        "scenario_sha256": setup.base.sha,
+        "axes": [
+            {
+                "path": a.path,
+                "values": list(a.values) if a.values is not None else None,
+                "low": a.low,
+                "high": a.high,
+                "log": a.log,
+            }
+            for a in setup.axes
+        ],
+        "seeds": list(study.seeds),
+        "slo": study.slo.text() if study.slo else None,
+        "points": len(ranked),
+        "feasible_points": sum(1 for r in ranked if r.feasible) if study.slo else None,
+        "pareto": [r.point.index for r in ranked if r.pareto],
+        "baseline": brief(baseline),
+        "recommended": None,
+        "executor": setup.executor,
+        "jobs": setup.jobs,
+        **meta,
+    }
+    if chosen is not None and study.slo is not None:
+        out["recommended"] = {
+            **brief(chosen),
+            "margins": [
+                {"metric": m.metric, "limit": m.limit, "worst": m.worst, "margin": m.absolute}
+                for m in margins(chosen, study.slo)
+            ],
+        }
+    return out
