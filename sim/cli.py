@@ -14,7 +14,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from sim.errors import ScenarioError
+from sim.errors import ScenarioError, UserError
+from sim.plugins import load_plugins
 from sim.sweep.cli import register as register_sweep
 
 if TYPE_CHECKING:
@@ -77,15 +78,53 @@ def run(
     seed: Annotated[int | None, typer.Option(help="random seed [default: the scenario's]")] = None,
     set_: SetOption = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no summary, no progress")] = False,
+    backend: Annotated[
+        str, typer.Option(help="sim, or a real cluster: gke, kube (pip install scalelab[gke])")
+    ] = "sim",
+    dry_run: Annotated[bool, typer.Option(help="real cluster: print the plan and stop")] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="real cluster: do not ask")] = False,
+    keep: Annotated[bool, typer.Option(help="real cluster: leave what was created")] = False,
+    max_cost: Annotated[
+        float | None, typer.Option(help="real cluster: stop and tear down past this many USD")
+    ] = None,
+    no_lb: Annotated[
+        bool, typer.Option(help="real cluster: ClusterIP + port-forward, no LoadBalancer")
+    ] = False,
     debug: DebugOption = False,
 ) -> None:
-    """Simulate a scenario; write trace.csv, events.jsonl, summary.json and report.html."""
+    """Simulate a scenario (or run it on a cluster); write trace.csv, events.jsonl,
+    summary.json and report.html."""
     from sim.engine import simulate
     from sim.report import write_report
 
     loaded = load(scenario, set_, debug)
     if seed is not None and seed < 0:
         _fail(ValueError(f"--seed must be >= 0, got {seed}"), debug)
+    if backend != "sim":
+        _run_on_cluster(
+            loaded,
+            backend,
+            out,
+            seed,
+            debug,
+            quiet,
+            dry_run=dry_run,
+            yes=yes,
+            keep=keep,
+            max_cost=max_cost,
+            no_lb=no_lb,
+        )
+        return
+    cluster_only = {
+        "--dry-run": dry_run,
+        "--yes": yes,
+        "--keep": keep,
+        "--max-cost": max_cost is not None,
+        "--no-lb": no_lb,
+    }
+    given = [flag for flag, used in cluster_only.items() if used]
+    if given:
+        _fail(ValueError(f"{', '.join(given)} apply to --backend gke or kube, not sim"), debug)
     target = out or Path("out") / loaded.name
     if not quiet and sys.stderr.isatty():
         trace = _simulate_with_progress(loaded, seed)
@@ -107,6 +146,51 @@ def run(
             shutil.rmtree(staging)
     if not quiet:
         _print_summary(trace.summary, target)
+
+
+def _run_on_cluster(
+    scenario: Scenario,
+    backend: str,
+    out: Path | None,
+    seed: int | None,
+    debug: bool,
+    quiet: bool,
+    **options: Any,
+) -> None:
+    from sim.plugins import backends, run_backend
+
+    if backend not in backends():
+        hint = "" if len(backends()) > 1 else " (install them with: pip install 'scalelab[gke]')"
+        _fail(ValueError(f"--backend {backend!r}: allowed {', '.join(backends())}{hint}"), debug)
+    target = out or Path("out") / f"{scenario.name}-{backend}"
+    try:
+        trace = run_backend(backend, scenario, target, seed=seed, **options)
+    except UserError as error:
+        _fail(error, debug)
+    if trace is not None and not quiet:
+        _print_summary(trace.summary, target)
+
+
+@app.command()
+def compare(
+    a: Annotated[Path, typer.Argument(help="run directory A (the reference, e.g. sim)")],
+    b: Annotated[Path, typer.Argument(help="run directory B (e.g. gke)")],
+    out: Annotated[
+        Path | None, typer.Option(help="report directory [default: out/compare-A-vs-B]")
+    ] = None,
+    window: Annotated[float, typer.Option(help="step length when users do not step (s)")] = 60.0,
+    debug: DebugOption = False,
+) -> None:
+    """Fidelity of B against A: scale-event times, timelines, per-step errors, cost."""
+    from sim.compare import compare_dirs
+
+    target = out or Path("out") / f"compare-{a.name}-vs-{b.name}"
+    try:
+        result = compare_dirs(a, b, target, window_s=window)
+    except (OSError, ValueError, KeyError) as error:
+        _fail(ValueError(f"cannot compare {a} and {b}: {error}"), debug)
+    print(result.render())
+    print(f"wrote {target}/compare.json, report.html")
 
 
 def _simulate_with_progress(scenario: Scenario, seed: int | None) -> Trace:
@@ -169,6 +253,7 @@ def _print_summary(summary: dict[str, Any], out: Path) -> None:
 
 
 register_sweep(app)
+load_plugins(app)
 
 
 def main() -> None:

@@ -199,7 +199,7 @@ def _summary(
         "node_hours": round(_node_hours(world, scenario.duration), 6),
         "cost_usd": round(cost, 6),
         "cost_per_million_requests": round(cost / tally.ok * 1e6, 4) if tally.ok else None,
-        "slo": _slo(scenario, p50, p95, p99, tally.failed, tally.sent),
+        "slo": slo_checks(scenario, p50, p95, p99, tally.failed, tally.sent),
         "wall_seconds": round(wall, 3),
         "sim_requests_per_wall_second": round(tally.sent / wall) if wall > 0 else None,
         "seed": seed,
@@ -209,7 +209,7 @@ def _summary(
     return summary
 
 
-def _slo(
+def slo_checks(
     scenario: Scenario,
     p50: float | None,
     p95: float | None,

@@ -5,6 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 
+class UserError(Exception):
+    """An error whose message tells the user what went wrong and what to do: the CLI prints it
+    and exits 2, without a traceback."""
+
+
 @dataclass
 class Problem:
     """One thing wrong with an input, addressed by its dotted field path."""
@@ -21,7 +26,7 @@ class Problem:
 
 
 @dataclass
-class ScenarioError(Exception):
+class ScenarioError(UserError):
     """A scenario (or an override, or a referenced manifest) that cannot be used as given."""
 
     source: str

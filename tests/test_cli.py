@@ -91,3 +91,25 @@ def test_import_sim_stays_light() -> None:
     code = f"import sys, sim, sim.engine; print(sorted(m for m in {heavy} if m in sys.modules))"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+def test_cloud_plugs_in_through_its_entry_point() -> None:
+    from sim.plugins import backends, register_backend
+
+    helped = scalelab("--help")
+    assert all(name in helped.stdout for name in ("compare", "manifests", "serve", "cloud"))
+    assert {"sim", "gke", "kube"} <= set(backends())
+    with pytest.raises(ValueError, match="already registered"):
+        register_backend("sim", lambda *a, **k: None)
+
+
+def test_cluster_flags_are_refused_for_the_simulator(tmp_path: Path) -> None:
+    done = scalelab("run", str(LAB), "--out", str(tmp_path / "x"), "--dry-run")
+    assert done.returncode == 2 and "--dry-run apply to --backend gke or kube" in done.stderr
+
+
+def test_gke_dry_run_prints_the_plan_without_credentials(tmp_path: Path) -> None:
+    done = scalelab("run", str(LAB), "--backend", "gke", "--dry-run", "--out", str(tmp_path / "g"))
+    assert done.returncode == 0, done.stderr
+    assert "n1-standard-4, autoscaling 1-3" in done.stdout + done.stderr
+    assert not (tmp_path / "g" / "trace.csv").exists()

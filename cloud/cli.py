@@ -1,0 +1,268 @@
+"""scalelab's real-cluster commands: ``manifests``, ``serve``, ``compare``, ``cloud cleanup``,
+and :func:`run_on_cluster` behind ``scalelab run --backend gke|kube``.
+
+Nothing heavy is imported at module level: each command imports what it needs, so
+``scalelab --help`` never loads kubernetes, google-cloud-container or locust.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from cloud.errors import CloudError
+from cloud.settings import CloudSettings, new_run_id
+
+if TYPE_CHECKING:
+    from sim.scenario import Scenario
+    from sim.trace import Trace
+
+SetOption = Annotated[
+    list[str] | None,
+    typer.Option("--set", help="override a scenario field: dotted.path=value (repeatable)"),
+]
+DebugOption = Annotated[bool, typer.Option("--debug", help="show tracebacks")]
+
+
+def _say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def _fail(error: Exception, debug: bool) -> None:
+    if debug:
+        raise error
+    _say(f"error: {error}")
+    raise typer.Exit(2)
+
+
+def _prompt(question: str) -> bool:
+    return bool(typer.confirm(question, default=False, err=True))
+
+
+def run_on_cluster(
+    scenario: Scenario,
+    *,
+    backend: str,
+    out: Path,
+    seed: int | None = None,
+    dry_run: bool = False,
+    yes: bool = False,
+    keep: bool = False,
+    max_cost: float | None = None,
+    no_lb: bool = False,
+    settings: CloudSettings | None = None,
+    say: Callable[[str], None] = _say,
+    confirm: Callable[[str], bool] | None = None,
+) -> Trace | None:
+    """``scalelab run SCENARIO --backend gke|kube``.
+
+    Prints the plan (what will be created, the estimated cost); ``dry_run`` stops there and
+    needs no credentials. Otherwise asks for confirmation unless ``yes``, runs, writes
+    trace.csv, events.jsonl, summary.json and report.html (plus plan.txt, locust.log and
+    cloud-ledger.jsonl) into ``out``, and tears down unless ``keep``. Returns the Trace, or None
+    for a dry run. Raises :class:`cloud.errors.CloudError` (user-facing message) when the
+    scenario cannot run there, the user declines, or the run stops early (Ctrl-C, an error,
+    ``max_cost``), after teardown.
+    """
+    from cloud.backend import backend_class
+
+    settings = settings or CloudSettings.from_env()
+    cls = backend_class(backend)
+    cls.check(scenario)
+    run = cls(
+        scenario,
+        settings,
+        run_id=new_run_id(scenario.name),
+        out=out,
+        say=say,
+        seed=seed,
+        journal=not dry_run,
+    )
+    plan = run.plan(no_lb=no_lb, max_cost=max_cost)
+    say(plan.render())
+    if dry_run:
+        return None
+    if not settings.model_path:
+        raise CloudError(
+            "no model path: set SCALELAB_MODEL_PATH to the model's base path "
+            "(the lab's gs://BUCKET/resnet_101)"
+        )
+    if not yes:
+        if confirm is None and not sys.stdin.isatty():
+            raise CloudError("this creates billable resources: add --yes to run without a prompt")
+        if not (confirm or _prompt)("create these and run?"):
+            raise CloudError("not confirmed; nothing was created")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "plan.txt").write_text(plan.render() + "\n")
+    return run.run(no_lb=no_lb, keep=keep, max_cost=max_cost)
+
+
+# --- commands -------------------------------------------------------------------------------
+
+
+def manifests(
+    scenario: Annotated[Path, typer.Argument(help="scenario YAML file")],
+    set_: SetOption = None,
+    namespace: Annotated[str | None, typer.Option(help="[default: scalelab]")] = None,
+    model_path: Annotated[
+        str | None, typer.Option(help="TF Serving --model_base_path, e.g. gs://BUCKET/resnet_101")
+    ] = None,
+    run_id: Annotated[str, typer.Option(help="value of the scalelab.dev/run-id label")] = "manual",
+    no_lb: Annotated[bool, typer.Option("--no-lb", help="ClusterIP Service")] = False,
+    check: Annotated[
+        bool, typer.Option("--validate", help="also check against the OpenAPI schemas")
+    ] = False,
+    debug: DebugOption = False,
+) -> None:
+    """Print the run's Kubernetes objects as YAML (for kubectl apply -f -)."""
+    from sim.errors import ScenarioError
+    from sim.loader import load_scenario
+
+    try:
+        loaded = load_scenario(scenario, set_ or [])
+        from cloud.manifests import allowed_versions, build_objects, to_yaml, validate
+
+        settings = CloudSettings.from_env(namespace=namespace, model_path=model_path)
+        objects = build_objects(loaded, settings, run_id=run_id, no_lb=no_lb)
+        if check:
+            versions = allowed_versions(loaded, settings.kubernetes_version)
+            problems = validate(objects, versions)
+            if problems:
+                raise CloudError("the manifests do not validate:\n  " + "\n  ".join(problems))
+            _say(f"valid for Kubernetes {', '.join(versions)}")
+    except (ScenarioError, CloudError, ValueError) as error:
+        _fail(error, debug)
+        return
+    sys.stdout.write(to_yaml(objects))
+
+
+def serve(
+    model_path: Annotated[
+        Path | None, typer.Option(help="SavedModel base path (real inference, needs TensorFlow)")
+    ] = None,
+    profile: Annotated[
+        str | None, typer.Option(help="latency profile family, e.g. resnet101-tfserving")
+    ] = None,
+    machine_type: Annotated[str, typer.Option(help="machine the profile is for")] = "e2-standard-4",
+    model_name: Annotated[str, typer.Option(help="model name in the URLs")] = "image_classifier",
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TF Serving's REST port")] = 8501,
+    seed: Annotated[int, typer.Option(help="seed of the service-time draws")] = 1,
+    workers: Annotated[
+        int | None, typer.Option(help="requests served at once [default: vCPUs / parallelism]")
+    ] = None,
+    debug: DebugOption = False,
+) -> None:
+    """A local server that speaks TF Serving's REST API, to test the real path."""
+    from cloud.serve import SavedModelServable, Servable, profile_servable, start_server
+
+    if (model_path is None) == (profile is None):
+        _fail(CloudError("give exactly one of --model-path or --profile"), debug)
+        return
+    try:
+        servable: Servable
+        if profile is not None:
+            servable = profile_servable(
+                profile, machine_type, name=model_name, seed=seed, workers=workers
+            )
+        else:
+            assert model_path is not None
+            servable = SavedModelServable(model_path, name=model_name, workers=workers or 4)
+        running = start_server(servable, host, port)
+    except (CloudError, ValueError, OSError) as error:
+        _fail(error, debug)
+        return
+    _say(f"serving {model_name} at {running.url} (Ctrl-C stops)")
+    try:
+        running.thread.join()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        running.close()
+
+
+def cleanup(
+    backend: Annotated[str, typer.Option(help="gke: labelled clusters; kube: labelled objects")] = (
+        "kube"
+    ),
+    project: Annotated[str | None, typer.Option(help="GCP project (gke)")] = None,
+    location: Annotated[str | None, typer.Option(help="zone/region, '-' for all (gke)")] = None,
+    kubeconfig: Annotated[str | None, typer.Option(help="kubeconfig file (kube)")] = None,
+    context: Annotated[str | None, typer.Option(help="kubeconfig context (kube)")] = None,
+    run_id: Annotated[str | None, typer.Option(help="only this run's resources")] = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="delete without asking")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="only list")] = False,
+    debug: DebugOption = False,
+) -> None:
+    """Find what scalelab left running (by its labels) and remove it."""
+    from cloud.teardown import Ledger
+
+    settings = CloudSettings.from_env(
+        project=project, location=location, kubeconfig=kubeconfig, context=context
+    )
+    try:
+        found = _leftovers(backend, settings, run_id)
+    except CloudError as error:
+        _fail(error, debug)
+        return
+    if not found:
+        _say("nothing of scalelab's found")
+        return
+    _say("found:\n" + "\n".join(f"  {what}" for what, _ in found))
+    if dry_run:
+        return
+    if not yes and not (sys.stdin.isatty() and _prompt("delete all of these?")):
+        _fail(CloudError("not confirmed (add --yes); nothing was deleted"), debug)
+        return
+    ledger = Ledger()
+    for what, delete in reversed(found):  # teardown runs newest first: keep the listed order
+        ledger.record(what, delete, _gone)
+    report = ledger.teardown(_say)
+    _say(report.render())
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+def _gone(err: BaseException) -> bool:
+    status = getattr(err, "status", None) or getattr(err, "code", None)
+    return status == 404
+
+
+def _leftovers(
+    backend: str, settings: CloudSettings, run_id: str | None
+) -> list[tuple[str, Callable[[], object]]]:
+    if backend == "kube":
+        from cloud.credentials import kubeconfig_api_client
+        from cloud.workload import Kube, leftovers
+
+        return leftovers(Kube(kubeconfig_api_client(settings.kubeconfig, settings.context)), run_id)
+    if backend == "gke":
+        from cloud.credentials import google_credentials
+        from cloud.gke import GKE, cluster_leftovers, container_v1
+
+        credentials, project = google_credentials(settings.project)
+        client = container_v1().ClusterManagerClient(credentials=credentials)
+        gke = GKE(client, project, settings.location, say=_say)
+        found = cluster_leftovers(gke, settings.operation_timeout)
+        if run_id is not None:
+            found = [(w, d) for w, d in found if f"(run {run_id})" in w]
+        return found
+    raise CloudError(f"unknown backend {backend!r}; cleanup knows gke and kube")
+
+
+def register(app: typer.Typer) -> None:
+    """The ``scalelab.plugins`` entry point: ``manifests``, ``serve``, ``cloud cleanup``, and
+    the gke and kube backends of ``scalelab run``."""
+    from sim.plugins import register_backend
+
+    register_backend("gke", run_on_cluster)
+    register_backend("kube", run_on_cluster)
+    app.command("manifests")(manifests)
+    app.command("serve")(serve)
+    group = typer.Typer(help="Real-cluster housekeeping.", no_args_is_help=True)
+    group.command("cleanup")(cleanup)
+    app.add_typer(group, name="cloud")

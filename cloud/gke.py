@@ -1,0 +1,334 @@
+"""GKE: create (or reuse) the scenario's cluster with google-cloud-container, and remove it.
+
+The request is the lab's ``gcloud container clusters create --machine-type=n1-standard-4
+--enable-autoscaling --min-nodes=1 --max-nodes=3 --num-nodes=1`` spelled as
+``container_v1.CreateClusterRequest`` (https://cloud.google.com/kubernetes-engine/docs/reference/rest/v1/projects.locations.clusters#Cluster):
+one ``NodePool`` per scenario pool with ``NodePoolAutoscaling``, the cluster autoscaler's
+``autoscaling_profile`` from the scenario, GKE resource labels naming scalelab and the run.
+Long-running calls return an ``Operation`` that is polled (``get_operation``) until DONE.
+Only the cluster autoscaler's profile can be chosen on GKE; its other flags cannot, and the
+backend says so before anything starts (:data:`GKEBackend.UNSUPPORTED`).
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+from cloud.backend import BACKENDS, Backend, Feature
+from cloud.errors import CloudError, MissingDependencyError
+from cloud.plan import PoolPlan, pool_plan
+from cloud.settings import GKE_MANAGED_BY_LABEL, GKE_RUN_ID_LABEL, MANAGED_BY, CloudSettings
+from cloud.teardown import Ledger, Say
+from sim.scenario import Scenario
+
+
+def container_v1() -> Any:
+    """The google-cloud-container module, imported on first use."""
+    try:
+        from google.cloud import container_v1 as module
+    except ImportError as err:  # pragma: no cover
+        raise MissingDependencyError("google-cloud-container") from err
+    return module
+
+
+def _not_found(err: BaseException) -> bool:
+    from google.api_core import exceptions
+
+    return isinstance(err, exceptions.NotFound)
+
+
+def gke_labels(run_id: str) -> dict[str, str]:
+    return {GKE_MANAGED_BY_LABEL: MANAGED_BY, GKE_RUN_ID_LABEL: run_id}
+
+
+def autoscaling_profile(scenario: Scenario) -> Any:
+    c = container_v1()
+    profiles = {
+        "balanced": c.ClusterAutoscaling.AutoscalingProfile.BALANCED,
+        "optimize-utilization": c.ClusterAutoscaling.AutoscalingProfile.OPTIMIZE_UTILIZATION,
+    }
+    return profiles[scenario.cluster.autoscaler.profile]
+
+
+def node_pool(plan: PoolPlan, run_id: str, labels: dict[str, str]) -> Any:
+    """One ``container_v1.NodePool`` (``--num-nodes`` is the initial count per zone)."""
+    c = container_v1()
+    accelerators = []
+    if plan.accelerator is not None:
+        kind, count = plan.accelerator
+        accelerators = [c.AcceleratorConfig(accelerator_type=kind, accelerator_count=count)]
+    return c.NodePool(
+        name=plan.name,
+        initial_node_count=plan.initial_nodes,
+        config=c.NodeConfig(
+            machine_type=plan.gce_machine_type,
+            labels=dict(labels),
+            resource_labels=gke_labels(run_id),
+            accelerators=accelerators,
+        ),
+        autoscaling=c.NodePoolAutoscaling(
+            enabled=plan.autoscaling,
+            min_node_count=plan.min_nodes if plan.autoscaling else 0,
+            max_node_count=plan.max_nodes if plan.autoscaling else 0,
+        ),
+    )
+
+
+def cluster_request(scenario: Scenario, settings: CloudSettings, run_id: str, project: str) -> Any:
+    """The ``CreateClusterRequest`` for a scenario (pure: no call is made)."""
+    c = container_v1()
+    autoscaling = scenario.cluster.autoscaler.enabled
+    pools = [node_pool(pool_plan(p, autoscaling), run_id, p.labels) for p in scenario.cluster.pools]
+    channel = c.ReleaseChannel.Channel[settings.release_channel.upper()]
+    return c.CreateClusterRequest(
+        parent=f"projects/{project}/locations/{settings.location}",
+        cluster=c.Cluster(
+            name=settings.cluster_name,
+            description=f"scalelab run {run_id} of scenario {scenario.name}",
+            resource_labels=gke_labels(run_id),
+            node_pools=pools,
+            autoscaling=c.ClusterAutoscaling(autoscaling_profile=autoscaling_profile(scenario)),
+            release_channel=c.ReleaseChannel(channel=channel),
+            initial_cluster_version=settings.kubernetes_version or "",
+            addons_config=c.AddonsConfig(
+                horizontal_pod_autoscaling=c.HorizontalPodAutoscaling(disabled=False),
+                http_load_balancing=c.HttpLoadBalancing(disabled=False),
+            ),
+        ),
+    )
+
+
+class GKE:
+    """Cluster operations over one ``ClusterManagerClient``."""
+
+    def __init__(
+        self,
+        client: Any,
+        project: str,
+        location: str,
+        *,
+        say: Say,
+        poll_s: float = 10.0,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.client = client
+        self.project, self.location = project, location
+        self.say = say
+        self.poll_s = poll_s
+        self._sleep = sleep
+
+    @property
+    def parent(self) -> str:
+        return f"projects/{self.project}/locations/{self.location}"
+
+    def cluster_path(self, name: str) -> str:
+        return f"{self.parent}/clusters/{name}"
+
+    def wait(self, operation: Any, what: str, timeout: float) -> Any:
+        """Poll an Operation until DONE, printing its progress; raise on its error."""
+        c = container_v1()
+        deadline = time.monotonic() + timeout
+        started = time.monotonic()
+        name = f"{self.parent}/operations/{operation.name}"
+        last = ""
+        while operation.status != c.Operation.Status.DONE:
+            if time.monotonic() > deadline:
+                raise CloudError(
+                    f"{what}: operation {operation.name} not done after {timeout:.0f} s"
+                )
+            self._sleep(self.poll_s)
+            operation = self.client.get_operation(name=name)
+            state = f"{operation.status.name.lower()}{_progress(operation)}"
+            if state != last:
+                self.say(f"{what}: {state} ({time.monotonic() - started:.0f} s)")
+                last = state
+        # status_message: "if an error has occurred, a textual description" (deprecated for
+        # ``error``, a google.rpc.Status); either one means the operation failed.
+        if operation.error.code or operation.status_message:
+            raise CloudError(
+                f"{what} failed: {operation.error.message or operation.status_message}"
+            )
+        return operation
+
+    def get(self, name: str) -> Any | None:
+        try:
+            return self.client.get_cluster(name=self.cluster_path(name))
+        except Exception as err:
+            if _not_found(err):
+                return None
+            raise
+
+    def delete_cluster(self, name: str, timeout: float) -> None:
+        operation = self.client.delete_cluster(name=self.cluster_path(name))
+        self.wait(operation, f"deleting cluster {name}", timeout)
+
+    def ensure_cluster(
+        self,
+        scenario: Scenario,
+        settings: CloudSettings,
+        run_id: str,
+        ledger: Ledger,
+    ) -> Any:
+        """Create the cluster, or reuse one of that name (adding missing pools and setting
+        their autoscaling); every change is in the ledger with its undo."""
+        c = container_v1()
+        name, timeout = settings.cluster_name, settings.operation_timeout
+        existing = self.get(name)
+        if existing is None:
+            request = cluster_request(scenario, settings, run_id, self.project)
+            self.say(f"creating cluster {name} in {self.location}")
+            operation = self.client.create_cluster(request=request)
+            ledger.record(
+                f"GKE cluster {self.cluster_path(name)}",
+                functools.partial(self.delete_cluster, name, timeout),
+                _not_found,
+            )
+            self.wait(operation, f"creating cluster {name}", timeout)
+            return self.client.get_cluster(name=self.cluster_path(name))
+        self.say(f"reusing cluster {name} (it is not deleted afterwards)")
+        autoscaling = scenario.cluster.autoscaler.enabled
+        have = {p.name: p for p in existing.node_pools}
+        for pool in scenario.cluster.pools:
+            plan = pool_plan(pool, autoscaling)
+            pool_name = f"{self.cluster_path(name)}/nodePools/{plan.name}"
+            current = have.get(plan.name)
+            if current is None:
+                self.say(f"adding node pool {plan.name}")
+                operation = self.client.create_node_pool(
+                    request=c.CreateNodePoolRequest(
+                        parent=self.cluster_path(name),
+                        node_pool=node_pool(plan, run_id, pool.labels),
+                    )
+                )
+                ledger.record(
+                    f"GKE node pool {pool_name}",
+                    functools.partial(self.delete_node_pool, pool_name, timeout),
+                    _not_found,
+                )
+                self.wait(operation, f"adding node pool {plan.name}", timeout)
+                continue
+            if current.config.machine_type != plan.gce_machine_type:
+                raise CloudError(
+                    f"cluster {name} has node pool {plan.name} of {current.config.machine_type}, "
+                    f"the scenario wants {plan.gce_machine_type}: use another cluster_name "
+                    "(SCALELAB_GKE_CLUSTER) or pool name"
+                )
+            wanted = node_pool(plan, run_id, pool.labels).autoscaling
+            if current.autoscaling != wanted:
+                self._set_autoscaling(pool_name, wanted, timeout)
+                ledger.record(
+                    f"autoscaling of {pool_name} (restored to what it was)",
+                    functools.partial(
+                        self._set_autoscaling, pool_name, current.autoscaling, timeout
+                    ),
+                    _not_found,
+                )
+        return self.client.get_cluster(name=self.cluster_path(name))
+
+    def delete_node_pool(self, pool_name: str, timeout: float) -> None:
+        operation = self.client.delete_node_pool(name=pool_name)
+        self.wait(operation, f"deleting node pool {pool_name}", timeout)
+
+    def _set_autoscaling(self, pool_name: str, autoscaling: Any, timeout: float) -> None:
+        c = container_v1()
+        operation = self.client.set_node_pool_autoscaling(
+            request=c.SetNodePoolAutoscalingRequest(name=pool_name, autoscaling=autoscaling)
+        )
+        self.wait(operation, f"setting autoscaling of {pool_name}", timeout)
+
+    def leftovers(self) -> list[Any]:
+        """Clusters labelled as scalelab's (``location`` may be ``-`` for all)."""
+        found = self.client.list_clusters(parent=self.parent)
+        return [
+            cluster
+            for cluster in found.clusters
+            if cluster.resource_labels.get(GKE_MANAGED_BY_LABEL) == MANAGED_BY
+        ]
+
+
+def _progress(operation: Any) -> str:
+    progress = operation.progress
+    if progress is None or not progress.stages:
+        return f", {operation.detail}" if operation.detail else ""
+    running = [s for s in progress.stages if s.status.name == "RUNNING"]
+    stage = running[0] if running else progress.stages[-1]
+    return f", {stage.name or 'stage'} {stage.status.name.lower()}"
+
+
+@BACKENDS.register("gke")
+class GKEBackend(Backend):
+    """Creates (or reuses) a GKE cluster, runs there, and deletes what it created."""
+
+    UNSUPPORTED: ClassVar[dict[Feature, str]] = {
+        Feature.CA_FLAGS: "GKE runs the cluster autoscaler itself; only its autoscaling "
+        "profile can be set (ClusterAutoscaling.autoscaling_profile)",
+        Feature.HPA_CONTROLLER_FLAGS: "GKE's control plane is managed: kube-controller-manager "
+        "flags (--horizontal-pod-autoscaler-*) cannot be set",
+        Feature.METRICS_RESOLUTION: "GKE's metrics-server add-on has a fixed 30 s resolution",
+        Feature.SCHEDULER_SCORING: "GKE's scheduler scoring follows the autoscaling profile "
+        "(optimize-utilization: MostAllocated); it cannot be set on its own",
+        Feature.HPA_SCALE_TO_ZERO: "minReplicas 0 needs the HPAScaleToZero alpha feature gate, "
+        "which GKE does not enable",
+        Feature.DETERMINISTIC_REPLAY: "a real cluster: timing, placement and latency vary",
+    }
+
+    def __init__(self, *args: Any, client: Any = None, credentials: Any = None, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._client = client
+        self._credentials = credentials
+        self._gke: GKE | None = None
+        self.cluster: Any = None
+
+    def gke(self) -> GKE:
+        if self._gke is None:
+            from cloud.credentials import google_credentials
+
+            project = self.settings.project
+            if self._credentials is None or project is None:
+                credentials, project = google_credentials(project)
+                self._credentials = self._credentials or credentials
+            client = self._client or container_v1().ClusterManagerClient(
+                credentials=self._credentials
+            )
+            self._gke = GKE(client, project, self.settings.location, say=self.say)
+        return self._gke
+
+    def _provision(self) -> None:
+        self.cluster = self.gke().ensure_cluster(
+            self.scenario, self.settings, self.run_id, self.ledger
+        )
+
+    def _connect(self) -> Any:
+        from cloud.credentials import gke_api_client
+
+        self.gke()
+        return gke_api_client(self.cluster, self._credentials)
+
+    def _counted_pools(self) -> tuple[str, ...] | None:
+        return self.settings.node_pools or tuple(p.name for p in self.scenario.cluster.pools)
+
+
+def cluster_leftovers(gke: GKE, timeout: float) -> list[tuple[str, Callable[[], Any]]]:
+    """GKE clusters labelled as scalelab's, each with its delete (waits for the operation)."""
+    return [
+        (
+            f"GKE cluster {cluster.name} in {cluster.location} "
+            f"(run {cluster.resource_labels.get(GKE_RUN_ID_LABEL, '?')})",
+            functools.partial(
+                GKE(
+                    gke.client,
+                    gke.project,
+                    cluster.location,
+                    say=gke.say,
+                    poll_s=gke.poll_s,
+                    sleep=gke._sleep,
+                ).delete_cluster,
+                cluster.name,
+                timeout,
+            ),
+        )
+        for cluster in gke.leftovers()
+    ]

@@ -1,0 +1,116 @@
+"""Everything a real-cluster run needs beyond the scenario, each a named, documented parameter.
+
+The scenario says *what* to run; these say *where* (project, zone, kubeconfig) and the
+assumptions of the real path (timeouts, polling). Unset fields come from ``SCALELAB_*``
+environment variables (:meth:`CloudSettings.from_env`), so ``scalelab run --backend gke``
+needs no extra flags once the environment is set up.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
+"""Kubernetes' recommended label (https://kubernetes.io/docs/concepts/overview/working-with-objects/common-labels/)."""
+MANAGED_BY = "scalelab"
+RUN_ID_LABEL = "scalelab.dev/run-id"
+GKE_MANAGED_BY_LABEL = "managed-by"
+"""GKE resource labels allow no '/' or '.' (https://cloud.google.com/compute/docs/labeling-resources)."""
+GKE_RUN_ID_LABEL = "scalelab-run-id"
+
+
+@dataclass(frozen=True)
+class BatchingParameters:
+    """TF Serving's ``--batching_parameters_file`` (a BatchingParameters text proto).
+
+    Field names as in tensorflow_serving/servables/tensorflow/session_bundle_config.proto;
+    see https://github.com/tensorflow/serving/blob/master/tensorflow_serving/batching/README.md.
+    """
+
+    max_batch_size: int = 32
+    batch_timeout_micros: int = 1000
+    num_batch_threads: int = 4
+    max_enqueued_batches: int = 100
+
+    def text_proto(self) -> str:
+        return "".join(f"{f.name} {{ value: {getattr(self, f.name)} }}\n" for f in fields(self))
+
+
+@dataclass(frozen=True)
+class CloudSettings:
+    """Where and how a real-cluster run happens (all but ``project`` have defaults)."""
+
+    project: str | None = None
+    location: str = "us-central1-a"
+    """Zone or region of the GKE cluster; a zone keeps it to one zonal cluster (assumed)."""
+    cluster_name: str = "scalelab"
+    release_channel: str = "regular"
+    kubernetes_version: str | None = None
+    """``initial_cluster_version``; None takes the release channel's default."""
+    namespace: str = "scalelab"
+    model_path: str | None = None
+    """TF Serving ``--model_base_path`` (e.g. gs://BUCKET/resnet_101); the scenario has none."""
+    kubeconfig: str | None = None
+    context: str | None = None
+    endpoint: str | None = None
+    """Send the load here instead of the Service's address (an Ingress, a tunnel, a test)."""
+    model_version: str = "1"
+    signature_name: str = "serving_preprocess"
+    image_file: Path | None = None
+    """The JPEG the lab posts; default: the packaged grace_hopper.jpg."""
+    batching: BatchingParameters | None = None
+    """Used when the scenario does not say (it has no batching field yet)."""
+    observe_interval: float = 5.0
+    """Seconds between reads of the HPA, pods, nodes and metrics (assumed; HPA syncs every 15 s)."""
+    client_timeout: float = 60.0
+    """Locust's per-request timeout; TF Serving's own REST timeout is the scenario's."""
+    model_ready_timeout: float = 900.0
+    load_balancer_timeout: float = 600.0
+    operation_timeout: float = 1800.0
+    cluster_overhead_s: float = 480.0
+    """Cluster create + delete time billed at the initial nodes, for the cost estimate
+    (assumed: ~6 min create, ~2 min delete)."""
+    teardown_attempts: int = 3
+    teardown_backoff_s: float = 5.0
+    """Each delete is tried this often, waiting backoff x attempt between tries."""
+    node_pools: tuple[str, ...] | None = None
+    """Count only nodes of these pools (label cloud.google.com/gke-nodepool); None: the
+    scenario's pools on gke, every node on kube."""
+    extra_labels: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None, **given: Any) -> CloudSettings:
+        """Explicit values win, then ``SCALELAB_*`` variables, then the defaults."""
+        env = dict(os.environ if environ is None else environ)
+        found: dict[str, Any] = {}
+        project = env.get("SCALELAB_GCP_PROJECT") or env.get("GOOGLE_CLOUD_PROJECT")
+        if project:
+            found["project"] = project
+        for name, var in (
+            ("location", "SCALELAB_GKE_LOCATION"),
+            ("cluster_name", "SCALELAB_GKE_CLUSTER"),
+            ("namespace", "SCALELAB_NAMESPACE"),
+            ("model_path", "SCALELAB_MODEL_PATH"),
+            ("kubeconfig", "KUBECONFIG"),
+            ("context", "SCALELAB_KUBE_CONTEXT"),
+            ("endpoint", "SCALELAB_ENDPOINT"),
+        ):
+            if env.get(var):
+                found[name] = env[var]
+        found.update({k: v for k, v in given.items() if v is not None})
+        return cls(**found)
+
+    def with_(self, **changes: Any) -> CloudSettings:
+        return replace(self, **changes)
+
+
+def new_run_id(scenario_name: str, now: float | None = None) -> str:
+    """``<scenario>-<UTC yyyymmdd-hhmmss>``: a valid label value and DNS label (<= 63 chars)."""
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(time.time() if now is None else now))
+    slug = re.sub(r"[^a-z0-9-]+", "-", scenario_name.lower()).strip("-")[:40] or "run"
+    return f"{slug}-{stamp}"

@@ -1,0 +1,230 @@
+"""GKE: the CreateClusterRequest as real container_v1 types, field by field; provisioning,
+reuse and deletion through the real ClusterManagerClient (REST transport) against a local fake
+of GKE's API; credentials into a kubernetes client Configuration with token refresh."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from google.auth import credentials as ga_credentials
+from google.cloud import container_v1 as c
+
+from cloud.credentials import TokenRefresher, gke_configuration
+from cloud.errors import CloudError
+from cloud.gke import GKE, GKEBackend, cluster_leftovers, cluster_request
+from cloud.settings import CloudSettings
+from cloud.teardown import Ledger, Outcome
+from sim.loader import build_scenario, load_scenario
+from tests.cloud_fakes import FakeGKE
+
+ROOT = Path(__file__).resolve().parents[1]
+LAB = ROOT / "scenarios" / "gsp777.yaml"
+SETTINGS = CloudSettings(project="proj", location="us-central1-a", cluster_name="lab")
+
+
+def test_the_labs_cluster_request_field_by_field() -> None:
+    request = cluster_request(load_scenario(LAB), SETTINGS, "run-1", "proj")
+    assert isinstance(request, c.CreateClusterRequest)
+    assert request.parent == "projects/proj/locations/us-central1-a"
+    cluster = request.cluster
+    assert cluster.name == "lab"
+    assert dict(cluster.resource_labels) == {"managed-by": "scalelab", "scalelab-run-id": "run-1"}
+    assert (
+        cluster.autoscaling.autoscaling_profile == c.ClusterAutoscaling.AutoscalingProfile.BALANCED
+    )
+    assert cluster.release_channel.channel == c.ReleaseChannel.Channel.REGULAR
+    assert cluster.initial_cluster_version == ""
+    assert not cluster.addons_config.horizontal_pod_autoscaling.disabled
+    (pool,) = cluster.node_pools
+    # gcloud ... --machine-type=n1-standard-4 --enable-autoscaling --min-nodes=1 --max-nodes=3
+    #   --num-nodes=1
+    assert pool.name == "default-pool"
+    assert pool.initial_node_count == 1
+    assert pool.config.machine_type == "n1-standard-4"
+    assert list(pool.config.accelerators) == []
+    assert pool.autoscaling == c.NodePoolAutoscaling(
+        enabled=True, min_node_count=1, max_node_count=3
+    )
+    assert dict(pool.config.resource_labels)["scalelab-run-id"] == "run-1"
+
+
+def test_profile_gpu_pools_and_fixed_size() -> None:
+    scenario = load_scenario(
+        LAB,
+        [
+            "cluster.autoscaler.profile=optimize-utilization",
+            "cluster.autoscaler.enabled=false",
+            "cluster.node_pool.machine_type=n1-standard-4-nvidia-tesla-t4",
+            "cluster.node_pool.initial_nodes=2",
+            "cluster.node_pool.labels={role: serving}",
+        ],
+    )
+    settings = CloudSettings(release_channel="stable", kubernetes_version="1.33")
+    cluster = cluster_request(scenario, settings, "r", "p").cluster
+    profile = c.ClusterAutoscaling.AutoscalingProfile.OPTIMIZE_UTILIZATION
+    assert cluster.autoscaling.autoscaling_profile == profile
+    assert cluster.release_channel.channel == c.ReleaseChannel.Channel.STABLE
+    assert cluster.initial_cluster_version == "1.33"
+    (pool,) = cluster.node_pools
+    assert pool.config.machine_type == "n1-standard-4"
+    assert list(pool.config.accelerators) == [
+        c.AcceleratorConfig(accelerator_type="nvidia-tesla-t4", accelerator_count=1)
+    ]
+    assert not pool.autoscaling.enabled and pool.initial_node_count == 2
+    assert dict(pool.config.labels) == {"role": "serving"}
+
+
+@pytest.fixture
+def fake_gke() -> Iterator[FakeGKE]:
+    fake = FakeGKE()
+    yield fake
+    fake.close()
+
+
+def gke_for(fake: FakeGKE, said: list[str]) -> GKE:
+    return GKE(
+        fake.client(), "proj", "us-central1-a", say=said.append, poll_s=0, sleep=lambda s: None
+    )
+
+
+def test_create_wait_and_delete(fake_gke: FakeGKE) -> None:
+    said: list[str] = []
+    gke = gke_for(fake_gke, said)
+    ledger = Ledger(sleep=lambda s: None)
+    cluster = gke.ensure_cluster(load_scenario(LAB), SETTINGS, "run-1", ledger)
+    assert isinstance(cluster, c.Cluster) and cluster.name == "lab"
+    assert cluster.node_pools[0].autoscaling.max_node_count == 3
+    method, path, body = fake_gke.requests[1]
+    assert (method, path) == ("POST", "projects/proj/locations/us-central1-a/clusters")
+    assert body["cluster"]["nodePools"][0]["config"]["machineType"] == "n1-standard-4"
+    assert any("creating cluster lab: done" in line for line in said)
+    report = ledger.teardown(said.append)
+    assert report.ok and report.items[0][1] is Outcome.REMOVED
+    assert fake_gke.clusters == {}
+
+
+def test_a_failed_operation_is_an_error(fake_gke: FakeGKE) -> None:
+    fake_gke.operation_error = "Insufficient regional quota to satisfy request: CPUS"
+    ledger = Ledger(sleep=lambda s: None)
+    with pytest.raises(
+        CloudError, match="creating cluster lab failed: Insufficient regional quota"
+    ):
+        gke_for(fake_gke, []).ensure_cluster(load_scenario(LAB), SETTINGS, "r", ledger)
+    # The create was accepted, so teardown still knows to delete what may exist.
+    assert [e.description for e in ledger.entries] == [
+        "GKE cluster projects/proj/locations/us-central1-a/clusters/lab"
+    ]
+
+
+def test_reuse_adds_pools_sets_autoscaling_and_restores_it(fake_gke: FakeGKE) -> None:
+    said: list[str] = []
+    gke = gke_for(fake_gke, said)
+    two_pools = build_scenario(
+        {"cluster": {"node_pools": [{"name": "default-pool"}, {"name": "extra"}]}}, "two"
+    )
+    gke.ensure_cluster(
+        load_scenario(LAB, ["cluster.node_pool.max_nodes=5"]), SETTINGS, "old", Ledger()
+    )
+    ledger = Ledger(sleep=lambda s: None)
+    cluster = gke.ensure_cluster(two_pools, SETTINGS, "new", ledger)
+    pools = {p.name: p for p in cluster.node_pools}
+    assert set(pools) == {"default-pool", "extra"}
+    assert pools["default-pool"].autoscaling.max_node_count == 3
+    assert any("reusing cluster lab" in line for line in said)
+    assert len(ledger.entries) == 2  # the new pool, and the autoscaling change; not the cluster
+    assert ledger.teardown().ok
+    restored = gke.get("lab")
+    assert [p.name for p in restored.node_pools] == ["default-pool"]
+    assert restored.node_pools[0].autoscaling.max_node_count == 5
+
+
+def test_reuse_refuses_a_pool_of_another_machine_type(fake_gke: FakeGKE) -> None:
+    gke = gke_for(fake_gke, [])
+    gke.ensure_cluster(load_scenario(LAB), SETTINGS, "old", Ledger())
+    other = load_scenario(LAB, ["cluster.node_pool.machine_type=e2-standard-4"])
+    with pytest.raises(CloudError, match="of n1-standard-4, the scenario wants e2-standard-4"):
+        gke.ensure_cluster(other, SETTINGS, "new", Ledger())
+
+
+def test_delete_failures_are_retried_then_reported(fake_gke: FakeGKE) -> None:
+    gke = gke_for(fake_gke, [])
+    ledger = Ledger(attempts=3, sleep=lambda s: None)
+    gke.ensure_cluster(load_scenario(LAB), SETTINGS, "r", ledger)
+    fake_gke.fail("DELETE", r"/clusters/lab$", status=503, times=2)
+    report = ledger.teardown()
+    assert report.ok and fake_gke.clusters == {}  # third try went through
+    ledger = Ledger(attempts=2, sleep=lambda s: None)
+    gke.ensure_cluster(load_scenario(LAB), SETTINGS, "r", ledger)
+    fake_gke.fail("DELETE", r"/clusters/lab$", status=500, times=5)
+    report = ledger.teardown()
+    assert not report.ok and "cloud cleanup" in report.render()
+    assert report.items[0][1] is Outcome.FAILED and "500" in report.items[0][2]
+    assert len(ledger.entries) == 1  # kept for a second try
+
+
+def test_leftovers_are_found_by_label(fake_gke: FakeGKE) -> None:
+    gke = gke_for(fake_gke, [])
+    gke.ensure_cluster(load_scenario(LAB), SETTINGS, "run-9", Ledger())
+    fake_gke.clusters["projects/proj/locations/us-central1-a/clusters/theirs"] = {
+        "name": "theirs",
+        "location": "us-central1-a",
+        "resourceLabels": {"team": "x"},
+    }
+    everywhere = GKE(gke.client, "proj", "-", say=print, poll_s=0, sleep=lambda s: None)
+    found = cluster_leftovers(everywhere, timeout=60)
+    assert [what for what, _ in found] == ["GKE cluster lab in us-central1-a (run run-9)"]
+    found[0][1]()
+    assert list(fake_gke.clusters) == ["projects/proj/locations/us-central1-a/clusters/theirs"]
+
+
+def test_gke_backend_provisions_with_an_injected_client(fake_gke: FakeGKE, tmp_path: Path) -> None:
+    backend = GKEBackend(
+        load_scenario(LAB),
+        SETTINGS,
+        run_id="r",
+        out=tmp_path,
+        say=lambda s: None,
+        client=fake_gke.client(),
+        credentials=ga_credentials.AnonymousCredentials(),
+    )
+    backend.gke().poll_s = 0
+    backend.provision()
+    assert backend.cluster.current_master_version.startswith("1.33")
+    assert backend._counted_pools() == ("default-pool",)
+    assert backend.ledger.teardown().ok
+
+
+class Expiring(ga_credentials.Credentials):
+    """Real google-auth credentials whose token lasts ``ttl`` seconds."""
+
+    def __init__(self, ttl: float) -> None:
+        super().__init__()
+        self.ttl = ttl
+        self.issued = 0
+
+    def refresh(self, request: Any) -> None:
+        self.issued += 1
+        self.token = f"token-{self.issued}"
+        self.expiry = dt.datetime.now(dt.UTC).replace(tzinfo=None) + dt.timedelta(seconds=self.ttl)
+
+
+def test_configuration_from_the_cluster_refreshes_its_token() -> None:
+    ca = base64.b64encode(b"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
+    long_lived = Expiring(ttl=3600)
+    config = gke_configuration("34.1.2.3", ca.decode(), long_lived, request=object())
+    assert config.host == "https://34.1.2.3"
+    assert Path(config.ssl_ca_cert).read_bytes().startswith(b"-----BEGIN CERTIFICATE-----")
+    assert config.auth_settings()["BearerToken"]["value"] == "Bearer token-1"
+    assert config.auth_settings()["BearerToken"]["value"] == "Bearer token-1"  # still valid
+    short = Expiring(ttl=1)  # inside google-auth's refresh margin: renewed on every use
+    config = gke_configuration("34.1.2.3", ca.decode(), short, request=object())
+    config.auth_settings()
+    assert isinstance(config.refresh_api_key_hook, TokenRefresher)
+    assert config.refresh_api_key_hook.refreshes == 2
+    with pytest.raises(CloudError, match="no endpoint"):
+        gke_configuration("", "", short)

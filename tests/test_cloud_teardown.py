@@ -1,0 +1,233 @@
+"""Teardown: every path out of a run removes what it created, and says so; failures are
+injected at the API (the real kubernetes client against a local fake API server)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+import cloud.backend
+import cloud.workload
+from cloud.backend import TeardownIncompleteError, backend_class
+from cloud.cli import register
+from cloud.errors import Aborted
+from cloud.settings import CloudSettings
+from cloud.teardown import Ledger, Outcome
+from sim.loader import load_scenario
+from tests.cloud_fakes import FakeKubeAPI
+
+ROOT = Path(__file__).resolve().parents[1]
+LAB = ROOT / "scenarios" / "gsp777.yaml"
+NS = "scalelab-test"
+
+
+class Gone(Exception):
+    pass
+
+
+def test_ledger_deletes_newest_first_and_carries_on() -> None:
+    done: list[str] = []
+    tries = {"flaky": 0}
+
+    def flaky() -> None:
+        tries["flaky"] += 1
+        if tries["flaky"] < 2:
+            raise RuntimeError("503")
+        done.append("flaky")
+
+    def broken() -> None:
+        raise RuntimeError("permission denied")
+
+    def gone() -> None:
+        raise Gone()
+
+    ledger = Ledger(attempts=2, sleep=lambda s: None)
+    ledger.record("first", lambda: done.append("first"))
+    ledger.record("broken", broken)
+    ledger.record("flaky", flaky)
+    ledger.record("gone", gone, lambda err: isinstance(err, Gone))
+    report = ledger.teardown()
+    assert done == ["flaky", "first"]
+    assert [(what, outcome) for what, outcome, _ in report.items] == [
+        ("gone", Outcome.ALREADY_GONE),
+        ("flaky", Outcome.REMOVED),
+        ("broken", Outcome.FAILED),
+        ("first", Outcome.REMOVED),
+    ]
+    assert report.failed == ["broken"] and "permission denied" in report.render()
+    assert [e.description for e in ledger.entries] == ["broken"]
+
+
+def test_keep_removes_nothing_and_the_journal_records(tmp_path: Path) -> None:
+    journal = tmp_path / "ledger.jsonl"
+    ledger = Ledger(journal)
+    ledger.record("thing", lambda: None)
+    report = ledger.keep()
+    assert report.items == [("thing", Outcome.KEPT, "")] and report.ok
+    ledger.teardown()
+    lines = [json.loads(line) for line in journal.read_text().splitlines()]
+    assert [line["event"] for line in lines] == ["created", "removed"]
+
+
+@pytest.fixture
+def fake_api() -> Iterator[FakeKubeAPI]:
+    api = FakeKubeAPI()
+    yield api
+    api.close()
+
+
+def settings_for(api: FakeKubeAPI, tmp_path: Path, **extra: object) -> CloudSettings:
+    return CloudSettings(
+        kubeconfig=str(api.kubeconfig(tmp_path / "kubeconfig")),
+        namespace=NS,
+        model_path="gs://bucket/model",
+        endpoint="http://127.0.0.1:9",  # nothing listens: the model never becomes AVAILABLE
+        model_ready_timeout=0.2,
+        teardown_attempts=2,
+        teardown_backoff_s=0.01,
+        **extra,  # type: ignore[arg-type]
+    )
+
+
+def labelled(api: FakeKubeAPI) -> list[str]:
+    return [
+        path
+        for path, item in api.store.items()
+        if (item.get("metadata", {}).get("labels") or {}).get("app.kubernetes.io/managed-by")
+    ]
+
+
+def run_kube(api: FakeKubeAPI, tmp_path: Path, *, keep: bool = False, **extra: object) -> list[str]:
+    said: list[str] = []
+    backend = backend_class("kube")(
+        load_scenario(LAB),
+        settings_for(api, tmp_path, **extra),
+        run_id="t-1",
+        out=tmp_path / "run",
+        say=said.append,
+    )
+    backend.run(keep=keep)
+    return said
+
+
+def test_an_error_while_creating_tears_down_what_was_made(
+    fake_api: FakeKubeAPI, tmp_path: Path
+) -> None:
+    fake_api.fail("POST", r"/deployments$", status=500)
+    with pytest.raises(Aborted, match=r"creating Deployment image-classifier .* failed: HTTP 500"):
+        run_kube(fake_api, tmp_path)
+    assert labelled(fake_api) == []
+    deleted = [path for method, path in fake_api.requests if method == "DELETE"]
+    assert deleted == [
+        f"/api/v1/namespaces/{NS}/configmaps/tfserving-configs",
+        f"/api/v1/namespaces/{NS}",
+    ]
+
+
+def test_model_never_available_tears_down(fake_api: FakeKubeAPI, tmp_path: Path) -> None:
+    with pytest.raises(Aborted, match=r"not AVAILABLE .* it tore down what it created"):
+        run_kube(fake_api, tmp_path)
+    assert labelled(fake_api) == []
+    journal = (tmp_path / "run" / "cloud-ledger.jsonl").read_text()
+    assert journal.count('"created"') == 5 and journal.count('"removed"') == 5
+
+
+def test_ctrl_c_tears_down_and_says_what_was_removed(
+    fake_api: FakeKubeAPI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def interrupt(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cloud.workload, "wait_model_available", interrupt)
+    said: list[str] = []
+    backend = backend_class("kube")(
+        load_scenario(LAB),
+        settings_for(fake_api, tmp_path),
+        run_id="t",
+        out=tmp_path,
+        say=said.append,
+    )
+    with pytest.raises(Aborted, match=r"run stopped \(interrupted\)"):
+        backend.run()
+    assert labelled(fake_api) == []
+    report = "\n".join(said)
+    assert "removed: Deployment image-classifier in namespace scalelab-test" in report
+    assert "removed: Namespace scalelab-test" in report
+
+
+def test_failed_deletes_are_reported_and_cleanup_finds_them(
+    fake_api: FakeKubeAPI, tmp_path: Path
+) -> None:
+    fake_api.fail("DELETE", r"/deployments/image-classifier$", status=500, times=2)
+    with pytest.raises(Aborted, match="could not remove Deployment image-classifier"):
+        run_kube(fake_api, tmp_path)
+    left = labelled(fake_api)
+    assert left == [f"/apis/apps/v1/namespaces/{NS}/deployments/image-classifier"]
+    app = typer.Typer()
+    register(app)
+    kubeconfig = str(tmp_path / "kubeconfig")
+    runner = CliRunner()
+    listed = runner.invoke(app, ["cloud", "cleanup", "--kubeconfig", kubeconfig, "--dry-run"])
+    assert listed.exit_code == 0 and "Deployment image-classifier in namespace" in listed.output
+    assert labelled(fake_api) == left
+    done = runner.invoke(app, ["cloud", "cleanup", "--kubeconfig", kubeconfig, "--yes"])
+    assert done.exit_code == 0, done.output
+    assert labelled(fake_api) == []
+
+
+def test_keep_leaves_everything_and_cleanup_removes_it(
+    fake_api: FakeKubeAPI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with pytest.raises(Aborted, match="kept everything"):
+        run_kube(fake_api, tmp_path, keep=True)
+    assert len(labelled(fake_api)) == 5
+    app = typer.Typer()
+    register(app)
+    done = CliRunner().invoke(
+        app,
+        [
+            "cloud",
+            "cleanup",
+            "--kubeconfig",
+            str(tmp_path / "kubeconfig"),
+            "--run-id",
+            "t-1",
+            "--yes",
+        ],
+    )
+    assert done.exit_code == 0, done.output
+    assert labelled(fake_api) == []
+    assert "removed: Namespace scalelab-test" in done.output
+
+
+def test_an_existing_object_is_not_overwritten(fake_api: FakeKubeAPI, tmp_path: Path) -> None:
+    fake_api.put(
+        f"/api/v1/namespaces/{NS}/configmaps/tfserving-configs",
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "tfserving-configs"}},
+    )
+    with pytest.raises(Aborted, match=r"already exists .*scalelab cloud cleanup"):
+        run_kube(fake_api, tmp_path)
+    assert fake_api.get(f"/api/v1/namespaces/{NS}/configmaps/tfserving-configs") is not None
+    assert labelled(fake_api) == []
+
+
+def test_teardown_incomplete_after_a_good_run_is_an_error() -> None:
+    assert issubclass(TeardownIncompleteError, cloud.backend.CloudError)
+
+
+def test_a_cluster_too_old_for_the_scenario_is_refused_before_creating(
+    fake_api: FakeKubeAPI, tmp_path: Path
+) -> None:
+    fake_api.version = ("1", "32")
+    scenario = load_scenario(LAB, ["hpa.behavior={scaleUp: {tolerance: '0.05'}}"])
+    backend = backend_class("kube")(
+        scenario, settings_for(fake_api, tmp_path), run_id="t", out=tmp_path, say=lambda s: None
+    )
+    with pytest.raises(Aborted, match=r"runs Kubernetes 1\.32; .*needs 1\.35 or newer"):
+        backend.run()
+    assert not [m for m, _ in fake_api.requests if m == "POST"]
