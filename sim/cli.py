@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from sim.calibrate.cli import register as register_calibrate
 from sim.errors import ScenarioError, UserError
 from sim.plugins import load_plugins
 from sim.sweep.cli import register as register_sweep
@@ -253,6 +254,7 @@ def _print_summary(summary: dict[str, Any], out: Path) -> None:
 
 
 register_sweep(app)
+register_calibrate(app)
 load_plugins(app)
 
 

@@ -42,11 +42,11 @@ class BatchingConfig:
     batch_timeout: float  # seconds
     num_batch_threads: int
     max_enqueued_batches: int
-    cpu_exponent: float  # CPU of a batch of b = b**exponent x one request's
+    cost: Callable[[int], float]  # CPU of a batch of b / CPU of one request, from the profile
 
     def batch_work(self, works: list[float]) -> float:
         b = len(works)
-        return sum(works) / b * b**self.cpu_exponent
+        return sum(works) / b * self.cost(b)
 
 
 Job = tuple[float, int, float, "User | None", int]

@@ -320,13 +320,6 @@ class Batching(Strict):
     batch_timeout_micros: int = Field(0, ge=0)
     num_batch_threads: int | None = Field(None, ge=1, description="default: node vCPUs")
     max_enqueued_batches: int = Field(10, ge=1)
-    batch_cpu_exponent: float = Field(
-        0.9,
-        gt=0,
-        le=1,
-        description="CPU-seconds of a batch of b = b**exponent x one request's (assumed; the "
-        "profile's measured batch points replace it when present)",
-    )
 
 
 class Serving(Strict):
@@ -344,8 +337,11 @@ class Serving(Strict):
     cold_requests: int = Field(
         1, ge=0, description="requests that pay the first-run cost without warmup (assumed)"
     )
-    cold_factor: float = Field(
-        3.0, ge=1, description="first-run CPU cost relative to a warm request (assumed)"
+    cold_factor: float | None = Field(
+        None,
+        ge=1,
+        description="first-run CPU cost / a warm request's; default: the profile's "
+        "measured value, else 3.0 (assumed)",
     )
     shutdown_time: Duration = Field(
         1.0, description="SIGTERM -> pod gone (kubelet cleanup, assumed)"

@@ -7,8 +7,9 @@ actor calls ``sync()`` so the data plane has caught up to ``env.now``.
 
 from __future__ import annotations
 
+import functools
 import itertools
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from typing import Any
 
 import numpy as np
@@ -43,6 +44,28 @@ def core_pool(pool: spec.NodePool, scenario: Scenario) -> NodePool:
             kind="constant" if delay.min == delay.max else "uniform", low=delay.min, high=delay.max
         ),
     )
+
+
+ASSUMED_COLD_FACTOR = 3.0
+"""First Session::Run / a warm one, when neither the scenario nor the profile says."""
+
+
+def cold_factor(serving: spec.Serving, profile: Profile) -> float:
+    if serving.cold_factor is not None:
+        return serving.cold_factor
+    return profile.cold_factor if profile.cold_factor is not None else ASSUMED_COLD_FACTOR
+
+
+def batch_cost(profile: Profile) -> Callable[[int], float]:
+    """CPU of a batch of b relative to one request, from the profile's batch points (measured
+    where the profile has them, extrapolated by its stated rule beyond)."""
+    one = profile.service(profile.default_threads).cpu_seconds_median
+
+    @functools.cache
+    def cost(b: int) -> float:
+        return profile.service(profile.default_threads, 1, b).cpu_seconds_median / one
+
+    return cost
 
 
 _TO_BE_DELETED = sched.Taint(sched.TO_BE_DELETED_TAINT_KEY, "", "NoSchedule")
@@ -341,7 +364,8 @@ class World:
         if serving.warmup:
             # TF Serving replays the warmup records at load time, paying the first-run cost there.
             profile = self.profile(node.machine)
-            load += serving.cold_requests * serving.cold_factor * profile.alone_latency()
+            cold = cold_factor(serving, self.profile(node.machine))
+            load += serving.cold_requests * cold * profile.alone_latency()
         pod.load_cpu_cores = spec.startup.model_load_cpu / 1000
         pod.load_window = (env.now, env.now + load)
         yield env.timeout(load)
@@ -386,7 +410,7 @@ class World:
                     batch_timeout=b.batch_timeout_micros / 1e6,
                     num_batch_threads=b.num_batch_threads or int(node.vcpus),
                     max_enqueued_batches=b.max_enqueued_batches,
-                    cpu_exponent=b.batch_cpu_exponent,
+                    cost=batch_cost(profile),
                 )
             pod.server = Server(
                 pod.name,
@@ -401,7 +425,7 @@ class World:
                 now=self.env.now,
                 quota=pod.cpu_limit / 1000 if pod.cpu_limit is not None else None,
                 cold_requests=0 if serving.warmup else serving.cold_requests,
-                cold_factor=serving.cold_factor,
+                cold_factor=cold_factor(serving, profile),
                 batching=batching,
             )
             self._rebalance(node)

@@ -83,7 +83,7 @@ def batching(**kw: object) -> BatchingConfig:
         batch_timeout=0.05,
         num_batch_threads=1,
         max_enqueued_batches=10,
-        cpu_exponent=1.0,
+        cost=float,  # a batch of b costs b requests' CPU
     )
     options.update(kw)
     return BatchingConfig(**options)  # type: ignore[arg-type]
@@ -101,11 +101,12 @@ def test_a_lone_request_waits_for_the_batch_timeout() -> None:
 def test_full_batches_leave_at_once_and_share_one_run() -> None:
     # 8 requests at t=1: two full batches of 4; one batch thread runs them one after the other.
     p = plane()
-    p.add_endpoint(server(0.2, batching=batching(batch_timeout=10.0, cpu_exponent=0.5)))
+    sqrt = batching(batch_timeout=10.0, cost=lambda b: b**0.5)
+    p.add_endpoint(server(0.2, batching=sqrt))
     burst(p, [1.0] * 8)
     p.advance_to(5.0)
     p.recorder.close()
-    batch = 0.2 * 4**0.5 / 2.0  # CPU of a batch of 4 at exponent 0.5, run at parallelism 2
+    batch = 0.2 * 4**0.5 / 2.0  # CPU of a batch of 4 at sqrt cost, run at parallelism 2
     assert p.tally.ok == 8
     assert p.recorder.p50[1] == pytest.approx(batch)  # the first four
     assert p.recorder.p99[1] == pytest.approx(2 * batch)  # the last four
@@ -135,3 +136,16 @@ def test_a_limit_below_its_request_is_rejected() -> None:
     data = {"deployment": {"resources": {"requests": {"cpu": "3"}, "limits": {"cpu": "2"}}}}
     with pytest.raises(ScenarioError, match=r"limits\.cpu must be greater than or equal"):
         build_scenario(data, "<test>")
+
+
+def test_batch_cost_and_cold_factor_come_from_the_profile() -> None:
+    from sim.profile import profile_for
+    from sim.scenario import Serving
+    from sim.world import ASSUMED_COLD_FACTOR, batch_cost, cold_factor
+
+    profile = profile_for("resnet101-tfserving", "e2-standard-4")
+    cost = batch_cost(profile)
+    assert cost(1) == pytest.approx(1.0)
+    assert cost(1) < cost(2) < cost(4)  # a bigger batch burns more CPU in all
+    assert cold_factor(Serving(), profile) == (profile.cold_factor or ASSUMED_COLD_FACTOR)
+    assert cold_factor(Serving(cold_factor=2.0), profile) == 2.0

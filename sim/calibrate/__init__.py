@@ -1,0 +1,22 @@
+"""``scalelab calibrate``: measure a model in TensorFlow (or a live TF Serving) into a profile.
+
+- ``local``: build the model with TensorFlow, export it as a SavedModel laid out like the lab's,
+  and measure latency and CPU time over a grid of intra-op threads, concurrency and batch size,
+  one subprocess per thread count (TensorFlow fixes its thread pools at start-up, as TF Serving
+  does).
+- ``endpoint``: drive a live TF Serving REST endpoint with the lab's request at increasing
+  concurrency and fit a profile to what it observes (no TensorFlow needed).
+- ``derive``: turn a local measurement into a GKE node's profile from public facts.
+- ``stats``: quantiles, lognormal fits, the processor-sharing fit (numpy only).
+
+TensorFlow is an optional extra (``pip install 'scalelab[calibrate]'``) and is imported only
+inside the functions that need it: importing ``sim`` or ``sim.calibrate`` never loads it.
+"""
+
+from __future__ import annotations
+
+INSTALL_HINT = "pip install 'scalelab[calibrate]'  (or: pip install 'tensorflow-cpu>=2.16')"
+
+
+class CalibrationError(RuntimeError):
+    """A calibration that cannot run or went wrong; the message says what to do."""
