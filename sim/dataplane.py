@@ -197,10 +197,6 @@ class Server:
         running = sum(len(m) for m in self.members.values()) if self.batching else len(self.jobs)
         return running + len(self.queue) + waiting
 
-    def busy_cores(self) -> float:
-        n = len(self.jobs)
-        return min(n * self.parallelism, self.capacity) if n else 0.0
-
 
 class User:
     """A Locust user: one keep-alive connection, pinned to the pod chosen when it connected."""

@@ -17,17 +17,14 @@ import matplotlib.pyplot as plt
 from sim.trace import Trace
 
 
-def _series(trace: Trace, name: str) -> tuple[list[float], list[float]]:
+def _xy(trace: Trace, name: str) -> tuple[list[float], list[float]]:
+    """(minutes, values) of a trace column, leaving out empty seconds."""
     ts, vs = [], []
     for t, v in zip(trace.column("t"), trace.column(name), strict=True):
         if v is not None and t is not None:
-            ts.append(float(t))
+            ts.append(float(t) / 60)
             vs.append(float(v))
     return ts, vs
-
-
-def _minutes(ts: list[float]) -> list[float]:
-    return [t / 60 for t in ts]
 
 
 def figure_png(trace: Trace, title: str) -> bytes:
@@ -79,11 +76,6 @@ def figure_png(trace: Trace, title: str) -> bytes:
     fig.savefig(buffer, format="png", dpi=80)
     plt.close(fig)
     return buffer.getvalue()
-
-
-def _xy(trace: Trace, name: str) -> tuple[list[float], list[float]]:
-    ts, vs = _series(trace, name)
-    return _minutes(ts), vs
 
 
 def _table(summary: dict[str, Any]) -> str:
