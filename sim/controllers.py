@@ -132,24 +132,46 @@ class HPALoop:
         )
         current = world.replicas
         status_replicas = len(world.active_pods())
+        snapshot = self.metrics.snapshot()
         result = hpa.reconcile(
             self.spec,
             current_replicas=current,
             status_replicas=status_replicas,
             pods=pods,
-            metrics=self.metrics.snapshot(),
+            metrics=snapshot,
             now=now,
             memory=self.memory,
             config=self.config,
         )
         self.last = result
+        metrics = [
+            {
+                "type": m.spec.type.value,
+                "name": m.spec.name,
+                "proposal": m.proposal,
+                "current_utilization": m.current_average_utilization,
+                "current_average_milli": m.current_average_value,
+                "current_milli": m.current_value,
+                "error": m.error,
+            }
+            for m in result.metrics
+        ]
+        sample = snapshot.resource.get("cpu", {})
         world.log(
             "hpa",
             current_replicas=current,
             desired_replicas=result.desired_replicas,
             metric_desired=result.metric_desired,
+            stabilized=result.stabilized,
             rescale=result.rescale,
             cpu_utilization=cpu_utilization(result),
+            pods={
+                "listed": len(pods),
+                "ready": sum(1 for p in pods if p.ready and p.phase == "Running"),
+                "pending": sum(1 for p in pods if p.phase == "Pending"),
+                "with_cpu_metric": sum(1 for p in pods if p.name in sample),
+            },
+            metrics=metrics,
             conditions={c.type.value: c.reason.value for c in result.conditions},
             reason=result.reason,
         )
