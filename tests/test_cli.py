@@ -94,7 +94,10 @@ def test_import_sim_stays_light() -> None:
 
 
 def test_cloud_plugs_in_through_its_entry_point() -> None:
-    from sim.plugins import backends, register_backend
+    from sim.cli import app
+    from sim.plugins import backends, load_plugins, register_backend
+
+    load_plugins(app)  # what importing sim.cli did; a second call changes nothing
 
     helped = scalelab("--help")
     assert all(name in helped.stdout for name in ("compare", "manifests", "serve", "cloud"))
