@@ -24,10 +24,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from sim.recorder import RequestRecorder
-from sim.rng import Buffered
 
 _COMPLETE, _WAKE, _TIMEOUT, _BATCH = 0, 1, 2, 3
 _INF = math.inf
+_BLOCK = 4096  # random draws fetched from numpy at a time
 
 
 CFS_PERIOD = 0.1
@@ -137,11 +137,6 @@ class Server:
         self.batch_timer = -1.0
         self.batches: deque[list[Job]] = deque()  # closed batches waiting for a thread
 
-    def rate(self) -> float:
-        """Cores each running job gets: its share of the pod, at most its parallelism."""
-        share = self.capacity / len(self.jobs)
-        return share if share < self.parallelism else self.parallelism
-
     def advance(self, now: float) -> None:
         dt = now - self.last
         if dt <= 0:
@@ -239,8 +234,12 @@ class DataPlane:
         self.tally = Tally()
         self._heap: list[tuple[float, int, int, object, int]] = []
         self._seq = itertools.count()
-        self._route = Buffered(routing, "uniform")
-        self._demand = Buffered(service, "normal")
+        # Draws in blocks (as sim.rng.Buffered does), read inline: they are on the hot path.
+        self._routing, self._service = routing, service
+        self._route_buf: list[float] = []
+        self._route_i = 0
+        self._demand_buf: list[float] = []
+        self._demand_i = 0
         self._users: list[User] = []
         self._arrivals: list[float] = []
         self._arrival_i = 0
@@ -378,7 +377,11 @@ class DataPlane:
         endpoints = self.endpoints
         if not endpoints:
             return None
-        return endpoints[int(self._route.next() * len(endpoints))]
+        i = self._route_i
+        if i >= len(self._route_buf):
+            self._route_buf, i = self._routing.random(_BLOCK).tolist(), 0
+        self._route_i = i + 1
+        return endpoints[int(self._route_buf[i] * len(endpoints))]
 
     def _send(self, user: User, t: float) -> None:
         server = user.server
@@ -397,7 +400,11 @@ class DataPlane:
         self.recorder.offer(t)
         # Drawn for every request, routed or not, so the demand sequence is the same at every
         # what-if point that sees the same arrivals (common random numbers).
-        z = self._demand.next()
+        i = self._demand_i
+        if i >= len(self._demand_buf):
+            self._demand_buf, i = self._service.standard_normal(_BLOCK).tolist(), 0
+        self._demand_i = i + 1
+        z = self._demand_buf[i]
         if server is None:
             # No Ready endpoint: the connection is refused at once (Locust records a failure).
             self._fail(t)
@@ -437,11 +444,14 @@ class DataPlane:
             return
         head = jobs[0]
         server.head = head[1]
-        rate = server.rate()
+        share = server.capacity / len(jobs)
+        rate = share if share < server.parallelism else server.parallelism
         if rate <= 0:
             return
         left = head[0] - server.virtual
-        when = server.finish_time(left if left > 0.0 else 0.0, rate)
+        if left < 0.0:
+            left = 0.0
+        when = server.last + left / rate if server.quota is None else server.finish_time(left, rate)
         heapq.heappush(self._heap, (when, next(self._seq), _COMPLETE, server, server.generation))
 
     def _complete(self, server: Server, t: float) -> None:

@@ -330,6 +330,11 @@ class Serving(Strict):
     rest_api_num_threads: int | None = Field(
         None, ge=1, description="--rest_api_num_threads; default 4 x node vCPUs (TF Serving)"
     )
+    intra_op_threads: int | None = Field(
+        None,
+        ge=1,
+        description="--tensorflow_intra_op_parallelism; default: all node vCPUs (TF Serving)",
+    )
     batching: Batching | None = None
     warmup: bool = Field(
         False, description="the SavedModel ships assets.extra/tf_serving_warmup_requests"

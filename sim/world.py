@@ -412,12 +412,13 @@ class World:
                     max_enqueued_batches=b.max_enqueued_batches,
                     cost=batch_cost(profile),
                 )
+            point = profile.service(serving.intra_op_threads or profile.default_threads)
             pod.server = Server(
                 pod.name,
                 capacity=1.0,
-                parallelism=profile.parallelism,
-                median=profile.cpu_seconds_median,
-                sigma=profile.cpu_seconds_sigma,
+                parallelism=point.parallelism,
+                median=point.cpu_seconds_median,
+                sigma=point.cpu_seconds_sigma,
                 overhead=profile.overhead_s,
                 idle_cores=profile.idle_cpu_cores,
                 # TF Serving's REST pool: --rest_api_num_threads, default 4 x vCPUs.

@@ -149,3 +149,27 @@ def test_batch_cost_and_cold_factor_come_from_the_profile() -> None:
     assert cost(1) < cost(2) < cost(4)  # a bigger batch burns more CPU in all
     assert cold_factor(Serving(), profile) == (profile.cold_factor or ASSUMED_COLD_FACTOR)
     assert cold_factor(Serving(cold_factor=2.0), profile) == 2.0
+
+
+def test_intra_op_threads_pick_the_profile_point() -> None:
+    from sim.engine import simulate
+    from sim.profile import profile_for
+
+    def lone_p50(extra: dict[str, object]) -> float:
+        data = {
+            "duration": "10m",
+            "cluster": {"node_pool": {"machine_type": "e2-standard-4"}},
+            "serving": extra,
+            "load": {"kind": "open_loop", "rate": {"kind": "constant", "rps": 0.05}},
+        }
+        p50 = simulate(build_scenario(data, "<lone>")).summary["latency_p50"]
+        assert p50 is not None
+        return float(p50)
+
+    profile = profile_for("resnet101-tfserving", "e2-standard-4")
+    one = profile.service(1)
+    # A lone request alone on the pod: its latency is the profile's at that many threads.
+    assert lone_p50({"intra_op_threads": 1}) == pytest.approx(
+        profile.overhead_s + one.cpu_seconds_median / one.parallelism, rel=0.05
+    )
+    assert lone_p50({}) == pytest.approx(profile.alone_latency(), rel=0.05)
