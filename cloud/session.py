@@ -27,7 +27,7 @@ from sim import __version__
 from sim.engine import slo_checks
 from sim.loader import scenario_sha256
 from sim.scenario import Scenario
-from sim.trace import COLUMNS, Cell, Trace
+from sim.trace import COLUMNS, Cell, Trace, timeline_figures
 
 MAX_OBSERVE_FAILURES = 5
 """Consecutive failed polls (API server unreachable) before the run is stopped."""
@@ -210,15 +210,6 @@ class Session:
         duration = float(len(columns["t"]))
         cost = self.tracker.cost(duration)
         p50, p95, p99 = (total.get(k) for k in ("p50", "p95", "p99"))
-        scale_ups = [
-            e["t"]
-            for e in self.events
-            if e["kind"] == "scale" and (e["new"] or 0) > (e["old"] or 0)
-        ]
-
-        def top(name: str) -> int:
-            return max((int(v) for v in columns[name] if v is not None), default=0)
-
         node_hours = sum(
             max(0.0, min(duration, life.end if life.end is not None else duration) - life.start)
             for life in self.tracker.lives.values()
@@ -235,11 +226,7 @@ class Session:
             "latency_p50": p50,
             "latency_p95": p95,
             "latency_p99": p99,
-            "peak_completed_rps": top("completed_rps"),
-            "max_replicas_desired": top("replicas_desired"),
-            "max_replicas_ready": top("replicas_ready"),
-            "max_nodes_ready": top("nodes_ready"),
-            "first_scale_up_t": scale_ups[0] if scale_ups else None,
+            **timeline_figures(columns, self.events),
             "node_hours": round(node_hours / 3600, 6),
             "cost_usd": round(cost, 6),
             "cost_per_million_requests": round(cost / ok * 1e6, 4) if ok else None,

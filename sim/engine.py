@@ -22,7 +22,7 @@ from sim.objects import PodPhase
 from sim.recorder import RequestRecorder
 from sim.rng import stream
 from sim.scenario import LocustLoad, Scenario
-from sim.trace import COLUMNS, Cell, Trace
+from sim.trace import COLUMNS, Cell, Trace, timeline_figures
 from sim.world import World
 
 Progress = Callable[[float], None]
@@ -173,11 +173,6 @@ def _summary(
 ) -> dict[str, Any]:
     tally = plane.tally
     cost = _cost(world, scenario.duration)
-    scale_ups = [e["t"] for e in world.events if e["kind"] == "scale" and e["new"] > e["old"]]
-
-    def top(name: str) -> int:
-        return max((int(v) for v in columns[name] if v is not None), default=0)
-
     p50, p95, p99 = (recorder.percentile(q) for q in (0.50, 0.95, 0.99))
     summary: dict[str, Any] = {
         "scenario": scenario.name,
@@ -191,11 +186,7 @@ def _summary(
         "latency_p50": p50,
         "latency_p95": p95,
         "latency_p99": p99,
-        "peak_completed_rps": top("completed_rps"),
-        "max_replicas_desired": top("replicas_desired"),
-        "max_replicas_ready": top("replicas_ready"),
-        "max_nodes_ready": top("nodes_ready"),
-        "first_scale_up_t": scale_ups[0] if scale_ups else None,
+        **timeline_figures(columns, world.events),
         "node_hours": round(_node_hours(world, scenario.duration), 6),
         "cost_usd": round(cost, 6),
         "cost_per_million_requests": round(cost / tally.ok * 1e6, 4) if tally.ok else None,

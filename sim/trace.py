@@ -56,6 +56,30 @@ def _parse(text: str) -> Cell:
         return float(text)
 
 
+def timeline_figures(
+    columns: dict[str, list[Cell]], events: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """Summary figures read off the per-second series and events, the same for every backend."""
+
+    def top(name: str) -> int:
+        return max((int(v) for v in columns[name] if v is not None), default=0)
+
+    ups = [
+        e["t"]
+        for e in events
+        if e["kind"] == "scale"
+        and e.get("target") == "deployment"
+        and (e["new"] or 0) > (e["old"] or 0)
+    ]
+    return {
+        "peak_completed_rps": top("completed_rps"),
+        "max_replicas_desired": top("replicas_desired"),
+        "max_replicas_ready": top("replicas_ready"),
+        "max_nodes_ready": top("nodes_ready"),
+        "first_scale_up_t": min(ups) if ups else None,
+    }
+
+
 @dataclass
 class Trace:
     columns: dict[str, list[Cell]]
