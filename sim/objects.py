@@ -28,7 +28,6 @@ class Node:
     vcpus: float
     created: float
     phase: NodePhase = NodePhase.PROVISIONING
-    ready_at: float | None = None
     deleted_at: float | None = None
     system_pods: tuple[PodView, ...] = ()  # DaemonSets everywhere; kube-system Deployments on one
     pods: list[Pod] = field(default_factory=list)
@@ -55,11 +54,9 @@ class Pod:
     cpu_limit: int | None
     phase: PodPhase = PodPhase.PENDING
     node: Node | None = None
-    scheduled_at: float | None = None
     start_time: float | None = None  # status.startTime: the kubelet accepted the pod
     ready: bool = False
     ready_transition: float | None = None
-    port_open_at: float | None = None
     deletion_at: float | None = None  # metadata.deletionTimestamp
     server: Server | None = None
     load_cpu_cores: float = 0.0  # CPU burnt while the model loads

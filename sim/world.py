@@ -156,7 +156,6 @@ class World:
 
     def _node_ready(self, node: Node) -> None:
         node.phase = NodePhase.READY
-        node.ready_at = self.env.now
         self.log("node", node=node.name, pool=node.pool, event="ready")
 
     def delete_node(self, node: Node, reason: str) -> None:
@@ -213,7 +212,7 @@ class World:
             started = self.env.now - WARM_START_AGE
             pod.start_time = started
             pod.phase = PodPhase.RUNNING
-            self._open_port(pod)
+            self._server(pod)  # the model server's port is open
             assert pod.server is not None
             pod.server.cold_left = 0  # it has been serving long before t=0
             pod.ready, pod.ready_transition = True, started + 21.0
@@ -331,7 +330,6 @@ class World:
 
     def _bind(self, pod: Pod, node: Node) -> None:
         pod.node = node
-        pod.scheduled_at = self.env.now
         pod.unschedulable_reason = None
         node.pods.append(pod)
         self.log("pod", pod=pod.name, node=node.name, event="scheduled")
@@ -372,7 +370,7 @@ class World:
         if pod.terminating:
             return
         self.sync()
-        self._open_port(pod)
+        self._server(pod)  # the model is loaded: the port opens
         self.log("pod", pod=pod.name, node=node.name, event="loaded")
         probe = spec.readinessProbe
         if probe is not None:
@@ -391,10 +389,6 @@ class World:
         self.sync()
         self.plane.add_endpoint(pod.server)
         self.log("pod", pod=pod.name, node=node.name, event="endpoint")
-
-    def _open_port(self, pod: Pod) -> None:
-        pod.port_open_at = self.env.now
-        self._server(pod)
 
     def _server(self, pod: Pod) -> Server:
         if pod.server is None:
