@@ -16,6 +16,7 @@ import typer
 
 from cloud.errors import CloudError
 from cloud.settings import CloudSettings, new_run_id
+from sim.console import fail
 
 if TYPE_CHECKING:
     from sim.scenario import Scenario
@@ -30,13 +31,6 @@ DebugOption = Annotated[bool, typer.Option("--debug", help="show tracebacks")]
 
 def _say(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
-
-
-def _fail(error: Exception, debug: bool) -> None:
-    if debug:
-        raise error
-    _say(f"error: {error}")
-    raise typer.Exit(2)
 
 
 def _prompt(question: str) -> bool:
@@ -135,7 +129,7 @@ def manifests(
                 raise CloudError("the manifests do not validate:\n  " + "\n  ".join(problems))
             _say(f"valid for Kubernetes {', '.join(versions)}")
     except (ScenarioError, CloudError, ValueError) as error:
-        _fail(error, debug)
+        fail(error, debug)
         return
     sys.stdout.write(to_yaml(objects))
 
@@ -161,7 +155,7 @@ def serve(
     from cloud.serve import SavedModelServable, Servable, profile_servable, start_server
 
     if (model_path is None) == (profile is None):
-        _fail(CloudError("give exactly one of --model-path or --profile"), debug)
+        fail(CloudError("give exactly one of --model-path or --profile"), debug)
         return
     try:
         servable: Servable
@@ -174,7 +168,7 @@ def serve(
             servable = SavedModelServable(model_path, name=model_name, workers=workers or 4)
         running = start_server(servable, host, port)
     except (CloudError, ValueError, OSError) as error:
-        _fail(error, debug)
+        fail(error, debug)
         return
     _say(f"serving {model_name} at {running.url} (Ctrl-C stops)")
     try:
@@ -207,7 +201,7 @@ def cleanup(
     try:
         found = _leftovers(backend, settings, run_id)
     except CloudError as error:
-        _fail(error, debug)
+        fail(error, debug)
         return
     if not found:
         _say("nothing of scalelab's found")
@@ -216,7 +210,7 @@ def cleanup(
     if dry_run:
         return
     if not yes and not (sys.stdin.isatty() and _prompt("delete all of these?")):
-        _fail(CloudError("not confirmed (add --yes); nothing was deleted"), debug)
+        fail(CloudError("not confirmed (add --yes); nothing was deleted"), debug)
         return
     ledger = Ledger()
     for what, delete in reversed(found):  # teardown runs newest first: keep the listed order

@@ -7,14 +7,14 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
 from sim.calibrate.cli import register as register_calibrate
+from sim.console import err, fail
 from sim.errors import ScenarioError, UserError
 from sim.plugins import load_plugins
 from sim.sweep.cli import register as register_sweep
@@ -35,20 +35,12 @@ Examples:
 """
 
 app = typer.Typer(help=HELP, no_args_is_help=True, add_completion=False, rich_markup_mode=None)
-err = Console(stderr=True)
 
 SetOption = Annotated[
     list[str] | None,
     typer.Option("--set", help="override a scenario field: dotted.path=value (repeatable)"),
 ]
 DebugOption = Annotated[bool, typer.Option("--debug", help="show tracebacks")]
-
-
-def _fail(error: Exception, debug: bool) -> NoReturn:
-    if debug:
-        raise error
-    err.print(f"[red]error:[/red] {escape(str(error))}", highlight=False, markup=True)
-    raise typer.Exit(2)
 
 
 def load(scenario: Path, overrides: list[str] | None, debug: bool) -> Scenario:
@@ -58,7 +50,7 @@ def load(scenario: Path, overrides: list[str] | None, debug: bool) -> Scenario:
     try:
         return load_scenario(scenario, overrides or [])
     except ScenarioError as error:
-        _fail(error, debug)
+        fail(error, debug)
 
 
 @app.command()
@@ -100,7 +92,7 @@ def run(
 
     loaded = load(scenario, set_, debug)
     if seed is not None and seed < 0:
-        _fail(ValueError(f"--seed must be >= 0, got {seed}"), debug)
+        fail(ValueError(f"--seed must be >= 0, got {seed}"), debug)
     if backend != "sim":
         _run_on_cluster(
             loaded,
@@ -125,7 +117,7 @@ def run(
     }
     given = [flag for flag, used in cluster_only.items() if used]
     if given:
-        _fail(ValueError(f"{', '.join(given)} apply to --backend gke or kube, not sim"), debug)
+        fail(ValueError(f"{', '.join(given)} apply to --backend gke or kube, not sim"), debug)
     target = out or Path("out") / loaded.name
     if not quiet and sys.stderr.isatty():
         trace = _simulate_with_progress(loaded, seed)
@@ -162,12 +154,12 @@ def _run_on_cluster(
 
     if backend not in backends():
         hint = "" if len(backends()) > 1 else " (install them with: pip install 'scalelab[gke]')"
-        _fail(ValueError(f"--backend {backend!r}: allowed {', '.join(backends())}{hint}"), debug)
+        fail(ValueError(f"--backend {backend!r}: allowed {', '.join(backends())}{hint}"), debug)
     target = out or Path("out") / f"{scenario.name}-{backend}"
     try:
         trace = run_backend(backend, scenario, target, seed=seed, **options)
     except UserError as error:
-        _fail(error, debug)
+        fail(error, debug)
     if trace is not None and not quiet:
         _print_summary(trace.summary, target)
 
@@ -189,7 +181,7 @@ def compare(
     try:
         result = compare_dirs(a, b, target, window_s=window)
     except (OSError, ValueError, KeyError) as error:
-        _fail(ValueError(f"cannot compare {a} and {b}: {error}"), debug)
+        fail(ValueError(f"cannot compare {a} and {b}: {error}"), debug)
     print(result.render())
     print(f"wrote {target}/compare.json, report.html")
 

@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 
 from sim.calibrate import CalibrationError
+from sim.console import err, fail
 
 HELP = """Measure a model's latency and CPU time into a latency profile (sim/profiles/*.yaml).
 
@@ -38,7 +38,6 @@ Examples:
       --machine-type e2-standard-4 --out sim/profiles/resnet101-tfserving-gke-e2-standard-4.yaml
 """
 
-err = Console(stderr=True)
 
 _LOCAL, _ENDPOINT, _DERIVE = "Local measurement", "Live endpoint", "Derived node profile"
 
@@ -349,10 +348,7 @@ def calibrate(
                 f"[yellow]warning:[/yellow] {escape(notice)}", highlight=False, soft_wrap=True
             )
     except (CalibrationError, ValueError, OSError) as error:
-        if debug:
-            raise
-        err.print(f"[red]error:[/red] {escape(str(error))}", highlight=False, soft_wrap=True)
-        raise typer.Exit(2) from None
+        fail(error, debug)
     _summary(target)
 
 

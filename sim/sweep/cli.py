@@ -22,6 +22,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from sim.console import err, fail
 from sim.errors import Problem, ScenarioError
 
 if TYPE_CHECKING:
@@ -31,7 +32,6 @@ if TYPE_CHECKING:
     from sim.sweep.slo import SLOSpec
     from sim.sweep.study import Study
 
-err = Console(stderr=True)
 
 DEFAULT_SEEDS = 3
 DEFAULT_BUDGET = 60
@@ -96,13 +96,6 @@ def register(app: typer.Typer) -> None:
     """Add ``sweep`` and ``tune`` to the scalelab command line."""
     app.command("sweep")(sweep)
     app.command("tune")(tune)
-
-
-def _fail(error: Exception, debug: bool) -> None:
-    if debug:
-        raise error
-    err.print(f"[red]error:[/red] {escape(str(error))}", highlight=False)
-    raise typer.Exit(2)
 
 
 def _problem(source: str, name: str, given: object, allowed: str) -> ScenarioError:
@@ -460,7 +453,7 @@ def _main(
         progress = not quiet and sys.stderr.isatty()
         study, meta = execute(setup, fresh, progress, **tune_options)
     except ScenarioError as error:
-        _fail(error, debug)
+        fail(error, debug)
         return
     from sim.sweep.outputs import write_outputs
 
@@ -572,7 +565,7 @@ def tune(
         --vary hpa.behavior.scaleDown.stabilizationWindowSeconds=0:600:30
     """
     if batch < 1:
-        _fail(_problem("--batch", "batch", batch, "an integer >= 1"), debug)
+        fail(_problem("--batch", "batch", batch, "an integer >= 1"), debug)
     options = {
         "vary": vary or [],
         "sweep_file": sweep_file,
