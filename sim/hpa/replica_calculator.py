@@ -208,6 +208,31 @@ def _resource_metrics(
     return dict(metrics)
 
 
+def _usable_metrics(
+    pods: Sequence[PodInfo],
+    metrics: Mapping[str, PodMetric],
+    resource: str,
+    cpu_initialization_period: float,
+    initial_readiness_delay: float,
+    now: float,
+) -> tuple[GroupedPods, dict[str, int]]:
+    """groupPods, then removeMetricsForPods(ignored, unready): the opening both
+    GetResourceReplicas and calcPlainMetricReplicas share upstream."""
+    if not pods:
+        raise MetricError("no pods returned by selector while calculating replica count")
+    grouped = group_pods(
+        pods, metrics, resource, cpu_initialization_period, initial_readiness_delay, now
+    )
+    values = {
+        name: m.value
+        for name, m in metrics.items()
+        if name not in grouped.ignored and name not in grouped.unready
+    }
+    if not values:
+        raise MetricError("did not receive metrics for targeted pods (pods might be unready)")
+    return grouped, values
+
+
 def get_resource_replicas(
     current_replicas: int,
     target_utilization: int,
@@ -229,18 +254,9 @@ def get_resource_replicas(
     and keep ``current_replicas`` if within tolerance or if the direction would flip.
     """
     samples = _resource_metrics(metrics, resource)
-    if not pods:
-        raise MetricError("no pods returned by selector while calculating replica count")
-    grouped = group_pods(
+    grouped, values = _usable_metrics(
         pods, samples, resource, cpu_initialization_period, initial_readiness_delay, now
     )
-    values = {
-        name: m.value
-        for name, m in samples.items()
-        if name not in grouped.ignored and name not in grouped.unready
-    }
-    if not values:
-        raise MetricError("did not receive metrics for targeted pods (pods might be unready)")
     requests = calculate_pod_requests(pods, resource, container)
 
     ratio, utilization, raw = get_resource_utilization_ratio(values, requests, target_utilization)
@@ -295,18 +311,9 @@ def calc_plain_metric_replicas(
     Same shape as :func:`get_resource_replicas` on raw averages: missing pods count as exactly
     the target on a scale-down. ``resource`` is "" for Pods metrics, so readiness is not checked.
     """
-    if not pods:
-        raise MetricError("no pods returned by selector while calculating replica count")
-    grouped = group_pods(
+    grouped, values = _usable_metrics(
         pods, metrics, resource, cpu_initialization_period, initial_readiness_delay, now
     )
-    values = {
-        name: m.value
-        for name, m in metrics.items()
-        if name not in grouped.ignored and name not in grouped.unready
-    }
-    if not values:
-        raise MetricError("did not receive metrics for targeted pods (pods might be unready)")
 
     ratio, usage = get_metric_usage_ratio(values, target_usage)
     scale_up_with_unready = bool(grouped.unready) and ratio > 1.0
