@@ -13,10 +13,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from sim.calibrate.cli import register as register_calibrate
 from sim.console import err, fail
 from sim.errors import ScenarioError, UserError
 from sim.plugins import load_plugins
+from sim.serving.calibrate.cli import register as register_calibrate
 from sim.sweep.cli import register as register_sweep
 
 if TYPE_CHECKING:

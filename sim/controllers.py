@@ -60,7 +60,7 @@ class MetricsServer:
                 and pod.start_time <= now - WARM_START_AGE
             ):
                 # A warm replica has been scraped before t=0: seed one idle sample.
-                idle = pod.server.idle_cores if pod.server else 0.0
+                idle = pod.server.burn[0] if pod.server else 0.0
                 last = (Scrape(now - self.resolution, -idle * self.resolution, 0), None)
             seen[pod.name] = (sample, last[0] if last else None)
         self.history = seen

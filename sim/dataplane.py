@@ -5,11 +5,11 @@ The data plane is its own heap-ordered event loop over plain tuples. The SimPy c
 calls ``advance_to(env.now)`` before it reads or changes anything requests see (endpoints, a
 pod's CPU), so both agree on the order of events.
 
-TF Serving without batching is modelled as processor sharing with a per-request cap: ``n``
-requests in flight on a pod with ``C`` cores each progress at ``min(parallelism, C/n)`` cores,
-which is how the intra-op thread pools of concurrent Session::Run calls share the CPU. Since all
-requests progress at the same rate, one "virtual work" clock per pod orders completions in a heap:
-O(log n) per arrival and completion. Requests beyond the REST thread pool wait in FIFO order.
+TF Serving is :class:`sim.serving.server.Server`: ``n`` requests in flight on a pod with ``c``
+cores complete at the profile's measured X(c, n) in total, each at X/n, so one "virtual work"
+clock per pod orders completions in a heap: O(log n) per arrival and completion. Requests
+beyond the REST thread pool wait in FIFO order. Pods on one node share its CPU by demand
+(:class:`sim.serving.server.NodeCpu`); the split is only recomputed while they contend.
 """
 
 from __future__ import annotations
@@ -17,180 +17,17 @@ from __future__ import annotations
 import heapq
 import itertools
 import math
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
 from sim.recorder import RequestRecorder
+from sim.serving.server import Job, NodeCpu, Server
 
 _COMPLETE, _WAKE, _TIMEOUT, _BATCH = 0, 1, 2, 3
 _INF = math.inf
 _BLOCK = 4096  # random draws fetched from numpy at a time
-
-
-CFS_PERIOD = 0.1
-"""cpu.cfs_period_us: the kubelet sets a 100 ms CFS period for containers with a CPU limit."""
-
-
-@dataclass(frozen=True)
-class BatchingConfig:
-    """TF Serving's batch scheduler (BasicBatchScheduler) for one model."""
-
-    max_batch_size: int
-    batch_timeout: float  # seconds
-    num_batch_threads: int
-    max_enqueued_batches: int
-    cost: Callable[[int], float]  # CPU of a batch of b / CPU of one request, from the profile
-
-    def batch_work(self, works: list[float]) -> float:
-        b = len(works)
-        return sum(works) / b * self.cost(b)
-
-
-Job = tuple[float, int, float, "User | None", int]
-"""(finish virtual work or plain work when queued, order, sent at, user or None, user seq)."""
-
-
-class Server:
-    """One TF Serving container: its CPU, in-flight requests and cumulative CPU time.
-
-    ``quota`` (cores) is set when the container has a CPU limit: CFS then lets the pod run at
-    most ``quota x 100 ms`` per 100 ms period and throttles it for the rest of the period.
-    ``batching`` switches request execution to TF Serving's batch scheduler: requests gather in
-    batches, and each batch (not each request) is a job sharing the CPU.
-    """
-
-    __slots__ = (
-        "alive",
-        "batch_open",
-        "batch_since",
-        "batch_timer",
-        "batches",
-        "batching",
-        "capacity",
-        "cfs_period",
-        "cfs_used",
-        "cold_factor",
-        "cold_left",
-        "cpu_seconds",
-        "generation",
-        "head",
-        "idle_cores",
-        "jobs",
-        "last",
-        "median",
-        "members",
-        "name",
-        "overhead",
-        "parallelism",
-        "queue",
-        "quota",
-        "served",
-        "sigma",
-        "threads",
-        "virtual",
-    )
-
-    def __init__(
-        self,
-        name: str,
-        *,
-        capacity: float,
-        parallelism: float,
-        median: float,
-        sigma: float,
-        overhead: float,
-        idle_cores: float,
-        threads: int,
-        now: float,
-        quota: float | None = None,
-        cold_requests: int = 0,
-        cold_factor: float = 1.0,
-        batching: BatchingConfig | None = None,
-    ) -> None:
-        self.name = name
-        self.capacity = capacity
-        self.parallelism = parallelism
-        self.median, self.sigma, self.overhead = median, sigma, overhead
-        self.idle_cores = idle_cores
-        self.threads = threads
-        self.virtual = 0.0
-        self.last = now
-        self.cpu_seconds = 0.0
-        self.jobs: list[Job] = []
-        self.queue: deque[Job] = deque()
-        self.generation = 0
-        self.head = -1  # order number of the job whose completion is scheduled
-        self.served = 0
-        self.alive = True
-        self.quota = quota
-        self.cfs_period = -1
-        self.cfs_used = 0.0  # CPU-seconds used in period ``cfs_period``
-        self.cold_left = cold_requests
-        self.cold_factor = cold_factor
-        self.batching = batching
-        self.members: dict[int, list[Job]] = {}  # batch order -> its requests
-        self.batch_open: list[Job] = []
-        self.batch_since = 0.0
-        self.batch_timer = -1.0
-        self.batches: deque[list[Job]] = deque()  # closed batches waiting for a thread
-
-    def advance(self, now: float) -> None:
-        dt = now - self.last
-        if dt <= 0:
-            return
-        n = len(self.jobs)
-        if n:
-            share = self.capacity / n
-            rate = share if share < self.parallelism else self.parallelism
-            running = dt if self.quota is None else self._cfs_running(now, rate * n)
-            self.virtual += rate * running
-            self.cpu_seconds += rate * n * running
-        self.cpu_seconds += self.idle_cores * dt
-        self.last = now
-
-    def _cfs_running(self, now: float, pod_rate: float) -> float:
-        """Seconds of [last, now] the pod actually ran at ``pod_rate`` under its CFS quota."""
-        assert self.quota is not None
-        budget = self.quota * CFS_PERIOD
-        k = int(self.last // CFS_PERIOD)
-        used = self.cfs_used if k == self.cfs_period else 0.0
-        end = (k + 1) * CFS_PERIOD
-        running = min(min(now, end) - self.last, max(0.0, budget - used) / pod_rate)
-        if now <= end:
-            self.cfs_period, self.cfs_used = k, used + running * pod_rate
-            return running
-        last_k = int(now // CFS_PERIOD)
-        per_period = min(CFS_PERIOD, budget / pod_rate)
-        running += (last_k - k - 1) * per_period
-        tail = min(now - last_k * CFS_PERIOD, per_period)
-        self.cfs_period, self.cfs_used = last_k, tail * pod_rate
-        return running + tail
-
-    def finish_time(self, left: float, rate: float) -> float:
-        """When the head job, ``left`` virtual work from done, completes at ``rate`` per job."""
-        needed = left / rate  # seconds of running time
-        if self.quota is None:
-            return self.last + needed
-        pod_rate = rate * len(self.jobs)
-        budget = self.quota * CFS_PERIOD
-        k = int(self.last // CFS_PERIOD)
-        used = self.cfs_used if k == self.cfs_period else 0.0
-        end = (k + 1) * CFS_PERIOD
-        first = min(end - self.last, max(0.0, budget - used) / pod_rate)
-        if needed <= first:
-            return self.last + needed
-        needed -= first
-        per_period = min(CFS_PERIOD, budget / pod_rate)
-        full = math.ceil(needed / per_period) - 1
-        return end + full * CFS_PERIOD + (needed - full * per_period)
-
-    def in_flight(self) -> int:
-        waiting = len(self.batch_open) + sum(len(b) for b in self.batches)
-        running = sum(len(m) for m in self.members.values()) if self.batching else len(self.jobs)
-        return running + len(self.queue) + waiting
 
 
 class User:
@@ -266,6 +103,8 @@ class DataPlane:
         else:
             stranded += server.jobs
         server.jobs.clear()
+        if server.node is not None and server.node.contended(server):
+            self._split(server.node)
         server.queue.clear()
         server.members.clear()
         server.batches.clear()
@@ -281,10 +120,24 @@ class DataPlane:
             if user.server is server:
                 user.server = None
 
-    def set_capacity(self, server: Server, cores: float) -> None:
-        server.advance(self.now)
-        server.capacity = cores
-        self._reschedule(server)
+    def share_node(self, node: NodeCpu, cores_alone: dict[Server, float]) -> None:
+        """The node's serving pods changed (one came or went): each gets ``cores_alone`` when
+        its neighbours are idle, and the node's split is recomputed."""
+        node.servers = list(cores_alone)
+        for server, cores in cores_alone.items():
+            server.node = node if len(cores_alone) > 1 else None
+            server.advance(self.now)
+            server.set_cores(cores, alone=True)
+            node.contended(server)
+            self._reschedule(server)
+        self._split(node)
+
+    def _split(self, node: NodeCpu) -> None:
+        for server, cores in node.split().items():
+            if abs(cores - server.cores) > 1e-9:
+                server.advance(self.now)
+                server.set_cores(cores)
+                self._reschedule(server)
 
     def spawn_user(self, wait: Callable[[], float]) -> None:
         """A new Locust user runs its first task at once."""
@@ -435,12 +288,15 @@ class DataPlane:
             return
         server.advance(t)
         heapq.heappush(jobs, (server.virtual + work, next(self._seq), t, user, seq))
-        # While fewer requests than cores/parallelism run, each runs at full parallelism: a new
-        # one slows nobody down, so the scheduled completion stays right unless it is the new head.
-        if (
+        if server.node is not None and server.node.contended(server):
+            self._split(server.node)
+        # Where the measured rate does not change with one more request in flight, the
+        # scheduled completion stays right unless the new request is the new head.
+        elif (
             n
+            and n < server.top
+            and server.rate[n + 1] == server.rate[n]
             and server.quota is None
-            and server.capacity >= (n + 1) * server.parallelism
             and jobs[0][1] == server.head
         ):
             return
@@ -453,8 +309,8 @@ class DataPlane:
             return
         head = jobs[0]
         server.head = head[1]
-        share = server.capacity / len(jobs)
-        rate = share if share < server.parallelism else server.parallelism
+        n = len(jobs)
+        rate = server.rate[n if n < server.top else server.top]
         if rate <= 0:
             return
         left = head[0] - server.virtual
@@ -466,6 +322,7 @@ class DataPlane:
     def _complete(self, server: Server, t: float) -> None:
         server.advance(t)
         _, order, t0, user, seq = heapq.heappop(server.jobs)
+        node = server.node
         if server.batching is not None:
             for _, _, r0, ruser, rseq in server.members.pop(order):
                 server.served += 1
@@ -482,6 +339,8 @@ class DataPlane:
                 self.recorder.complete(t, latency)
             else:
                 self._respond(server, t, t0, user, seq)
+        if node is not None and node.contended(server):
+            self._split(node)
         self._reschedule(server)
 
     def _respond(self, server: Server, t: float, t0: float, user: User | None, seq: int) -> None:
@@ -536,6 +395,8 @@ class DataPlane:
             work = config.batch_work([job[0] for job in batch])
             heapq.heappush(server.jobs, (server.virtual + work, order, t, None, 0))
         if started:
+            if server.node is not None and server.node.contended(server):
+                self._split(server.node)
             self._reschedule(server)
         due = server.batch_since + config.batch_timeout
         if server.batch_open and due > t and server.batch_timer != due:

@@ -7,7 +7,7 @@ from enum import StrEnum
 
 from sim.cluster.ca.model import NodePhase
 from sim.cluster.scheduler import PodView
-from sim.dataplane import Server
+from sim.serving.server import NodeCpu, Server
 
 
 class PodPhase(StrEnum):
@@ -33,6 +33,7 @@ class Node:
     pods: list[Pod] = field(default_factory=list)
     images: set[str] = field(default_factory=set)
     pulling: dict[str, float] = field(default_factory=dict)  # image -> pull done time
+    cpu: NodeCpu | None = None  # shared by its serving pods, made with the first
 
     @property
     def requested_cpu(self) -> int:

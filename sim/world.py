@@ -7,9 +7,8 @@ actor calls ``sync()`` so the data plane has caught up to ``env.now``.
 
 from __future__ import annotations
 
-import functools
 import itertools
-from collections.abc import Callable, Generator
+from collections.abc import Generator
 from typing import Any
 
 import numpy as np
@@ -19,12 +18,14 @@ from sim import scenario as spec
 from sim.cluster import catalog as cat
 from sim.cluster import scheduler as sched
 from sim.cluster.ca.model import NodePhase, NodePool, ProvisioningDelay
-from sim.dataplane import BatchingConfig, DataPlane, Server
+from sim.dataplane import DataPlane
 from sim.objects import Node, Pod, PodPhase
-from sim.profile import Profile, profile_for
 from sim.replicaset import PodRank, pods_to_delete
 from sim.rng import stream
 from sim.scenario import Scenario
+from sim.serving.model import build_server, cold_factor, cores_alone
+from sim.serving.profile import Profile, profile_for
+from sim.serving.server import NodeCpu, Server
 
 WARM_START_AGE = 3600.0
 """A warm replica started this long before t=0, so HPA start-up windows are long past."""
@@ -44,28 +45,6 @@ def core_pool(pool: spec.NodePool, scenario: Scenario) -> NodePool:
             kind="constant" if delay.min == delay.max else "uniform", low=delay.min, high=delay.max
         ),
     )
-
-
-ASSUMED_COLD_FACTOR = 3.0
-"""First Session::Run / a warm one, when neither the scenario nor the profile says."""
-
-
-def cold_factor(serving: spec.Serving, profile: Profile) -> float:
-    if serving.cold_factor is not None:
-        return serving.cold_factor
-    return profile.cold_factor if profile.cold_factor is not None else ASSUMED_COLD_FACTOR
-
-
-def batch_cost(profile: Profile) -> Callable[[int], float]:
-    """CPU of a batch of b relative to one request, from the profile's batch points (measured
-    where the profile has them, extrapolated by its stated rule beyond)."""
-    one = profile.service(profile.default_threads).cpu_seconds_median
-
-    @functools.cache
-    def cost(b: int) -> float:
-        return profile.service(profile.default_threads, 1, b).cpu_seconds_median / one
-
-    return cost
 
 
 _TO_BE_DELETED = sched.Taint(sched.TO_BE_DELETED_TAINT_KEY, "", "NoSchedule")
@@ -362,8 +341,9 @@ class World:
         if serving.warmup:
             # TF Serving replays the warmup records at load time, paying the first-run cost there.
             profile = self.profile(node.machine)
-            cold = cold_factor(serving, self.profile(node.machine))
-            load += serving.cold_requests * cold * profile.alone_latency()
+            cold = cold_factor(serving, profile)
+            cores = cores_alone(serving, self._free_cpu(node))
+            load += serving.cold_requests * cold * profile.alone_latency(cores)
         pod.load_cpu_cores = spec.startup.model_load_cpu / 1000
         pod.load_window = (env.now, env.now + load)
         yield env.timeout(load)
@@ -394,48 +374,31 @@ class World:
         if pod.server is None:
             node = pod.node
             assert node is not None
-            profile = self.profile(node.machine)
-            serving = self.scenario.serving
-            batching = None
-            if serving.batching is not None:
-                b = serving.batching
-                batching = BatchingConfig(
-                    max_batch_size=b.max_batch_size,
-                    batch_timeout=b.batch_timeout_micros / 1e6,
-                    num_batch_threads=b.num_batch_threads or int(node.vcpus),
-                    max_enqueued_batches=b.max_enqueued_batches,
-                    cost=batch_cost(profile),
-                )
-            point = profile.service(serving.intra_op_threads or profile.default_threads)
-            pod.server = Server(
+            pod.server = build_server(
                 pod.name,
-                capacity=1.0,
-                parallelism=point.parallelism,
-                median=point.cpu_seconds_median,
-                sigma=point.cpu_seconds_sigma,
-                overhead=profile.overhead_s,
-                idle_cores=profile.idle_cpu_cores,
-                # TF Serving's REST pool: --rest_api_num_threads, default 4 x vCPUs.
-                threads=serving.rest_api_num_threads or 4 * int(node.vcpus),
+                self.scenario.serving,
+                self.profile(node.machine),
+                vcpus=node.vcpus,
+                cores=cores_alone(self.scenario.serving, self._free_cpu(node)),
                 now=self.env.now,
                 quota=pod.cpu_limit / 1000 if pod.cpu_limit is not None else None,
-                cold_requests=0 if serving.warmup else serving.cold_requests,
-                cold_factor=cold_factor(serving, profile),
-                batching=batching,
+                weight=pod.cpu_request or 1,
             )
             self._rebalance(node)
         return pod.server
 
+    def _free_cpu(self, node: Node) -> float:
+        """The node's CPU left to serving pods: its vCPUs less what system pods use."""
+        return node.vcpus - self.scenario.cluster.system_cpu_usage / 1000
+
     def _rebalance(self, node: Node) -> None:
-        """CPU each serving pod can use: the node's idle vCPUs shared by request (CFS shares).
-        No limit means a Burstable pod may use all of it; a limit is enforced per CFS period
-        by the server's quota, not here."""
-        serving = [p for p in node.pods if p.server is not None and p.server.alive]
+        """Serving pods came or went on ``node``: they share its free CPU by demand (a pod with
+        no limit, Burstable, may use all that its neighbours leave idle); a limit is enforced
+        per CFS period by the server's quota, not here."""
+        serving = [p.server for p in node.pods if p.server is not None and p.server.alive]
         if not serving:
             return
-        free = node.vcpus - self.scenario.cluster.system_cpu_usage / 1000
-        total = sum(p.cpu_request for p in serving) or 1
-        for pod in serving:
-            cores = free * pod.cpu_request / total if len(serving) > 1 else free
-            assert pod.server is not None
-            self.plane.set_capacity(pod.server, cores)
+        if node.cpu is None:
+            node.cpu = NodeCpu(self._free_cpu(node))
+        alone = cores_alone(self.scenario.serving, node.cpu.free)
+        self.plane.share_node(node.cpu, dict.fromkeys(serving, alone))

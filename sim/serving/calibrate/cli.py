@@ -13,10 +13,10 @@ from typing import Annotated, Any
 import typer
 from rich.markup import escape
 
-from sim.calibrate import CalibrationError
+from sim.serving.calibrate import CalibrationError
 from sim.console import err, fail
 
-HELP = """Measure a model's latency and CPU time into a latency profile (sim/profiles/*.yaml).
+HELP = """Measure a model's latency and CPU time into a latency profile (sim/serving/profiles/*.yaml).
 
 Three modes:
 
@@ -25,17 +25,17 @@ Three modes:
                       measure threads x concurrency x batch (pip install 'scalelab[calibrate]')
   --endpoint URL      drive a live TF Serving with the lab's request, fit what it observes
   --derive-from FILE  turn a local measurement into a GKE node's profile, scaled to the lab's
-                      observed latency (sim/calibrate/derive.py)
+                      observed latency (sim/serving/calibrate/derive.py)
 
 Examples:
 
 \b
   scalelab calibrate --quick --out /tmp/quick.yaml
-  scalelab calibrate --out sim/profiles/resnet101-cpu-amd-epyc-milan.yaml
+  scalelab calibrate --out sim/serving/profiles/resnet101-cpu-amd-epyc-milan.yaml
   scalelab calibrate --endpoint http://34.1.2.3:8501 --model image_classifier \\
       --machine-type e2-standard-4 --out my-cluster.yaml
-  scalelab calibrate --derive-from sim/profiles/resnet101-cpu-amd-epyc-milan.yaml \\
-      --machine-type e2-standard-4 --out sim/profiles/resnet101-tfserving-gke-e2-standard-4.yaml
+  scalelab calibrate --derive-from sim/serving/profiles/resnet101-cpu-amd-epyc-milan.yaml \\
+      --machine-type e2-standard-4 --out sim/serving/profiles/resnet101-tfserving-gke-e2-standard-4.yaml
 """
 
 
@@ -126,7 +126,7 @@ def _progress(total: int | None, label: str) -> Iterator[Callable[[str, dict[str
 
 
 def _ints(text: str | None, label: str) -> tuple[int, ...] | None:
-    from sim.calibrate.local import parse_ints
+    from sim.serving.calibrate.local import parse_ints
 
     return None if text is None else parse_ints(text, label)
 
@@ -340,7 +340,7 @@ def calibrate(
                 family,
                 command,
             )
-        from sim.profile import dump_profile
+        from sim.serving.profile import dump_profile
 
         target = dump_profile(data, out or Path(f"{data['name']}.yaml"))
         for notice in data["provenance"].get("warnings") or []:
@@ -353,7 +353,7 @@ def calibrate(
 
 
 def _summary(target: Path) -> None:
-    from sim.profile import load_profile
+    from sim.serving.profile import load_profile
 
     profile = load_profile(target)
     lone = profile.default
@@ -389,8 +389,8 @@ def _local(
     family: str | None,
     command: str,
 ) -> dict[str, Any]:
-    from sim.calibrate.local import LocalRun, default_grid, grid_with, run_local
-    from sim.calibrate.model import require_tensorflow
+    from sim.serving.calibrate.local import LocalRun, default_grid, grid_with, run_local
+    from sim.serving.calibrate.model import require_tensorflow
 
     grid = grid_with(
         default_grid(quick),
@@ -435,8 +435,8 @@ def _endpoint(
     family: str | None,
     command: str,
 ) -> dict[str, Any]:
-    from sim.calibrate.endpoint import EndpointRun, run_endpoint
-    from sim.calibrate.payload import find_lab_image
+    from sim.serving.calibrate.endpoint import EndpointRun, run_endpoint
+    from sim.serving.calibrate.payload import find_lab_image
     from sim.cluster.catalog import machine_type
 
     if cores is None:
@@ -490,8 +490,8 @@ def _derive(
     family: str | None,
     command: str,
 ) -> dict[str, Any]:
-    from sim.calibrate.derive import derive
-    from sim.profile import load_profile
+    from sim.serving.calibrate.derive import derive
+    from sim.serving.profile import load_profile
 
     local = load_profile(source)
     return derive(

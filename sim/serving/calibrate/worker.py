@@ -1,6 +1,6 @@
 """One measuring process: a SavedModel with a fixed number of threads, over (concurrency, batch).
 
-Run as ``python -m sim.calibrate.worker CONFIG_JSON`` by :mod:`sim.calibrate.local`. It pins
+Run as ``python -m sim.serving.calibrate.worker CONFIG_JSON`` by :mod:`sim.serving.calibrate.local`. It pins
 itself to ``threads`` CPUs and sets TensorFlow's intra- and inter-op pools to ``threads`` before
 TensorFlow starts (they cannot change afterwards, as in TF Serving, which sizes both pools from
 the machine's cores), loads the model, then for each point runs ``concurrency`` closed-loop
@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sim.calibrate import stats
-from sim.calibrate.host import usable_cpus
+from sim.serving.calibrate import stats
+from sim.serving.calibrate.host import usable_cpus
 
 MARK = "@@scalelab "
 
@@ -36,128 +36,7 @@ def emit(event: str, **fields: Any) -> None:
     print(MARK + json.dumps({"event": event, **fields}), flush=True)
 
 
-@dataclass(frozen=True)
-class Window:
-    """What one point's measuring window saw."""
-
-    latencies: list[float]
-    cpu_seconds: float
-    elapsed: float
-    repeat_medians: list[float]
-    warm_latency: float
-    background_cores: float | None = None
-    """CPU other processes used during the window, in cores (None where unknown)."""
-
-
-def busy_cpu_seconds() -> float | None:
-    """CPU-seconds the CPUs this process may run on have spent busy since boot (/proc/stat),
-    None where unknown: other processes on CPUs outside the affinity do not disturb it."""
-    try:
-        lines = Path("/proc/stat").read_text().splitlines()
-    except OSError:
-        return None
-    mine = {f"cpu{i}" for i in usable_cpus()}
-    ticks = 0
-    for line in lines:
-        fields = line.split()
-        if fields and fields[0] in mine:
-            user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, fields[1:9])
-            ticks += user + nice + system + irq + softirq + steal
-    return ticks / os.sysconf("SC_CLK_TCK")
-
-
-def closed_loop(
-    call: Callable[[], object],
-    concurrency: int,
-    *,
-    seconds: float,
-    repeats: int,
-    min_requests: int,
-    max_seconds: float,
-    clock: Callable[[], float] = time.perf_counter,
-    cpu_clock: Callable[[], float] = time.process_time,
-) -> Window:
-    """Run ``concurrency`` callers back to back; measure after each has finished one request.
-
-    The window lasts ``seconds``, longer when needed for ``min_requests`` completions at the
-    warm-up latency, never longer than ``max_seconds``; it is split into ``repeats`` equal
-    parts whose medians show the run-to-run spread. CPU time is the whole process's.
-    """
-    lock = threading.Lock()
-    done: list[tuple[float, float]] = []
-    firsts: list[float] = []
-    failures: list[BaseException] = []
-    stop = threading.Event()
-
-    def caller() -> None:
-        first = True
-        try:
-            while not stop.is_set():
-                start = clock()
-                call()
-                end = clock()
-                with lock:
-                    if first:
-                        firsts.append(end - start)
-                        first = False
-                    else:
-                        done.append((start, end))
-        except BaseException as error:  # reported by the main thread
-            failures.append(error)
-            stop.set()
-
-    workers = [threading.Thread(target=caller, daemon=True) for _ in range(concurrency)]
-    for worker in workers:
-        worker.start()
-    patience = max(60.0, 4 * max_seconds)
-    deadline = clock() + patience
-    while len(firsts) < concurrency and not failures:
-        if clock() > deadline:
-            stop.set()
-            raise TimeoutError(
-                f"only {len(firsts)} of {concurrency} callers finished a request in "
-                f"{patience:.0f} s"
-            )
-        time.sleep(0.002)
-    try:
-        if failures:
-            raise failures[0]
-        warm = sorted(firsts)[len(firsts) // 2]
-        window = min(max(seconds, min_requests / concurrency * warm), max_seconds)
-        t0, cpu0, busy0 = clock(), cpu_clock(), busy_cpu_seconds()
-        marks = [t0]
-        for r in range(1, repeats + 1):
-            time.sleep(max(0.0, t0 + window * r / repeats - clock()))
-            marks.append(clock())
-
-        def completed(since: float, until: float) -> list[float]:
-            with lock:
-                return [e - s for s, e in done if since <= e <= until]
-
-        while len(completed(t0, clock())) < min_requests and clock() - t0 < max_seconds:
-            if failures:
-                raise failures[0]
-            time.sleep(0.005)
-        t1, cpu1, busy1 = clock(), cpu_clock(), busy_cpu_seconds()
-        marks[-1] = t1
-    finally:
-        stop.set()
-        for worker in workers:
-            worker.join()
-    if failures:
-        raise failures[0]
-    latencies = completed(t0, t1)
-    if not latencies:
-        raise RuntimeError(f"no request completed in {t1 - t0:.1f} s; raise --max-seconds")
-    medians = []
-    for lo, hi in itertools.pairwise(marks):
-        part = sorted(completed(lo, hi))
-        if part:
-            medians.append(part[len(part) // 2])
-    background = None
-    if busy0 is not None and busy1 is not None:
-        background = max(0.0, (busy1 - busy0 - (cpu1 - cpu0)) / (t1 - t0))
-    return Window(latencies, cpu1 - cpu0, t1 - t0, medians, warm, background)
+@@WINDOW@@
 
 
 def main(config: dict[str, Any]) -> None:
@@ -167,7 +46,7 @@ def main(config: dict[str, Any]) -> None:
         os.sched_setaffinity(0, set(cpus[:threads]))
     pinned = min(threads, len(cpus))
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from sim.calibrate.model import require_tensorflow
+    from sim.serving.calibrate.model import require_tensorflow
 
     tf = require_tensorflow()
     tf.config.threading.set_intra_op_parallelism_threads(threads)

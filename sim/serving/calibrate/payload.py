@@ -17,7 +17,7 @@ LAB_SIGNATURE = "serving_preprocess"
 
 def find_lab_image() -> Path | None:
     """The lab's image next to the working directory or this checkout, if there is one."""
-    here = Path(__file__).resolve().parents[2]  # the repository root in a checkout
+    here = Path(__file__).resolve().parents[3]  # the repository root in a checkout
     for root in (Path.cwd(), here):
         candidate = (root / LAB_IMAGE).resolve()
         if candidate.is_file():

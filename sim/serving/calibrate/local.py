@@ -1,6 +1,6 @@
 """Local calibration: export the model, measure it over a grid, assemble the profile.
 
-One worker process per thread count (:mod:`sim.calibrate.worker`), run one after another so
+One worker process per thread count (:mod:`sim.serving.calibrate.worker`), run one after another so
 they never compete for the CPU; each measures every (concurrency, batch) point for its threads.
 """
 
@@ -19,11 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sim.calibrate import CalibrationError, host
-from sim.calibrate.model import ARCHS, export, require_tensorflow, synthetic_jpeg
-from sim.calibrate.payload import LAB_SIGNATURE, find_lab_image, payload_info
-from sim.calibrate.worker import MARK
-from sim.profile import DEFAULT_QUANTILES, SCHEMA_VERSION, profile_from_dict
+from sim.serving.calibrate import CalibrationError, host
+from sim.serving.calibrate.model import ARCHS, export, require_tensorflow, synthetic_jpeg
+from sim.serving.calibrate.payload import LAB_SIGNATURE, find_lab_image, payload_info
+from sim.serving.calibrate.worker import MARK
+from sim.serving.profile import DEFAULT_QUANTILES, SCHEMA_VERSION, profile_from_dict
 
 SIGNATURES = ("serving_preprocess", "serving_default")
 QUIET_CORES = 0.25
@@ -113,13 +113,13 @@ def _worker(
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Run one worker; return its 'loaded' record and its points."""
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
-    root = str(Path(__file__).resolve().parents[2])
+    root = str(Path(__file__).resolve().parents[3])
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
     loaded: dict[str, Any] = {}
     points: list[dict[str, Any]] = []
     with log.open("w") as errors:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "sim.calibrate.worker", json.dumps(config)],
+            [sys.executable, "-m", "sim.serving.calibrate.worker", json.dumps(config)],
             stdout=subprocess.PIPE,
             stderr=errors,
             text=True,

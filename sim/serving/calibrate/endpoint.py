@@ -4,7 +4,7 @@ For each (concurrency, batch), ``concurrency`` closed-loop clients, each on its 
 connection as Locust's users are, post the lab's body (base64 JPEG, ``serving_preprocess``) to
 ``/v1/models/<model>[/versions/<v>]:predict``. The server's CPU is out of sight, so CPU-seconds
 per request come from the processor-sharing fit of latency against concurrency
-(:func:`sim.calibrate.stats.fit_processor_sharing`) on the ``cores`` the pod can use; the
+(:func:`sim.serving.calibrate.stats.fit_processor_sharing`) on the ``cores`` the pod can use; the
 network and HTTP overhead is the median round trip of the model-status GET. Stdlib only.
 """
 
@@ -24,10 +24,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sim.calibrate import CalibrationError, host, stats
-from sim.calibrate.payload import LAB_SIGNATURE, payload_info, rest_body
-from sim.calibrate.worker import Window, closed_loop
-from sim.profile import DEFAULT_QUANTILES, SCHEMA_VERSION, profile_from_dict
+from sim.serving.calibrate import CalibrationError, host, stats
+from sim.serving.calibrate.payload import LAB_SIGNATURE, payload_info, rest_body
+from sim.serving.calibrate.worker import Window, closed_loop
+from sim.serving.profile import DEFAULT_QUANTILES, SCHEMA_VERSION, profile_from_dict
 
 
 @dataclass

@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from sim.calibrate import INSTALL_HINT, CalibrationError
+from sim.serving.calibrate import INSTALL_HINT, CalibrationError
 
 ARCHS = ("resnet101", "tiny")
 IMAGE_SIZE = 224

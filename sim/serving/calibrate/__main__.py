@@ -1,10 +1,10 @@
-"""``python -m sim.calibrate calibrate ...``: the command without the scalelab entry point."""
+"""``python -m sim.serving.calibrate calibrate ...``: the command without the scalelab entry point."""
 
 from __future__ import annotations
 
 import typer
 
-from sim.calibrate.cli import register
+from sim.serving.calibrate.cli import register
 
 app = typer.Typer(add_completion=False, rich_markup_mode=None)
 

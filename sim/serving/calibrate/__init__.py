@@ -10,7 +10,7 @@
 - ``stats``: quantiles, lognormal fits, the processor-sharing fit (numpy only).
 
 TensorFlow is an optional extra (``pip install 'scalelab[calibrate]'``) and is imported only
-inside the functions that need it: importing ``sim`` or ``sim.calibrate`` never loads it.
+inside the functions that need it: importing ``sim`` or ``sim.serving.calibrate`` never loads it.
 """
 
 from __future__ import annotations

@@ -1,0 +1,71 @@
+"""From a scenario's ``serving`` settings and a profile to the data plane's :class:`Server`."""
+
+from __future__ import annotations
+
+import functools
+
+from sim import scenario as spec
+from sim.serving.profile import Profile
+from sim.serving.server import BatchingConfig, Server
+
+ASSUMED_COLD_FACTOR = 3.0
+"""First Session::Run / a warm one, when neither the scenario nor the profile says."""
+
+
+def cold_factor(serving: spec.Serving, profile: Profile) -> float:
+    if serving.cold_factor is not None:
+        return serving.cold_factor
+    return profile.cold_factor if profile.cold_factor is not None else ASSUMED_COLD_FACTOR
+
+
+def cores_alone(serving: spec.Serving, free: float) -> float:
+    """Cores a pod's server uses with the node's free CPU to itself: all of it, or its
+    intra-op pool when ``--tensorflow_intra_op_parallelism`` is smaller (assumption: the
+    concurrent Session::Run calls share that one pool, so it bounds the cores in use)."""
+    threads = serving.intra_op_threads
+    return free if threads is None else min(free, float(threads))
+
+
+def build_server(
+    name: str,
+    serving: spec.Serving,
+    profile: Profile,
+    *,
+    vcpus: float,
+    cores: float,
+    now: float,
+    quota: float | None,
+    weight: float,
+) -> Server:
+    """A pod's TF Serving container on a node of ``vcpus`` with ``cores`` to itself."""
+    batching = None
+    # TF Serving's REST pool: --rest_api_num_threads, default 4 x vCPUs.
+    threads = serving.rest_api_num_threads or 4 * int(vcpus)
+    if serving.batching is not None:
+        b = serving.batching
+        batching = BatchingConfig(
+            max_batch_size=b.max_batch_size,
+            batch_timeout=b.batch_timeout_micros / 1e6,
+            num_batch_threads=b.num_batch_threads or int(vcpus),
+            max_enqueued_batches=b.max_enqueued_batches,
+            cost=functools.cache(functools.partial(profile.batch_cost, cores)),
+        )
+    in_flight = max(threads, batching.num_batch_threads if batching else 0)
+    return Server(
+        name,
+        tables=functools.partial(_tables, profile, in_flight + 1),
+        cores=cores,
+        sigma=profile.sigma(cores),
+        overhead=profile.overhead_s,
+        threads=threads,
+        now=now,
+        quota=quota,
+        cold_requests=0 if serving.warmup else serving.cold_requests,
+        cold_factor=cold_factor(serving, profile),
+        batching=batching,
+        weight=weight,
+    )
+
+
+def _tables(profile: Profile, size: int, cores: float) -> tuple[list[float], list[float]]:
+    return profile.tables(cores, size)

@@ -1,0 +1,259 @@
+"""One TF Serving container as the data plane runs it, and the CPU its node shares out.
+
+A server with c cores and n requests in flight completes X(c, n) requests per second in total
+and burns U(c, n) cores, both read from the profile's measured ladders (``Profile.tables``).
+Every request in flight progresses at X(c, n)/n (load-dependent processor sharing), so one
+virtual-work clock per server orders completions in a heap: O(log n) per arrival and
+completion. A request's work has mean 1 and the lone request's lognormal spread.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from sim.dataplane import User
+
+CFS_PERIOD = 0.1
+"""cpu.cfs_period_us: the kubelet sets a 100 ms CFS period for containers with a CPU limit."""
+
+Tables = Callable[[float], tuple[list[float], list[float]]]
+"""cores -> (per-request rate X(c, n)/n, CPU U(c, n)) for n = 0, 1, ... (``Profile.tables``)."""
+
+
+@dataclass(frozen=True)
+class BatchingConfig:
+    """TF Serving's batch scheduler (BasicBatchScheduler) for one model."""
+
+    max_batch_size: int
+    batch_timeout: float  # seconds
+    num_batch_threads: int
+    max_enqueued_batches: int
+    cost: Callable[[int], float]  # a lone batch of b's time / a lone request's, from the profile
+
+    def batch_work(self, works: list[float]) -> float:
+        b = len(works)
+        return sum(works) / b * self.cost(b)
+
+
+Job = tuple[float, int, float, "User | None", int]
+"""(finish virtual work or plain work when queued, order, sent at, user or None, user seq)."""
+
+
+class Server:
+    """One TF Serving container: its cores, in-flight requests and cumulative CPU time.
+
+    ``cores_alone``: what it gets when no neighbour on the node is busy; ``cores``: what it gets
+    now (less under contention, see :class:`NodeCpu`). ``quota`` (cores) is set when the
+    container has a CPU limit: CFS then lets it burn at most ``quota x 100 ms`` per 100 ms
+    period and throttles it for the rest. ``batching`` switches to TF Serving's batch
+    scheduler: each batch (not each request) is a job in flight.
+    """
+
+    __slots__ = (
+        "alive",
+        "batch_open",
+        "batch_since",
+        "batch_timer",
+        "batches",
+        "batching",
+        "burn",
+        "burn_alone",
+        "cfs_period",
+        "cfs_used",
+        "cold_factor",
+        "cold_left",
+        "cores",
+        "cores_alone",
+        "cpu_seconds",
+        "demand",
+        "generation",
+        "head",
+        "jobs",
+        "last",
+        "median",
+        "members",
+        "name",
+        "node",
+        "overhead",
+        "queue",
+        "quota",
+        "rate",
+        "served",
+        "sigma",
+        "tables",
+        "threads",
+        "top",
+        "virtual",
+        "weight",
+    )
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        tables: Tables,
+        cores: float,
+        sigma: float,
+        overhead: float,
+        threads: int,
+        now: float,
+        quota: float | None = None,
+        cold_requests: int = 0,
+        cold_factor: float = 1.0,
+        batching: BatchingConfig | None = None,
+        weight: float = 1.0,
+    ) -> None:
+        self.name = name
+        self.tables = tables
+        self.sigma, self.overhead = sigma, overhead
+        self.median = math.exp(-(sigma**2) / 2)  # lognormal work of mean 1
+        self.threads = threads
+        self.cores_alone = self.cores = cores
+        self.rate, self.burn = tables(cores)
+        self.burn_alone = self.burn
+        self.top = len(self.rate) - 1
+        self.node: NodeCpu | None = None
+        self.weight = weight  # CFS shares: the CPU request
+        self.demand = 0.0  # cores it would burn now with the node to itself
+        self.virtual = 0.0
+        self.last = now
+        self.cpu_seconds = 0.0
+        self.jobs: list[Job] = []
+        self.queue: deque[Job] = deque()
+        self.generation = 0
+        self.head = -1  # order number of the job whose completion is scheduled
+        self.served = 0
+        self.alive = True
+        self.quota = quota
+        self.cfs_period = -1
+        self.cfs_used = 0.0  # CPU-seconds used in period ``cfs_period``
+        self.cold_left = cold_requests
+        self.cold_factor = cold_factor
+        self.batching = batching
+        self.members: dict[int, list[Job]] = {}  # batch order -> its requests
+        self.batch_open: list[Job] = []
+        self.batch_since = 0.0
+        self.batch_timer = -1.0
+        self.batches: deque[list[Job]] = deque()  # closed batches waiting for a thread
+
+    def set_cores(self, cores: float, *, alone: bool = False) -> None:
+        """New cores from now on (the caller has advanced the server to now)."""
+        if alone:
+            self.cores_alone = cores
+            self.burn_alone = self.tables(cores)[1]
+        self.cores = cores
+        self.rate, self.burn = self.tables(cores)
+
+    def advance(self, now: float) -> None:
+        dt = now - self.last
+        if dt <= 0:
+            return
+        n = len(self.jobs)
+        if n:
+            if n > self.top:
+                n = self.top  # the plateau
+            burn = self.burn[n]
+            running = dt if self.quota is None else self._cfs_running(now, burn)
+            self.virtual += self.rate[n] * running
+            self.cpu_seconds += burn * running
+        else:
+            self.cpu_seconds += self.burn[0] * dt
+        self.last = now
+
+    def _cfs_running(self, now: float, pod_rate: float) -> float:
+        """Seconds of [last, now] the pod actually ran at ``pod_rate`` under its CFS quota."""
+        assert self.quota is not None
+        budget = self.quota * CFS_PERIOD
+        k = int(self.last // CFS_PERIOD)
+        used = self.cfs_used if k == self.cfs_period else 0.0
+        end = (k + 1) * CFS_PERIOD
+        running = min(min(now, end) - self.last, max(0.0, budget - used) / pod_rate)
+        if now <= end:
+            self.cfs_period, self.cfs_used = k, used + running * pod_rate
+            return running
+        last_k = int(now // CFS_PERIOD)
+        per_period = min(CFS_PERIOD, budget / pod_rate)
+        running += (last_k - k - 1) * per_period
+        tail = min(now - last_k * CFS_PERIOD, per_period)
+        self.cfs_period, self.cfs_used = last_k, tail * pod_rate
+        return running + tail
+
+    def finish_time(self, left: float, rate: float) -> float:
+        """When the head job, ``left`` work from done, completes at ``rate`` per job."""
+        needed = left / rate  # seconds of running time
+        if self.quota is None:
+            return self.last + needed
+        pod_rate = self.burn[min(len(self.jobs), self.top)]
+        budget = self.quota * CFS_PERIOD
+        k = int(self.last // CFS_PERIOD)
+        used = self.cfs_used if k == self.cfs_period else 0.0
+        end = (k + 1) * CFS_PERIOD
+        first = min(end - self.last, max(0.0, budget - used) / pod_rate)
+        if needed <= first:
+            return self.last + needed
+        needed -= first
+        per_period = min(CFS_PERIOD, budget / pod_rate)
+        full = math.ceil(needed / per_period) - 1
+        return end + full * CFS_PERIOD + (needed - full * per_period)
+
+    def in_flight(self) -> int:
+        waiting = len(self.batch_open) + sum(len(b) for b in self.batches)
+        running = sum(len(m) for m in self.members.values()) if self.batching else len(self.jobs)
+        return running + len(self.queue) + waiting
+
+
+class NodeCpu:
+    """The CPU a node's serving pods share. Each pod may use what its neighbours leave idle;
+    only when their demands together exceed the node's free CPU does CFS split it by shares
+    (cpu.shares = the CPU request), water-filling: a pod wanting less than its share gets its
+    demand and the rest is split again among the others
+    (https://docs.kernel.org/scheduler/sched-design-CFS.html, group scheduling).
+
+    A pod granted a fraction f of the CPU it would burn alone runs as on f x its cores
+    (assumption: throughput and CPU in use scale together with the cores a server gets).
+    """
+
+    __slots__ = ("demand", "free", "servers")
+
+    def __init__(self, free: float) -> None:
+        self.free = free
+        self.servers: list[Server] = []
+        self.demand = 0.0
+
+    def contended(self, server: Server) -> bool:
+        """Update ``server``'s demand; True when the split may have changed."""
+        n = len(server.jobs)
+        demand = server.burn_alone[n if n < server.top else server.top]
+        before = self.demand
+        self.demand += demand - server.demand
+        server.demand = demand
+        return before > self.free or self.demand > self.free
+
+    def split(self) -> dict[Server, float]:
+        """Cores for each server under the current demands."""
+        self.demand = sum(s.demand for s in self.servers)
+        if self.demand <= self.free:
+            return {s: s.cores_alone for s in self.servers}
+        cores: dict[Server, float] = {}
+        left = self.free
+        pending = [s for s in self.servers if s.demand > 0]
+        for s in self.servers:
+            if s.demand <= 0:
+                cores[s] = s.cores_alone
+        while pending:
+            weights = sum(s.weight for s in pending)
+            satisfied = [s for s in pending if s.demand <= left * s.weight / weights]
+            if not satisfied:
+                for s in pending:
+                    cores[s] = s.cores_alone * (left * s.weight / weights) / s.demand
+                break
+            for s in satisfied:
+                cores[s] = s.cores_alone
+                left -= s.demand
+                pending.remove(s)
+        return cores
