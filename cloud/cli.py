@@ -147,7 +147,20 @@ def serve(
     port: Annotated[int, typer.Option(help="TF Serving's REST port")] = 8501,
     seed: Annotated[int, typer.Option(help="seed of the service-time draws")] = 1,
     workers: Annotated[
-        int | None, typer.Option(help="requests served at once [default: vCPUs / parallelism]")
+        int | None,
+        typer.Option(
+            help="requests served at once [default: vCPUs / parallelism for --profile, "
+            "4 x threads for --model-path, TF Serving's --rest_api_num_threads]"
+        ),
+    ] = None,
+    threads: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="TensorFlow intra-op and inter-op threads, as TF Serving's "
+            "--tensorflow_intra_op_parallelism/--tensorflow_inter_op_parallelism "
+            "(--model-path only) [default: all schedulable cores]",
+        ),
     ] = None,
     debug: DebugOption = False,
 ) -> None:
@@ -157,6 +170,9 @@ def serve(
     if (model_path is None) == (profile is None):
         fail(CloudError("give exactly one of --model-path or --profile"), debug)
         return
+    if threads is not None and model_path is None:
+        fail(CloudError("--threads sizes TensorFlow's pools: it needs --model-path"), debug)
+        return
     try:
         servable: Servable
         if profile is not None:
@@ -165,7 +181,9 @@ def serve(
             )
         else:
             assert model_path is not None
-            servable = SavedModelServable(model_path, name=model_name, workers=workers or 4)
+            servable = SavedModelServable(
+                model_path, name=model_name, workers=workers, threads=threads
+            )
         running = start_server(servable, host, port)
     except (CloudError, ValueError, OSError) as error:
         fail(error, debug)
@@ -249,14 +267,17 @@ def _leftovers(
 
 
 def register(app: typer.Typer) -> None:
-    """The ``scalelab.plugins`` entry point: ``manifests``, ``serve``, ``cloud cleanup``, and
+    """The ``scalelab.plugins`` entry point: ``manifests``, ``serve``, ``fidelity``,
+    ``cloud cleanup``, and
     the gke and kube backends of ``scalelab run``."""
+    from cloud.fidelity import register as register_fidelity
     from sim.plugins import register_backend
 
     register_backend("gke", run_on_cluster)
     register_backend("kube", run_on_cluster)
     app.command("manifests")(manifests)
     app.command("serve")(serve)
+    register_fidelity(app)
     group = typer.Typer(help="Real-cluster housekeeping.", no_args_is_help=True)
     group.command("cleanup")(cleanup)
     app.add_typer(group, name="cloud")

@@ -1,0 +1,267 @@
+"""``scalelab fidelity``: the simulator's serving model against a real model server, one run,
+one machine.
+
+Locally it calibrates (unless given ``--profile``), serves the calibrated SavedModel as TF
+Serving would (``scalelab serve --saved-model``, thread pools = cores), drives it with real
+Locust users at each user count of the ladder, then simulates the same ladder with the profile
+(:mod:`sim.serving.fidelity`). ``--endpoint`` points it at any TF Serving instead.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from cloud.errors import CloudError
+from sim.console import fail
+
+DEFAULT_USERS = "1,2,4,8,12,16,24"
+
+
+def _ints(text: str, label: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise CloudError(f"{label} takes comma-separated integers, got {text!r}") from None
+    if not values or any(v < 1 for v in values):
+        raise CloudError(f"{label} takes integers >= 1, got {text!r}")
+    return values
+
+
+def _wait(text: str) -> tuple[float, float]:
+    try:
+        low, high = (float(v) for v in text.split(","))
+    except ValueError:
+        raise CloudError(
+            f"--wait takes LOW,HIGH seconds (Locust's between), got {text!r}"
+        ) from None
+    if not 0 <= low <= high:
+        raise CloudError(f"--wait needs 0 <= LOW <= HIGH, got {text!r}")
+    return low, high
+
+
+def fidelity(
+    profile: Annotated[
+        Path | None,
+        typer.Option(help="calibrated profile to check [default: calibrate here first]"),
+    ] = None,
+    saved_model: Annotated[
+        Path | None,
+        typer.Option(help="SavedModel base path to serve [default: export the profile's model]"),
+    ] = None,
+    full: Annotated[
+        bool, typer.Option("--full", help="full calibration (~5-8 min) instead of --quick")
+    ] = False,
+    endpoint: Annotated[
+        str | None, typer.Option(help="a running TF Serving REST API instead of a local one")
+    ] = None,
+    model: Annotated[str, typer.Option(help="served model name")] = "image_classifier",
+    cores: Annotated[
+        float | None, typer.Option(help="cores the server has [default: this machine's]")
+    ] = None,
+    cpu_pid: Annotated[
+        int | None, typer.Option(help="--endpoint: read the server's CPU from this local PID")
+    ] = None,
+    cpu_cgroup: Annotated[
+        Path | None, typer.Option(help="--endpoint: read the server's CPU from this cgroup")
+    ] = None,
+    users: Annotated[str, typer.Option(help="the ladder's user counts")] = DEFAULT_USERS,
+    seconds: Annotated[float, typer.Option(help="measured seconds per user count")] = 30.0,
+    settle: Annotated[float, typer.Option(help="seconds discarded at each count's start")] = 5.0,
+    wait: Annotated[str, typer.Option(help="Locust's between(LOW, HIGH) wait, s")] = "0.8,0.9",
+    max_error_rps: Annotated[float, typer.Option(help="bound on req/s error, %")] = 5.0,
+    max_error_latency: Annotated[float, typer.Option(help="bound on p50/p95 error, %")] = 15.0,
+    out: Annotated[Path, typer.Option(help="output directory")] = Path("out/fidelity"),
+    seed: Annotated[int, typer.Option(help="seed of both sides' wait times")] = 1,
+    debug: Annotated[bool, typer.Option("--debug", help="show tracebacks")] = False,
+) -> None:
+    """Real against simulated, per user count: req/s, p50, p95, p99 and server CPU (exit 1
+    when an error exceeds its bound, 2 on bad input)."""
+    from sim.serving import fidelity as fid
+    from sim.serving.calibrate import CalibrationError
+    from sim.serving.profile import ProfileError
+
+    console = Console()
+    try:
+        ladder = fid.steps_for(_ints(users, "--users"), seconds, settle)
+        waits = _wait(wait)
+        if seconds <= 0 or settle < 0:
+            raise CloudError(f"--seconds must be > 0 and --settle >= 0, got {seconds}, {settle}")
+        if endpoint is None and (cpu_pid is not None or cpu_cgroup is not None):
+            raise CloudError("--cpu-pid and --cpu-cgroup read a server given by --endpoint")
+        if endpoint is not None and profile is None:
+            raise CloudError(
+                "--endpoint needs --profile: calibrate that server first with "
+                "`scalelab calibrate --endpoint URL --model NAME --out FILE`"
+            )
+        bounds = fid.Bounds(max_error_rps, max_error_latency)
+        with tempfile.TemporaryDirectory(prefix="scalelab-fidelity-") as tmp:
+            result = _measure(
+                console,
+                Path(tmp),
+                ladder,
+                waits,
+                profile=profile,
+                saved_model=saved_model,
+                quick=not full,
+                endpoint=endpoint,
+                model=model,
+                cores=cores,
+                cpu_pid=cpu_pid,
+                cpu_cgroup=cpu_cgroup,
+                seed=seed,
+                out=out,
+            )
+    except (CloudError, CalibrationError, ProfileError, OSError) as error:
+        fail(error, debug)
+    rows, meta = result
+    meta["command"] = shlex.join(["scalelab", *sys.argv[1:]])
+    meta["bounds_pct"] = {"throughput": max_error_rps, "p50_p95": max_error_latency}
+    misses = bounds.misses(rows)
+    meta["misses"] = misses
+    files = fid.write(out, rows, meta)
+    console.print(_table(rows))
+    console.print("wrote " + ", ".join(str(p) for p in files))
+    if misses:
+        for miss in misses:
+            console.print(f"[red]outside the bound:[/red] {miss}")
+        raise typer.Exit(1)
+
+
+def _measure(
+    console: Console,
+    tmp: Path,
+    ladder: list[Any],
+    waits: tuple[float, float],
+    *,
+    profile: Path | None,
+    saved_model: Path | None,
+    quick: bool,
+    endpoint: str | None,
+    model: str,
+    cores: float | None,
+    cpu_pid: int | None,
+    cpu_cgroup: Path | None,
+    seed: int,
+    out: Path,
+) -> tuple[list[Any], dict[str, Any]]:
+    from cloud import ladder as real
+    from cloud.load import lab_image, lab_request_body
+    from sim.serving import fidelity as fid
+    from sim.serving.calibrate import host
+    from sim.serving.profile import dump_profile, load_profile
+
+    body = lab_request_body(lab_image(None))
+    meta: dict[str, Any] = {"cpu": host.cpu_info(), "seed": seed, "wait_s": list(waits)}
+    began = time.perf_counter()
+    if endpoint is not None:
+        assert profile is not None
+        calibrated = load_profile(profile)
+        have = cores or calibrated.default_threads
+        cpu: Any = None
+        if cpu_pid is not None:
+            cpu = real.ProcessCpu(cpu_pid)
+        elif cpu_cgroup is not None:
+            cpu = real.CgroupCpu(cpu_cgroup)
+        real.check_endpoint(endpoint, model, "1", body, 30.0)
+        console.print(f"driving {endpoint} with the ladder {[s.users for s in ladder]}")
+        measured = real.run_ladder(
+            endpoint, model, ladder, wait=waits, body=body, cpu=cpu, seed=seed, workdir=tmp
+        )
+        meta["server"] = {"endpoint": endpoint, "model": model, "cores": have}
+    else:
+        have = cores or float(len(host.usable_cpus()))
+        if profile is None:
+            calibrated, saved_model = _calibrate(console, tmp, quick)
+            out.mkdir(parents=True, exist_ok=True)
+            dump_profile(calibrated, out / "profile.yaml")
+            meta["profile_file"] = str(out / "profile.yaml")
+        else:
+            calibrated = load_profile(profile)
+        if saved_model is None:
+            from sim.serving.calibrate.model import export
+
+            console.print("exporting ResNet101 as the lab lays it out ...")
+            saved_model = export("resnet101", tmp / "model")
+        threads = max(1, round(have))
+        console.print(
+            f"serving {saved_model} with {threads} threads; ladder {[s.users for s in ladder]}"
+        )
+        with real.start_local_server(_base(saved_model), model, threads) as server:
+            real.check_endpoint(server.url, model, "1", body, 60.0)
+            measured = real.run_ladder(
+                server.url,
+                model,
+                ladder,
+                wait=waits,
+                body=body,
+                cpu=real.ProcessCpu(server.pid),
+                seed=seed,
+                workdir=tmp,
+            )
+        meta["server"] = {"saved_model": str(saved_model), "threads": threads, "cores": have}
+    rungs = [
+        fid.Rung(
+            users=m.users,
+            start=m.start,
+            end=m.end,
+            ok=m.ok,
+            failed=m.failed,
+            latencies=list(m.latencies),
+            cpu_cores=m.cpu_cores,
+        )
+        for m in measured
+    ]
+    simulated = fid.simulate_ladder(calibrated, have, ladder, wait=waits, seed=seed)
+    meta["profile"] = calibrated.name
+    meta["elapsed_s"] = round(time.perf_counter() - began, 1)
+    return fid.compare(rungs, simulated), meta
+
+
+def _base(saved: Path) -> Path:
+    """TF Serving's base path: the folder holding numbered versions."""
+    return saved.parent if saved.name.isdigit() else saved
+
+
+def _calibrate(console: Console, tmp: Path, quick: bool) -> tuple[Any, Path]:
+    from sim.serving.calibrate.local import LocalRun, default_grid, run_local
+    from sim.serving.profile import profile_from_dict
+
+    console.print(f"calibrating ResNet101 here ({'--quick' if quick else 'full'}) ...")
+    run = LocalRun(
+        grid=default_grid(quick=quick),
+        export_dir=tmp / "model",
+        command="scalelab fidelity (calibration step)",
+    )
+    data = run_local(run)
+    return profile_from_dict(data, "calibrated here"), tmp / "model"
+
+
+def _table(rows: list[Any]) -> Table:
+    table = Table(title="real against simulated (error % of real)")
+    table.add_column("users", justify="right")
+    for label in ("req/s", "p50 s", "p95 s", "p99 s", "CPU cores"):
+        table.add_column(label, justify="right")
+    for row in rows:
+        cells = [str(row.users)]
+        for metric in ("throughput_rps", "p50", "p95", "p99", "cpu_cores"):
+            r, s, e = row.real.get(metric), row.simulated.get(metric), row.error(metric)
+            if r is None or s is None:
+                cells.append("-")
+                continue
+            error = "" if e is None else f" ({e:+.0f}%)"
+            cells.append(f"{r:.3g} / {s:.3g}{error}")
+        table.add_row(*cells)
+    return table
+
+
+def register(app: typer.Typer) -> None:
+    app.command(help=fidelity.__doc__)(fidelity)

@@ -1,0 +1,292 @@
+"""How far the serving model can be trusted on this hardware: a ladder of closed-loop user
+counts, real against simulated, with the error in percent.
+
+The real side (``cloud.ladder``: real Locust users against a real model server) and the
+simulated side (:func:`simulate_ladder`: the same users, wait times and windows on the data
+plane with the calibrated profile) produce the same :class:`Rung` records; :func:`compare`
+pairs them and :func:`write` leaves ``fidelity.csv``, ``fidelity.json`` and ``fidelity.png``.
+A figure means something only when both sides ran in one run on one machine: machines of one
+kind differ by up to 2x in ResNet101 speed.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sim.dataplane import DataPlane
+from sim.errors import UserError
+from sim.rng import Buffered, stream
+from sim.serving.model import ASSUMED_COLD_FACTOR
+from sim.serving.profile import Profile
+from sim.serving.server import Server
+
+METRICS = ("throughput_rps", "p50", "p95", "p99", "cpu_cores")
+
+
+@dataclass(frozen=True)
+class Step:
+    """One rung: ``users`` closed-loop users; the first ``settle`` seconds are not measured."""
+
+    users: int
+    seconds: float
+    settle: float
+
+    def __post_init__(self) -> None:
+        if self.users < 1 or self.seconds <= 0 or self.settle < 0:
+            raise UserError(
+                f"a ladder step needs users >= 1, seconds > 0 and settle >= 0; got {self}"
+            )
+
+
+@dataclass
+class Rung:
+    """What one rung measured over its window ``[start, end]`` (seconds from the ladder's start);
+    a request counts in the window its response arrived in."""
+
+    users: int
+    start: float
+    end: float
+    ok: int
+    failed: int
+    latencies: list[float] = field(repr=False)
+    cpu_cores: float | None = None
+
+    @property
+    def throughput_rps(self) -> float:
+        return self.ok / (self.end - self.start)
+
+    def percentile(self, q: float) -> float | None:
+        """Nearest rank, as Locust reports it."""
+        if not self.latencies:
+            return None
+        ordered = sorted(self.latencies)
+        return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
+
+    @property
+    def p50(self) -> float | None:
+        return self.percentile(0.50)
+
+    @property
+    def p95(self) -> float | None:
+        return self.percentile(0.95)
+
+    @property
+    def p99(self) -> float | None:
+        return self.percentile(0.99)
+
+
+def steps_for(users: Sequence[int], seconds: float, settle: float) -> list[Step]:
+    return [Step(u, seconds, settle) for u in users]
+
+
+class _Log:
+    """A data-plane recorder that keeps every response (time, latency)."""
+
+    def __init__(self) -> None:
+        self.ok: list[tuple[float, float]] = []
+        self.failed: list[float] = []
+
+    def offer(self, t: float) -> None:
+        pass
+
+    def complete(self, t: float, latency: float) -> None:
+        self.ok.append((t, latency))
+
+    def fail(self, t: float) -> None:
+        self.failed.append(t)
+
+
+def simulate_ladder(
+    profile: Profile,
+    cores: float,
+    steps: Sequence[Step],
+    *,
+    wait: tuple[float, float] = (0.8, 0.9),
+    seed: int = 1,
+    rest_threads: int | None = None,
+    timeout: float = 30.0,
+) -> list[Rung]:
+    """The ladder on one warm server with ``cores`` to itself: users are added over each rung's
+    first second (or stopped, newest first, as Locust does) and send their first request at
+    once; between requests each waits uniform(``wait``), from its own stream."""
+    log = _Log()
+    plane = DataPlane(
+        log,  # type: ignore[arg-type]
+        routing=stream(seed, "routing"),
+        service=stream(seed, "service-times"),
+        timeout=timeout,
+    )
+    threads = rest_threads or 4 * max(1, math.ceil(cores))  # --rest_api_num_threads default
+    server = Server(
+        "fidelity",
+        tables=lambda c: profile.tables(c, threads + 1),
+        cores=cores,
+        sigma=profile.sigma(cores),
+        overhead=profile.overhead_s,
+        threads=threads,
+        now=0.0,
+        cold_factor=profile.cold_factor or ASSUMED_COLD_FACTOR,
+    )
+    plane.add_endpoint(server)
+    low, high = wait
+
+    def waits(index: int) -> Callable[[], float]:
+        draws = Buffered(stream(seed, "locust-user", index), "uniform", block=256)
+        return lambda: low + (high - low) * draws.next()
+
+    rungs: list[Rung] = []
+    t = 0.0
+    users = 0
+    for step in steps:
+        # As cloud.ladder starts them: one by one, evenly over the rung's first second.
+        adding = step.users - users
+        for i in range(max(adding, 0)):
+            plane.advance_to(t + i / adding)
+            plane.spawn_user(waits(users))
+            users += 1
+        while users > step.users:
+            plane.stop_user()
+            users -= 1
+        start, end = t + step.settle, t + step.settle + step.seconds
+        plane.advance_to(start)
+        server.advance(start)
+        cpu0, first = server.cpu_seconds, len(log.ok)
+        failed0 = len(log.failed)
+        plane.advance_to(end)
+        server.advance(end)
+        ok = [lat for done, lat in log.ok[first:] if start <= done <= end]
+        rungs.append(
+            Rung(
+                users=step.users,
+                start=start,
+                end=end,
+                ok=len(ok),
+                failed=sum(1 for f in log.failed[failed0:] if start <= f <= end),
+                latencies=ok,
+                cpu_cores=(server.cpu_seconds - cpu0) / (end - start),
+            )
+        )
+        t = end
+    return rungs
+
+
+@dataclass(frozen=True)
+class Row:
+    """One user count, real against simulated; errors in percent of the real value."""
+
+    users: int
+    real: dict[str, float | None]
+    simulated: dict[str, float | None]
+
+    def error(self, metric: str) -> float | None:
+        r, s = self.real.get(metric), self.simulated.get(metric)
+        if r is None or s is None or r == 0:
+            return None
+        return 100.0 * (s - r) / r
+
+
+def _figures(rung: Rung) -> dict[str, float | None]:
+    return {
+        "throughput_rps": rung.throughput_rps,
+        "p50": rung.p50,
+        "p95": rung.p95,
+        "p99": rung.p99,
+        "cpu_cores": rung.cpu_cores,
+        "ok": rung.ok,
+        "failed": rung.failed,
+    }
+
+
+def compare(real: Sequence[Rung], simulated: Sequence[Rung]) -> list[Row]:
+    if [r.users for r in real] != [s.users for s in simulated]:
+        raise ValueError("the real and simulated ladders have different user counts")
+    return [Row(r.users, _figures(r), _figures(s)) for r, s in zip(real, simulated, strict=True)]
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """The largest error in percent allowed for throughput and for p50/p95."""
+
+    throughput: float = 5.0
+    latency: float = 15.0
+
+    def misses(self, rows: Iterable[Row]) -> list[str]:
+        out = []
+        for row in rows:
+            for metric, bound in (
+                ("throughput_rps", self.throughput),
+                ("p50", self.latency),
+                ("p95", self.latency),
+            ):
+                e = row.error(metric)
+                if e is not None and abs(e) > bound:
+                    out.append(f"{row.users} users: {metric} off by {e:+.1f}% (bound {bound:g}%)")
+        return out
+
+
+def write(out: Path, rows: Sequence[Row], meta: dict[str, Any]) -> list[Path]:
+    """fidelity.csv (one row per user count), fidelity.json (rows + how it was measured) and
+    fidelity.png (each metric over users, real against simulated)."""
+    out.mkdir(parents=True, exist_ok=True)
+    columns = ["users"]
+    for m in METRICS:
+        columns += [f"real_{m}", f"sim_{m}", f"error_{m}_pct"]
+    csv_path = out / "fidelity.csv"
+    with csv_path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(columns)
+        for row in rows:
+            line: list[Any] = [row.users]
+            for m in METRICS:
+                line += [_cell(row.real.get(m)), _cell(row.simulated.get(m)), _cell(row.error(m))]
+            writer.writerow(line)
+    json_path = out / "fidelity.json"
+    json_path.write_text(
+        json.dumps(
+            {**meta, "rows": [{**asdict(r), "error_pct": _errors(r)} for r in rows]}, indent=1
+        )
+        + "\n"
+    )
+    return [csv_path, json_path, _plot(out / "fidelity.png", rows)]
+
+
+def _errors(row: Row) -> dict[str, float | None]:
+    return {m: row.error(m) for m in METRICS}
+
+
+def _cell(value: float | None) -> str:
+    return "" if value is None else f"{value:.4g}"
+
+
+def _plot(path: Path, rows: Sequence[Row]) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    users = [r.users for r in rows]
+    fig, axes = plt.subplots(1, 3, figsize=(13, 4), constrained_layout=True)
+    panels: list[tuple[Any, tuple[str, ...], str]] = [
+        (axes[0], ("throughput_rps",), "completed req/s"),
+        (axes[1], ("p50", "p95", "p99"), "latency, s"),
+        (axes[2], ("cpu_cores",), "server CPU, cores"),
+    ]
+    for ax, metrics, label in panels:
+        for i, m in enumerate(metrics):
+            color = f"C{i}"
+            ax.plot(users, [r.real.get(m) for r in rows], "o-", color=color, label=f"{m} real")
+            ax.plot(users, [r.simulated.get(m) for r in rows], "x--", color=color, label=f"{m} sim")
+        ax.set_xlabel("Locust users")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle("scalelab fidelity: real (o, solid) against simulated (x, dashed)")
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
