@@ -149,7 +149,7 @@ def serve(
     workers: Annotated[
         int | None,
         typer.Option(
-            help="requests served at once [default: vCPUs / parallelism for --profile, "
+            help="requests served at once [default: the knee of X(c, n) for --profile, "
             "4 x threads for --model-path, TF Serving's --rest_api_num_threads]"
         ),
     ] = None,

@@ -9,6 +9,7 @@ Locust users at each user count of the ladder, then simulates the same ladder wi
 
 from __future__ import annotations
 
+import os
 import shlex
 import sys
 import tempfile
@@ -89,6 +90,7 @@ def fidelity(
     from sim.serving.calibrate import CalibrationError
     from sim.serving.profile import ProfileError
 
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # the export's TensorFlow logs
     console = Console()
     try:
         ladder = fid.steps_for(_ints(users, "--users"), seconds, settle)

@@ -8,13 +8,18 @@ error code to (NOT_FOUND 404, INVALID_ARGUMENT 400). HTTP/1.1 keep-alive, like t
 server, so Locust users keep their connections.
 
 Two servables:
-- :class:`ProfileServable`: no model; each request sleeps the time a latency profile draws
-  (``overhead_s + LogNormal(median, sigma) / parallelism`` per instance, seeded numpy
-  Generator, with the profile's ``cpu_seconds_median``/``cpu_seconds_sigma``/``parallelism``/
-  ``overhead_s``), at most ``workers`` at a time (default ``vCPUs / parallelism``, so a lone
-  "pod" saturates near where the simulator's does). Predictions are synthetic.
+- :class:`ProfileServable`: no model; each request sleeps the time a latency profile draws,
+  as the simulator's server would serve it: with ``n`` requests in service (itself included,
+  counted when it starts) on ``c`` vCPUs, ``overhead_s + w / (X(c, n, rows) / n)``, where
+  ``X`` is the profile's throughput (a request of ``rows`` instances is one batch of that
+  size) and ``w`` a lognormal of mean 1 and the lone request's ``sigma(c)`` (seeded numpy
+  Generator). At most ``workers`` are served at once, the rest wait (default: the knee of
+  ``X(c, n)``, the fewest in service that reach 97% of its plateau: more would only lengthen
+  every request's sleep without adding throughput). Predictions are synthetic.
 - :class:`SavedModelServable`: real inference with TensorFlow (imported only then) on a
-  SavedModel base path laid out as TF Serving expects (``BASE/<version>/saved_model.pb``).
+  SavedModel base path laid out as TF Serving expects (``BASE/<version>/saved_model.pb``),
+  threaded as ``tensorflow_model_server`` is by default: intra-op and inter-op pools of one
+  thread per schedulable core, and ``4 x cores`` requests served at once (its REST pool).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import base64
 import binascii
 import json
 import math
+import os
 import re
 import sys
 import threading
@@ -38,8 +44,8 @@ import numpy as np
 
 from cloud.errors import CloudError
 from sim.cluster.catalog import machine_type
-from sim.profile import Profile, profile_for
 from sim.rng import stream
+from sim.serving.profile import Profile, profile_for
 
 _ROUTE = re.compile(
     r"^/v1/models/(?P<name>[^/:]+)"
@@ -127,6 +133,19 @@ def parse_predict(body: bytes, default_input: str) -> tuple[str, dict[str, list[
 # --- servables ------------------------------------------------------------------------------
 
 
+KNEE = 0.97
+"""The share of its plateau throughput at which a profile's ladder counts as saturated."""
+
+
+def knee(profile: Profile, cores: float) -> int:
+    """The fewest requests in flight at which ``X(cores, n)`` reaches :data:`KNEE` of its
+    plateau (the most it reaches over the measured ladder, beyond which it is flat)."""
+    ladder = max(profile.concurrency(cores)) * max(1.0, cores / max(profile.threads))
+    throughput = [profile.throughput(cores, n) for n in range(1, math.ceil(ladder) + 1)]
+    plateau = max(throughput)
+    return next(n for n, x in enumerate(throughput, 1) if x >= KNEE * plateau)
+
+
 class ProfileServable:
     """Service times from a latency profile; see the module docstring."""
 
@@ -149,19 +168,23 @@ class ProfileServable:
         self.profile = profile
         self.name, self.version, self.signatures = name, version, signatures
         self.input_name = input_name
-        self.workers = workers or max(1, math.floor(vcpus / profile.parallelism))
+        self.cores = float(vcpus)
+        self.sigma = profile.sigma(self.cores)
+        self.workers = workers or knee(profile, self.cores)
         self.time_scale = time_scale
         self._rng = stream(seed, "serving")
-        self._rng_lock = threading.Lock()
+        self._lock = threading.Lock()  # the generator and the count in service
+        self._in_service = 0
         self._slots = threading.BoundedSemaphore(self.workers)
         self._sleep = sleep
 
-    def service_time(self, rows: int) -> float:
-        """Seconds for one request of ``rows`` instances."""
-        p = self.profile
-        with self._rng_lock:
-            work = self._rng.lognormal(math.log(p.cpu_seconds_median), p.cpu_seconds_sigma, rows)
-        return (p.overhead_s + float(work.sum()) / p.parallelism) * self.time_scale
+    def service_time(self, rows: int, in_service: int = 1) -> float:
+        """Seconds for one request of ``rows`` instances with ``in_service`` requests (itself
+        included) being served."""
+        with self._lock:
+            work = float(self._rng.lognormal(-(self.sigma**2) / 2, self.sigma))  # mean 1
+        rate = self.profile.throughput(self.cores, in_service, rows) / in_service
+        return (self.profile.overhead_s + work / rate) * self.time_scale
 
     def metadata(self) -> dict[str, Any]:
         signature = {
@@ -189,12 +212,49 @@ class ProfileServable:
                 f"input names {sorted(columns)} do not match the signature's [{self.input_name!r}]",
             )
         with self._slots:
-            self._sleep(self.service_time(rows))
+            with self._lock:
+                self._in_service += 1
+                n = self._in_service
+            try:
+                self._sleep(self.service_time(rows, n))
+            finally:
+                with self._lock:
+                    self._in_service -= 1
         probabilities = [0.6, 0.2, 0.1, 0.05, 0.05]
         return {
             "labels": [list(self.LABELS) for _ in range(rows)],
             "probabilities": [probabilities for _ in range(rows)],
         }
+
+
+def schedulable_cpus() -> int:
+    """CPUs this process may run on (its affinity), as TF's ``port::NumSchedulableCPUs()``."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # no sched_getaffinity (macOS)
+        return os.cpu_count() or 1
+
+
+def set_tf_threads(tf: Any, threads: int | None) -> None:
+    """Size TensorFlow's intra-op and inter-op pools; None leaves TF's 0 (its own choice, all
+    schedulable cores). Only possible before TF's runtime starts, so before loading a model."""
+    if threads is None:
+        return
+    if threads < 1:
+        raise CloudError(f"threads must be at least 1, got {threads}")
+    threading_ = tf.config.threading
+    current = (
+        threading_.get_intra_op_parallelism_threads(),
+        threading_.get_inter_op_parallelism_threads(),
+    )
+    try:
+        threading_.set_intra_op_parallelism_threads(threads)
+        threading_.set_inter_op_parallelism_threads(threads)
+    except RuntimeError:
+        raise CloudError(
+            f"TensorFlow already runs in this process with intra-op/inter-op threads {current} "
+            f"(0 = all cores); {threads} threads need a fresh process (scalelab serve --threads)"
+        ) from None
 
 
 class SavedModelServable:
@@ -205,7 +265,14 @@ class SavedModelServable:
     ``DataType`` names (``DT_STRING``).
     """
 
-    def __init__(self, base_path: Path, *, name: str, workers: int = 4) -> None:
+    def __init__(
+        self,
+        base_path: Path,
+        *,
+        name: str,
+        workers: int | None = None,
+        threads: int | None = None,
+    ) -> None:
         try:
             import tensorflow as tf
         except ImportError as err:
@@ -214,6 +281,13 @@ class SavedModelServable:
                 "(or use --profile for service times from a latency profile)"
             ) from err
         self._tf = tf
+        # TF Serving's --tensorflow_intra_op_parallelism / --tensorflow_inter_op_parallelism
+        # default to 0, "the number of cores"; None passes that 0 through as it does.
+        set_tf_threads(tf, threads)
+        self.threads = threads or schedulable_cpus()
+        # TF Serving's --rest_api_num_threads: 4 x NumSchedulableCPUs() (model_servers/server.h);
+        # ``threads`` stands for the pod's cores.
+        self.workers = workers or 4 * self.threads
         version_dirs = sorted(
             (p for p in base_path.iterdir() if p.is_dir() and p.name.isdigit()),
             key=lambda p: int(p.name),
@@ -225,7 +299,7 @@ class SavedModelServable:
         self.version = model_dir.name if version_dirs else "1"
         self._model = tf.saved_model.load(str(model_dir))
         self.signatures = tuple(self._model.signatures.keys())
-        self._slots = threading.BoundedSemaphore(workers)
+        self._slots = threading.BoundedSemaphore(self.workers)
 
     def metadata(self) -> dict[str, Any]:
         from tensorflow.core.framework import types_pb2

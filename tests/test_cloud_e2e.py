@@ -27,7 +27,7 @@ from cloud.workload import PortForwarder
 from sim.compare import compare
 from sim.engine import simulate
 from sim.loader import build_scenario
-from sim.profile import profile_for
+from sim.serving.profile import profile_for
 from sim.trace import COLUMNS, Trace
 from tests.cloud_fakes import FakeKubeAPI, api_json
 

@@ -6,9 +6,12 @@ import base64
 import http.client
 import json
 import math
+import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
 import pytest
 
 from cloud.load import lab_image, lab_request_body, predict_path
@@ -16,10 +19,17 @@ from cloud.serve import (
     ProfileServable,
     RunningServer,
     SavedModelServable,
+    knee,
     profile_servable,
     start_server,
 )
-from sim.profile import profile_for
+from sim.serving.profile import (
+    Profile,
+    ProfileExtrapolationWarning,
+    profile_for,
+    profile_from_dict,
+)
+from tests.test_profile import synthetic
 
 
 @pytest.fixture
@@ -135,19 +145,117 @@ def test_errors_are_json_with_the_status(
     assert status == code and set(answer) == {"error"} and words in answer["error"]
 
 
-def test_service_times_are_seeded_and_shaped_by_the_profile() -> None:
+def knee_profile() -> Profile:
+    """X(2, n) = 1, 1.8, 2.4, 2.5, 2.5 for n = 1..5 (a knee at 4: 2.4 < 0.97 x 2.5 <= 2.5)."""
+    xs = {1: 1.0, 2: 1.8, 3: 2.4, 4: 2.5, 5: 2.5}
+    return profile_from_dict(
+        synthetic(
+            threads=(2,),
+            concurrency=(1, 2, 3, 4, 5),
+            batch=(1, 4),
+            throughput=lambda t, n: xs[n],
+            sigma=0.2,
+            overhead=0.03,
+        )
+    )
+
+
+def test_service_times_are_seeded() -> None:
     profile = profile_for("resnet101-tfserving", "e2-standard-4")
-    slept: list[float] = []
-    one = ProfileServable(profile, seed=5, vcpus=4, sleep=slept.append)
-    two = ProfileServable(profile, seed=5)
-    draws = [one.service_time(1) for _ in range(2000)]
-    assert draws[:50] == [two.service_time(1) for _ in range(50)]
-    median = sorted(draws)[len(draws) // 2]
-    assert median == pytest.approx(profile.alone_latency(), rel=0.03)
-    # A lone pod's concurrency: its vCPUs over what one request keeps busy.
-    assert one.workers == max(1, math.floor(4 / profile.parallelism))
-    one.predict("serving_preprocess", {"bytes_inputs": [b"x", b"y"]}, 2)
-    assert slept and slept[0] > 2 * profile.cpu_seconds_median / profile.parallelism * 0.7
+    one, two = ProfileServable(profile, seed=5), ProfileServable(profile, seed=5)
+    assert [one.service_time(1) for _ in range(50)] == [two.service_time(1) for _ in range(50)]
+    assert ProfileServable(profile, seed=6).service_time(1) != one.service_time(1)
+
+
+@pytest.mark.parametrize("in_service", [1, 2, 3, 5, 8])
+def test_a_request_sleeps_its_share_of_the_throughput(in_service: int) -> None:
+    """Mean sleep = overhead + n / X(c, n) (Little's law in a closed loop); a lone request's
+    is the profile's alone latency, its median a lognormal's of that mean and sigma(c)."""
+    profile = knee_profile()
+    servable = ProfileServable(profile, seed=2, vcpus=2)
+    draws = np.array([servable.service_time(1, in_service) for _ in range(20_000)])
+    x = profile.throughput(2, min(in_service, 5))
+    assert draws.mean() == pytest.approx(0.03 + in_service / x, rel=0.01)
+    server = np.log(draws - 0.03)
+    assert server.std() == pytest.approx(0.2, rel=0.03)
+    if in_service == 1:
+        assert draws.mean() == pytest.approx(profile.alone_latency(2), rel=0.01)
+        assert np.median(draws) == pytest.approx(0.03 + math.exp(-0.02) / x, rel=0.01)
+
+
+def test_a_request_of_several_instances_is_one_batch() -> None:
+    profile = knee_profile()
+    servable = ProfileServable(profile, seed=2, vcpus=2)
+    draws = [servable.service_time(4) for _ in range(20_000)]
+    cost = profile.batch_cost(2, 4)  # measured: 0.4 + 0.6 x 4
+    assert cost == pytest.approx(2.8)
+    assert float(np.mean(draws)) == pytest.approx(0.03 + cost / 1.0, rel=0.01)
+
+
+def test_the_vcpus_pick_the_thread_count() -> None:
+    profile = profile_from_dict(synthetic(threads=(1, 4), sigma=lambda t: 0.1 * t))
+    for vcpus in (1, 2, 4):
+        servable = ProfileServable(profile, vcpus=vcpus, seed=1)
+        assert servable.sigma == pytest.approx(profile.sigma(vcpus))
+        draws = [servable.service_time(1) for _ in range(5000)]
+        assert float(np.mean(draws)) == pytest.approx(profile.alone_latency(vcpus), rel=0.02)
+
+
+def test_workers_default_to_the_knee_of_the_throughput() -> None:
+    profile = knee_profile()
+    assert knee(profile, 2) == 4
+    assert ProfileServable(profile, vcpus=2).workers == 4
+    assert ProfileServable(profile, vcpus=2, workers=7).workers == 7
+    flat = profile_from_dict(synthetic(threads=(2,), throughput=lambda t, n: 1.0))
+    assert knee(flat, 2) == 1  # no gain from concurrency: one at a time
+    # beyond the measured threads a server acts as copies: their ladders end further out
+    linear = profile_from_dict(synthetic(threads=(1, 2), throughput=lambda t, n: t * min(n, 2)))
+    with pytest.warns(ProfileExtrapolationWarning, match="threads_above"):
+        assert knee(linear, 4) == 4  # two copies of two
+    assert knee(linear, 2) == 2
+
+
+def test_requests_in_service_are_counted_and_capped_at_workers() -> None:
+    profile = knee_profile()
+    gate = threading.Barrier(3, timeout=5)
+    seen: list[int] = []
+
+    class Counting(ProfileServable):
+        def service_time(self, rows: int, in_service: int = 1) -> float:
+            seen.append(in_service)
+            return super().service_time(rows, in_service)
+
+    def together(_: float) -> None:
+        gate.wait()
+
+    servable = Counting(profile, vcpus=2, workers=3, sleep=together)
+    threads = [
+        threading.Thread(target=servable.predict, args=("x", {"bytes_inputs": [b"x"]}, 1))
+        for _ in range(3)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(5)
+    assert sorted(seen) == [1, 2, 3]  # all three in service at once, each counted
+    assert servable._in_service == 0  # and released
+
+    busy: list[int] = []
+
+    def hold(_: float) -> None:
+        busy.append(capped._in_service)
+        time.sleep(0.02)
+
+    capped = ProfileServable(profile, vcpus=2, workers=2, sleep=hold)
+    threads = [
+        threading.Thread(target=capped.predict, args=("x", {"bytes_inputs": [b"x"]}, 1))
+        for _ in range(6)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(5)
+    assert len(busy) == 6 and max(busy) <= 2
 
 
 def test_a_saved_model_is_served_with_real_inference(tmp_path: Any) -> None:

@@ -1,16 +1,24 @@
-"""TF Serving's execution model: CFS throttling, the batch scheduler, cold start."""
+"""TF Serving's execution model: CFS throttling, the batch scheduler, cold start, and the server
+built from a scenario and a profile."""
 
 from __future__ import annotations
 
 import math
+import warnings
 
 import pytest
 
-from sim.dataplane import CFS_PERIOD, BatchingConfig, DataPlane, Server
+from sim.dataplane import DataPlane
 from sim.errors import ScenarioError
 from sim.loader import build_scenario
 from sim.recorder import RequestRecorder
 from sim.rng import stream
+from sim.scenario import Batching, Serving
+from sim.serving.model import ASSUMED_COLD_FACTOR, build_server, cold_factor, cores_alone
+from sim.serving.profile import ProfileExtrapolationWarning, profile_for, profile_from_dict
+from sim.serving.server import CFS_PERIOD, BatchingConfig
+from tests.test_dataplane import burst, make_server, parallel
+from tests.test_profile import synthetic
 
 
 def plane(seconds: int = 600) -> DataPlane:
@@ -22,59 +30,75 @@ def plane(seconds: int = 600) -> DataPlane:
     )
 
 
-def server(work: float, **kw: object) -> Server:
-    options: dict[str, object] = dict(
-        capacity=4.0,
-        parallelism=2.0,
-        median=work,
-        sigma=0.0,
-        overhead=0.0,
-        idle_cores=0.0,
-        threads=10_000,
-        now=0.0,
-    )
-    options.update(kw)
-    return Server("pod", **options)  # type: ignore[arg-type]
-
-
-def burst(p: DataPlane, times: list[float]) -> None:
-    blocks = iter([times])
-    p.open_loop(lambda: next(blocks, None))
+# --- CFS quota -------------------------------------------------------------------------------
 
 
 def test_cfs_quota_stretches_a_lone_request_period_by_period() -> None:
-    # 1.3 CPU-s at parallelism 2 under a 1-core limit: 50 ms of running per 100 ms period.
+    # A lone request needs 0.65 s of running and burns 2 cores meanwhile; a 1-core limit lets
+    # it run 50 ms of every 100 ms period.
     p = plane()
-    s = server(1.3, quota=1.0)
+    s = make_server(lambda c, n: 1 / 0.65, lambda c, n: 2.0 if n else 0.0, sigma=0.0, quota=1.0)
     p.add_endpoint(s)
     burst(p, [0.0])
     p.advance_to(10.0)
     p.recorder.close()
-    running_needed = 1.3 / 2.0
+    running_needed = 0.65
     per_period = 1.0 * CFS_PERIOD / 2.0
     full = math.ceil(running_needed / per_period) - 1
     expected = full * CFS_PERIOD + (running_needed - full * per_period)
+    assert expected == pytest.approx(1.25)
     assert p.recorder.p50[int(expected)] == pytest.approx(expected)
-    assert s.cpu_seconds == pytest.approx(1.3)
+    assert s.cpu_seconds == pytest.approx(2.0 * 0.65)
 
 
-def test_cfs_quota_caps_throughput_at_limit_over_work() -> None:
-    p = plane(400)
-    s = server(0.5, quota=1.5, threads=8)
+def test_cfs_quota_starting_mid_period_uses_what_is_left_of_it() -> None:
+    p = plane()
+    s = make_server(lambda c, n: 1 / 0.2, lambda c, n: 2.0 if n else 0.0, sigma=0.0, quota=1.0)
     p.add_endpoint(s)
-    burst(p, [i * 0.1 for i in range(4000)])  # 10 req/s offered, 3 req/s allowed
-    p.advance_to(400.0)
+    burst(p, [0.02, 5.08])
+    p.advance_to(10.0)
+    p.recorder.close()
+    # from 0.02: 50 ms to 0.07, throttled to 0.1, then 50 ms a period: 0.02 + 0.05 + 3 x 0.05
+    # of running end at 0.35
+    assert p.recorder.p50[0] == pytest.approx(0.33)
+    # from 5.08: 20 ms to 5.1 (budget left), then 50 ms a period: 0.18 s at 5.4 + 0.03
+    assert p.recorder.p50[5] == pytest.approx(5.43 - 5.08)
+    assert s.cpu_seconds == pytest.approx(2 * 2.0 * 0.2)
+
+
+def test_cfs_quota_caps_throughput_at_the_limit_over_the_cpu_per_request() -> None:
+    # 4 cores, 0.5 s of one core a request: 8/s unthrottled; a 1.5-core quota allows 3/s.
+    p = plane(400)
+    s = make_server(parallel(0.5), cores=4.0, sigma=0.1, quota=1.5, threads=8)
+    p.add_endpoint(s)
+    burst(p, [i * 0.1 for i in range(4000)])  # 10 req/s offered
+    for t in range(10, 401, 10):
+        p.advance_to(float(t))
+        s.advance(p.now)
+        assert s.cpu_seconds <= 1.5 * (t + CFS_PERIOD)  # never more than the quota
     assert p.tally.ok / 400 == pytest.approx(1.5 / 0.5, rel=0.02)
-    assert s.cpu_seconds / 400 == pytest.approx(1.5, rel=0.02)
+    assert s.cpu_seconds / 400 == pytest.approx(1.5, rel=0.01)
+
+
+def test_a_quota_above_the_burn_does_not_throttle() -> None:
+    p = plane(400)
+    s = make_server(parallel(0.5), cores=2.0, quota=2.5, threads=8)
+    p.add_endpoint(s)
+    burst(p, [i * 0.1 for i in range(4000)])
+    p.advance_to(400.0)
+    assert p.tally.ok / 400 == pytest.approx(2.0 / 0.5, rel=0.02)
 
 
 def test_without_quota_the_pod_uses_idle_node_cpu() -> None:
     p = plane(400)
-    s = server(0.5, threads=8)
+    s = make_server(parallel(0.5), cores=4.0, threads=8)
     p.add_endpoint(s)
     burst(p, [i * 0.1 for i in range(4000)])
     p.advance_to(400.0)
     assert p.tally.ok / 400 == pytest.approx(4.0 / 0.5, rel=0.02)
+
+
+# --- TF Serving's batch scheduler --------------------------------------------------------------
 
 
 def batching(**kw: object) -> BatchingConfig:
@@ -83,7 +107,7 @@ def batching(**kw: object) -> BatchingConfig:
         batch_timeout=0.05,
         num_batch_threads=1,
         max_enqueued_batches=10,
-        cost=float,  # a batch of b costs b requests' CPU
+        cost=float,  # a batch of b takes b lone requests' time
     )
     options.update(kw)
     return BatchingConfig(**options)  # type: ignore[arg-type]
@@ -91,30 +115,44 @@ def batching(**kw: object) -> BatchingConfig:
 
 def test_a_lone_request_waits_for_the_batch_timeout() -> None:
     p = plane()
-    p.add_endpoint(server(0.2, batching=batching(num_batch_threads=1)))
+    p.add_endpoint(make_server(parallel(0.2), sigma=0.0, batching=batching()))
     burst(p, [1.0])
     p.advance_to(5.0)
     p.recorder.close()
-    assert p.recorder.p50[1] == pytest.approx(0.05 + 0.2 / 2.0)
+    assert p.recorder.p50[1] == pytest.approx(0.05 + 0.2)
 
 
 def test_full_batches_leave_at_once_and_share_one_run() -> None:
     # 8 requests at t=1: two full batches of 4; one batch thread runs them one after the other.
     p = plane()
     sqrt = batching(batch_timeout=10.0, cost=lambda b: b**0.5)
-    p.add_endpoint(server(0.2, batching=sqrt))
+    p.add_endpoint(make_server(parallel(0.2), sigma=0.0, batching=sqrt))
     burst(p, [1.0] * 8)
     p.advance_to(5.0)
     p.recorder.close()
-    batch = 0.2 * 4**0.5 / 2.0  # CPU of a batch of 4 at sqrt cost, run at parallelism 2
+    batch = 0.2 * 4**0.5  # a batch of 4 at sqrt cost
     assert p.tally.ok == 8
     assert p.recorder.p50[1] == pytest.approx(batch)  # the first four
     assert p.recorder.p99[1] == pytest.approx(2 * batch)  # the last four
 
 
+def test_batch_threads_run_batches_side_by_side() -> None:
+    # Two batch threads on 2 cores: both batches of 4 run at once, each on one core.
+    p = plane()
+    two = batching(batch_timeout=10.0, num_batch_threads=2)
+    p.add_endpoint(make_server(parallel(0.2), cores=2.0, sigma=0.0, batching=two))
+    burst(p, [1.0] * 8)
+    p.advance_to(5.0)
+    p.recorder.close()
+    assert p.tally.ok == 8
+    assert p.recorder.p50[1] == pytest.approx(4 * 0.2)
+    assert p.recorder.p99[1] == pytest.approx(4 * 0.2)
+
+
 def test_a_full_queue_rejects_with_unavailable() -> None:
     p = plane()
-    p.add_endpoint(server(1.0, batching=batching(max_batch_size=1, max_enqueued_batches=1)))
+    config = batching(max_batch_size=1, max_enqueued_batches=1)
+    p.add_endpoint(make_server(parallel(1.0), sigma=0.0, batching=config))
     burst(p, [1.0] * 5)
     p.advance_to(20.0)
     # One runs, one waits in the queue, three are turned away at once.
@@ -122,14 +160,17 @@ def test_a_full_queue_rejects_with_unavailable() -> None:
     assert p.recorder.failed[1] == 3
 
 
+# --- cold start ----------------------------------------------------------------------------------
+
+
 def test_cold_start_slows_the_first_requests_only() -> None:
     p = plane()
-    p.add_endpoint(server(0.4, cold_requests=1, cold_factor=3.0))
+    p.add_endpoint(make_server(parallel(0.4), sigma=0.0, cold_requests=1, cold_factor=3.0))
     burst(p, [1.0, 5.0])
     p.advance_to(10.0)
     p.recorder.close()
-    assert p.recorder.p50[1] == pytest.approx(3 * 0.4 / 2.0)
-    assert p.recorder.p50[5] == pytest.approx(0.4 / 2.0)
+    assert p.recorder.p50[2] == pytest.approx(3 * 0.4)  # done at 2.2
+    assert p.recorder.p50[5] == pytest.approx(0.4)
 
 
 def test_a_limit_below_its_request_is_rejected() -> None:
@@ -138,38 +179,99 @@ def test_a_limit_below_its_request_is_rejected() -> None:
         build_scenario(data, "<test>")
 
 
-def test_batch_cost_and_cold_factor_come_from_the_profile() -> None:
-    from sim.profile import profile_for
-    from sim.scenario import Serving
-    from sim.world import ASSUMED_COLD_FACTOR, batch_cost, cold_factor
+# --- the server a scenario and a profile make ---------------------------------------------------
 
-    profile = profile_for("resnet101-tfserving", "e2-standard-4")
-    cost = batch_cost(profile)
-    assert cost(1) == pytest.approx(1.0)
-    assert cost(1) < cost(2) < cost(4)  # a bigger batch burns more CPU in all
-    assert cold_factor(Serving(), profile) == (profile.cold_factor or ASSUMED_COLD_FACTOR)
-    assert cold_factor(Serving(cold_factor=2.0), profile) == 2.0
+
+def test_cold_factor_comes_from_the_scenario_the_profile_or_the_assumption() -> None:
+    measured = profile_from_dict(synthetic(defaults={"threads": 2, "cold_factor": 7.5}))
+    unknown = profile_from_dict(synthetic())
+    assert cold_factor(Serving(), measured) == 7.5
+    assert cold_factor(Serving(), unknown) == ASSUMED_COLD_FACTOR
+    assert cold_factor(Serving(cold_factor=2.0), measured) == 2.0
+
+
+def test_intra_op_threads_bound_the_cores_alone() -> None:
+    assert cores_alone(Serving(), 3.6) == 3.6
+    assert cores_alone(Serving(intra_op_threads=2), 3.6) == 2.0
+    assert cores_alone(Serving(intra_op_threads=8), 3.6) == 3.6
+
+
+def test_the_built_server_reads_the_profile_at_its_cores() -> None:
+    profile = profile_from_dict(
+        synthetic(threads=(1, 4), sigma=lambda t: 0.1 * t, overhead=0.02, idle=0.01)
+    )
+    server = build_server(
+        "pod", Serving(), profile, vcpus=4, cores=2.0, now=3.0, quota=1.5, weight=2.0
+    )
+    assert server.threads == 16  # --rest_api_num_threads' default, 4 x vCPUs
+    assert server.top == 16  # the tables reach as far as requests can be in flight
+    assert server.cores == server.cores_alone == 2.0
+    assert (server.quota, server.weight, server.last) == (1.5, 2.0, 3.0)
+    assert server.sigma == pytest.approx(profile.sigma(2.0))
+    assert server.overhead == 0.02
+    assert server.cold_left == 1 and server.cold_factor == ASSUMED_COLD_FACTOR
+    for n in range(1, 17):
+        assert server.rate[n] * n == pytest.approx(profile.throughput(2.0, n))
+        assert server.burn[n] == pytest.approx(profile.cpu_cores(2.0, n))
+    assert server.burn[0] == 0.01
+    server.set_cores(1.0)  # contended: the profile at fewer cores
+    assert server.rate[1] == pytest.approx(profile.throughput(1.0, 1))
+    assert server.burn_alone[4] == pytest.approx(profile.cpu_cores(2.0, 4))  # still alone's
+    assert server.batching is None
+
+    serving = Serving(
+        rest_api_num_threads=3,
+        warmup=True,
+        batching=Batching(max_batch_size=8, num_batch_threads=6),
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ProfileExtrapolationWarning)  # batch 8 > 4 measured
+        batched = build_server(
+            "pod", serving, profile, vcpus=4, cores=2.0, now=0.0, quota=None, weight=1.0
+        )
+        assert batched.threads == 3 and batched.top == 6  # batch threads beyond the REST pool
+        assert batched.cold_left == 0  # the warmup records paid the first-run cost
+        config = batched.batching
+        assert config is not None and config.num_batch_threads == 6
+        for b in (1, 2, 4, 8):
+            assert config.cost(b) == pytest.approx(profile.batch_cost(2.0, b))
+    assert config.cost(2) < config.cost(4) < config.cost(8)
+    default = build_server(
+        "pod", Serving(batching=Batching()), profile, vcpus=4, cores=2, now=0, quota=None, weight=1
+    ).batching
+    assert default is not None and default.num_batch_threads == 4  # default: vCPUs
 
 
 def test_intra_op_threads_pick_the_profile_point() -> None:
+    """A lone request alone on the pod takes the profile's lone latency at its cores: the
+    intra-op pool's size, else the node's free CPU."""
     from sim.engine import simulate
-    from sim.profile import profile_for
 
-    def lone_p50(extra: dict[str, object]) -> float:
+    def lone(extra: dict[str, object]) -> tuple[float, float]:
         data = {
             "duration": "10m",
             "cluster": {"node_pool": {"machine_type": "e2-standard-4"}},
             "serving": extra,
             "load": {"kind": "open_loop", "rate": {"kind": "constant", "rps": 0.05}},
         }
-        p50 = simulate(build_scenario(data, "<lone>")).summary["latency_p50"]
+        scenario = build_scenario(data, "<lone>")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ProfileExtrapolationWarning)
+            p50 = simulate(scenario).summary["latency_p50"]
         assert p50 is not None
-        return float(p50)
+        return float(p50), 4 - scenario.cluster.system_cpu_usage / 1000
 
     profile = profile_for("resnet101-tfserving", "e2-standard-4")
-    one = profile.service(1)
-    # A lone request alone on the pod: its latency is the profile's at that many threads.
-    assert lone_p50({"intra_op_threads": 1}) == pytest.approx(
-        profile.overhead_s + one.cpu_seconds_median / one.parallelism, rel=0.05
-    )
-    assert lone_p50({}) == pytest.approx(profile.alone_latency(), rel=0.05)
+
+    def median(cores: float) -> float:  # lognormal work of mean 1
+        return profile.overhead_s + math.exp(-(profile.sigma(cores) ** 2) / 2) / profile.throughput(
+            cores, 1
+        )
+
+    one, _ = lone({"intra_op_threads": 1})
+    assert one == pytest.approx(median(1.0), rel=0.05)
+    every, free = lone({})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ProfileExtrapolationWarning)
+        assert every == pytest.approx(median(free), rel=0.05)
+    assert every < one

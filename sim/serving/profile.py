@@ -74,8 +74,9 @@ REGENERATE = (
 
 EXTRAPOLATION_RULES = {
     "concurrency_above": "beyond the largest concurrency measured, throughput and CPU stay as "
-    "there (the plateau) and latency grows in proportion to the requests in flight (Little's "
-    "law); a warning only when the ladder stopped before its plateau (last step gained >= 3%)",
+    "there (the plateau) and latency less overhead_s grows in proportion to the requests in "
+    "flight (Little's law); a warning only when the ladder stopped before its plateau (last "
+    "step gained >= 3%)",
     "threads_below": "below the fewest threads measured, the server time-slices: throughput "
     "and CPU shrink in proportion to cores",
     "threads_above": "beyond the most threads measured, a server with c cores acts as c/t_max "
@@ -199,10 +200,12 @@ class _Ladder:
             return self.u[0] * n / self.n[0]
         return _lerp(self.n, self.u, n)
 
-    def latency(self, n: float) -> list[float]:
-        """Latency quantiles at n in flight; beyond the ladder, scaled by n (Little's law)."""
+    def latency(self, n: float, overhead: float = 0.0) -> list[float]:
+        """Latency quantiles at n in flight; beyond the ladder, the server's part (all but
+        ``overhead``) scaled by n (Little's law)."""
         if n >= self.n[-1]:
-            return [v * n / self.n[-1] for v in self.lat[-1]]
+            k = n / self.n[-1]
+            return [overhead + max(v - overhead, 0.0) * k for v in self.lat[-1]]
         return [_lerp(self.n, [q[i] for q in self.lat], n) for i in range(len(self.lat[0]))]
 
     def batch_cost(self, b: float) -> float:
@@ -282,16 +285,16 @@ class Profile:
     def latency(self, cores: float, n: float) -> list[float]:
         """Latency quantiles at (c, n), end to end, by :attr:`quantiles`."""
         lower, upper, w = self._bracket(cores)
+        o = self.overhead_s
         lat = [
             math.exp((1 - w) * math.log(a) + w * math.log(b))
-            for a, b in zip(lower.latency(n), upper.latency(n), strict=True)
+            for a, b in zip(lower.latency(n, o), upper.latency(n, o), strict=True)
         ]
         x_here = self._combine(cores, n, "throughput")
         x_ref = math.exp(
             (1 - w) * math.log(lower.throughput(n)) + w * math.log(upper.throughput(n))
         )
         scale = x_ref / x_here / self.speedup  # beyond the thread range, by the throughput rule
-        o = self.overhead_s
         return [o + max(v - o, 0.0) * scale for v in lat]
 
     def sigma(self, cores: float) -> float:
@@ -340,7 +343,9 @@ class Profile:
             raise ValueError(f"profile {self.name}: cores must be > 0, got {cores}")
         ladders = self._ladders
         lo_t, hi_t = ladders[0].threads, ladders[-1].threads
-        if any(n > lad.n[-1] and not lad.plateau for lad in self._bracket(cores)[:2]):
+        # beyond the thread range, each of the c / t_max copies has n / copies in flight
+        per_copy = n * hi_t / cores if cores > hi_t and len(ladders) > 1 else n
+        if any(per_copy > lad.n[-1] and not lad.plateau for lad in self._bracket(cores)[:2]):
             self._warn("concurrency_above")
         if cores < lo_t * (1 - 1e-9):
             self._warn("threads_below")
@@ -359,6 +364,8 @@ class Profile:
             return value
         lower, upper, w = self._bracket(cores)
         a, b = getattr(lower, what)(n), getattr(upper, what)(n)
+        if a <= 0 or b <= 0:
+            return 0.0  # nothing in flight
         return math.exp((1 - w) * math.log(a) + w * math.log(b))
 
     def _warn(self, rule: str) -> None:

@@ -198,7 +198,9 @@ class Server:
             return self.last + needed
         needed -= first
         per_period = min(CFS_PERIOD, budget / pod_rate)
-        full = math.ceil(needed / per_period) - 1
+        # whole periods before the last one; a tolerance so that rounding (0.15 / 0.05 =
+        # 3.0000000000000004) does not push an exact multiple into one more period
+        full = max(math.ceil(needed / per_period - 1e-9) - 1, 0)
         return end + full * CFS_PERIOD + (needed - full * per_period)
 
     def in_flight(self) -> int:
