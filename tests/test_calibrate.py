@@ -1,11 +1,14 @@
-"""``scalelab calibrate``: fitting, the endpoint mode against a local fake TF Serving, the
-derivation of a node profile, the CLI's errors, and a real calibration of a tiny Keras model."""
+"""``scalelab calibrate``: the ladder's knee rule, closed-loop windows, the endpoint mode against
+a local fake TF Serving, the derivation of a node profile, the CLI's errors, and real
+calibrations of a tiny Keras model and of ResNet101."""
 
 from __future__ import annotations
 
 import base64
 import importlib.util
 import json
+import os
+import random
 import subprocess
 import sys
 import threading
@@ -18,15 +21,17 @@ from typing import Any, ClassVar
 import numpy as np
 import pytest
 import typer
+import yaml
 from typer.testing import CliRunner
 
-from sim.calibrate import stats
-from sim.calibrate.cli import register
-from sim.calibrate.derive import derive, physical_cores
-from sim.calibrate.host import slug
-from sim.calibrate.payload import jpeg_size, rest_body
-from sim.calibrate.worker import closed_loop
-from sim.profile import load_profile, profile_from_dict
+from sim.serving.calibrate import CalibrationError, ladder, stats
+from sim.serving.calibrate.cli import register
+from sim.serving.calibrate.derive import derive, physical_cores
+from sim.serving.calibrate.endpoint import cgroup_cpu, process_cpu
+from sim.serving.calibrate.host import slug
+from sim.serving.calibrate.payload import jpeg_size, rest_body
+from sim.serving.calibrate.worker import Callers, closed_loop
+from sim.serving.profile import load_profile, profile_from_dict
 from tests.test_profile import synthetic
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,7 +56,88 @@ def invoke(*args: str) -> Any:
     return CliRunner().invoke(cli(), ["calibrate", *args])
 
 
-# --- fitting -----------------------------------------------------------------------------------
+def written(path: Path) -> dict[str, Any]:
+    """A written profile: validated by the reader, returned as the raw mapping."""
+    load_profile(path)
+    data = yaml.safe_load(path.read_text())
+    assert isinstance(data, dict)
+    return data
+
+
+def ladder_of(data: dict[str, Any], threads: float) -> dict[int, dict[str, Any]]:
+    """The batch-1 points of one thread count, by concurrency."""
+    return {
+        p["concurrency"]: p for p in data["points"] if p["threads"] == threads and p["batch"] == 1
+    }
+
+
+# --- the ladder --------------------------------------------------------------------------------
+
+
+def test_ladder_steps() -> None:
+    assert ladder.steps() == (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64)
+    assert ladder.steps(10) == (1, 2, 3, 4, 6, 8)
+    assert ladder.steps(1) == (1,)
+
+
+def _climb(curve: dict[int, float], cap: int = ladder.MAX_CONCURRENCY) -> list[int]:
+    return [n for n, _ in ladder.climb(curve.__getitem__, cap=cap)]
+
+
+@pytest.mark.parametrize(
+    ("curve", "knee", "measured"),
+    [
+        # saturates at 2: X(3) gains nothing, so 3 is the knee; 4, 6, 8 past it, then stop
+        ({1: 5.0, 2: 8.0, 3: 8.1, 4: 8.0, 6: 7.9, 8: 7.9}, 3, [1, 2, 3, 4, 6, 8]),
+        # a 3% gain is still a rise; 2.9% is not
+        ({1: 1.0, 2: 1.03, 3: 1.0599, 4: 1.06, 6: 1.06, 8: 1.06}, 3, [1, 2, 3, 4, 6, 8]),
+        # already flat at 2: the knee is 2
+        ({1: 3.0, 2: 3.05, 3: 3.0, 4: 3.1, 6: 3.0}, 2, [1, 2, 3, 4, 6]),
+        # the knee counts against the best so far, not the step before: a dip then a small
+        # recovery does not restart the climb
+        ({1: 2.0, 2: 4.0, 3: 6.0, 4: 5.0, 6: 6.1, 8: 6.15, 12: 6.0}, 4, [1, 2, 3, 4, 6, 8, 12]),
+        # a rise after the knee (a disturbed window at 2) moves it to the next step that does
+        # not rise: the ladder ends with the knee and three steps past it
+        (
+            {1: 8.0, 2: 6.0, 3: 7.7, 4: 7.5, 6: 11.0, 8: 11.2, 12: 11.0, 16: 11.0, 24: 11.3},
+            8,
+            [1, 2, 3, 4, 6, 8, 12, 16, 24],
+        ),
+    ],
+)
+def test_knee_rule(curve: dict[int, float], knee: int, measured: list[int]) -> None:
+    assert _climb(curve) == measured
+    assert ladder.knee([(n, curve[n]) for n in measured]) == knee
+    # the first knee-like step is the knee while nothing after it rises
+    assert ladder.knee([(1, 1.0), (2, 1.0)]) == 2
+    assert ladder.knee([(1, 1.0), (2, 1.0), (3, 1.2)]) is None
+
+
+def test_ladder_stops_at_its_cap_without_a_knee() -> None:
+    rising = {n: float(n) for n in ladder.steps()}
+    assert _climb(rising) == list(ladder.steps())  # up to 64, never past it
+    assert ladder.knee([(n, rising[n]) for n in ladder.steps()]) is None
+    assert _climb(rising, cap=12) == [1, 2, 3, 4, 6, 8, 12]
+    # a knee near the cap: fewer than three steps past it are left
+    flat_late = {**rising, 48: 32.0, 64: 32.0}
+    assert _climb(flat_late) == list(ladder.steps())
+    assert ladder.knee([(n, flat_late[n]) for n in ladder.steps()]) == 48
+
+
+def test_fixed_ladder_is_measured_as_given() -> None:
+    seen: list[int] = []
+
+    def measure(n: int) -> float:
+        seen.append(n)
+        return 1.0  # flat: the knee search would stop after 2, 3, 4
+
+    assert [n for n, _ in ladder.climb(measure, fixed=(1, 2, 16))] == [1, 2, 16]
+    assert seen == [1, 2, 16]
+    assert ladder.next_concurrency([], fixed=(1, 5)) == 1
+    assert ladder.next_concurrency([(1, 1.0), (5, 1.0)], fixed=(1, 5)) is None
+
+
+# --- statistics ---------------------------------------------------------------------------------
 
 
 def test_lognormal_fit_recovers_parameters_and_reports_its_error() -> None:
@@ -68,26 +154,34 @@ def test_lognormal_fit_recovers_parameters_and_reports_its_error() -> None:
 def test_point_summarises_a_window() -> None:
     raw = stats.point(
         threads=2,
-        concurrency=1,
+        concurrency=3,
         batch=1,
         latencies=[0.1, 0.2, 0.3, 0.4],
-        cpu_s_per_request=0.5,
-        repeat_medians=[0.2, 0.3],
+        throughput_rps=8.0,
+        cpu_cores=1.9,
+        spread={"p50": 0.02, "p95": 0.04},
+        repeats=3,
     )
     assert raw["latency_s"][3] == pytest.approx(0.25)
-    assert raw["spread"] == pytest.approx(0.1 / 0.25)
-    assert raw["n"] == 4
+    assert raw["n"] == 4 and raw["throughput_rps"] == 8.0 and raw["cpu_cores"] == 1.9
+    assert raw["spread"] == {"p50": 0.02, "p95": 0.04} and raw["repeats"] == 3
+    assert "cpu_s_per_request" not in raw
+    bare = stats.point(
+        threads=1, concurrency=1, batch=1, latencies=[0.1], throughput_rps=1, cpu_cores=1
+    )
+    assert "spread" not in bare and "repeats" not in bare
 
 
-def test_processor_sharing_fit_recovers_work_and_parallelism() -> None:
-    truth = stats.SharingFit(1.2, 2.0, 0.03, 4.0, 0.0)
-    observed = [(c, truth.latency(c)) for c in (1, 2, 4, 8)]
-    fit = stats.fit_processor_sharing(observed, cores=4.0, overhead_s=0.03)
-    assert fit.cpu_seconds == pytest.approx(1.2, rel=0.01)
-    assert fit.parallelism == pytest.approx(2.0, abs=0.02)
-    assert fit.rms_relative_error < 0.01
-    with pytest.raises(ValueError, match="do not exceed the overhead"):
-        stats.fit_processor_sharing([(1, 0.01)], cores=4.0, overhead_s=0.03)
+def test_sub_window_spread() -> None:
+    # two halves: latencies 1.0 then 1.1 -> p50 and p95 both 10% apart (relative to 1.05)
+    done = [(t + 0.5, 1.0) for t in range(5)] + [(t + 5.5, 1.1) for t in range(5)]
+    spread = stats.sub_window_spread(done, 0.0, 10.0, 2)
+    assert spread == pytest.approx({"p50": 0.1 / 1.05, "p95": 0.1 / 1.05})
+    assert stats.sub_window_spread(done, 0.0, 10.0, 1) is None
+    assert stats.sub_window_spread(done[:3], 0.0, 10.0, 2) is None  # one part saw requests
+
+
+# --- closed-loop windows ------------------------------------------------------------------------
 
 
 class Sharing:
@@ -111,35 +205,80 @@ class Sharing:
 
 def test_closed_loop_keeps_the_concurrency_and_drops_warm_up() -> None:
     call = Sharing()
-
-    window = closed_loop(call, 4, seconds=0.2, repeats=2, min_requests=10, max_seconds=1.0)
+    window = closed_loop(call, 4, seconds=0.3, repeats=2, min_requests=10, max_seconds=1.0)
     assert len(window.latencies) >= 10 and call.calls > len(window.latencies)
     # four callers on two cores: each request takes about twice the service time
     assert np.median(window.latencies) > 0.015
-    assert len(window.repeat_medians) == 2
+    # Little's law: 4 in flight at about 20 ms each
+    assert window.throughput == pytest.approx(4 / np.mean(window.latencies), rel=0.2)
+    assert window.repeats == 2 and window.spread is not None
     assert window.background_cores is None or window.background_cores >= 0
+    assert window.cpu_cores is not None and window.cpu_cores >= 0
+
+
+def test_callers_keep_running_up_the_ladder() -> None:
+    call = Sharing()
+    with Callers(call) as callers:
+        one = callers.measure(1, seconds=0.2, repeats=1, min_requests=5, max_seconds=1.0)
+        four = callers.measure(4, seconds=0.2, repeats=1, min_requests=5, max_seconds=1.0)
+        assert len(callers.threads) == 4
+        with pytest.raises(ValueError, match="cannot go down"):
+            callers.measure(2, seconds=0.2, repeats=1, min_requests=5, max_seconds=1.0)
+    assert four.throughput > 1.4 * one.throughput  # two cores: 4 in flight do twice the work
+    assert np.median(four.latencies) > 1.5 * np.median(one.latencies)
+
+
+class Noisy:
+    """Half the requests take 2 ms, half 12 ms: the median of a few dozen jumps between them."""
+
+    def __init__(self) -> None:
+        self.rng = random.Random(7)
+
+    def __call__(self) -> None:
+        time.sleep(0.002 if self.rng.random() < 0.5 else 0.012)
+
+
+def test_window_is_extended_while_its_repeats_disagree() -> None:
+    noisy = closed_loop(
+        Noisy(), 1, seconds=0.2, repeats=3, min_requests=5, max_seconds=0.8, tolerance=0.05
+    )
+    assert noisy.extended == 2  # 0.2 -> 0.4 -> 0.8 s, the longest allowed
+    assert noisy.elapsed == pytest.approx(0.8, abs=0.1)
+    assert noisy.spread is not None and max(noisy.spread.values()) > 0.05
+    steady = closed_loop(
+        Sharing(service=0.02),
+        1,
+        seconds=0.2,
+        repeats=2,
+        min_requests=5,
+        max_seconds=0.8,
+        tolerance=0.25,  # loose: the steady call only jitters with the machine's load
+    )
+    assert steady.extended == 0 and steady.elapsed < 0.4
+
+
+def test_a_failing_call_stops_the_window() -> None:
+    def boom() -> None:
+        time.sleep(0.005)
+        raise RuntimeError("server said no")
+
+    with pytest.raises(RuntimeError, match="server said no"):
+        closed_loop(boom, 2, seconds=0.2, repeats=1, min_requests=2, max_seconds=1.0)
 
 
 def test_default_grids_follow_the_cores() -> None:
-    from sim.calibrate.local import default_grid, grid_with
+    from sim.serving.calibrate.local import default_grid, grid_with
 
     quick, full = default_grid(quick=True, cpus=2), default_grid(quick=False, cpus=2)
-    assert (quick.threads, quick.concurrency, quick.batch, quick.points) == (
-        (1, 2),
-        (1, 2),
-        (1, 2),
-        8,
-    )
-    assert (full.threads, full.concurrency, full.batch, full.points) == (
-        (1, 2),
-        (1, 2, 4),
-        (1, 2, 4, 8),
-        24,
-    )
+    assert (quick.threads, quick.concurrency, quick.batch) == ((1, 2), None, (2,))
+    assert (full.threads, full.concurrency, full.batch) == ((1, 2), None, (2, 4, 8))
+    assert quick.max_seconds < full.max_seconds and quick.repeats >= 2
+    assert full.max_concurrency == ladder.MAX_CONCURRENCY
     assert default_grid(quick=False, cpus=16).threads == (1, 2, 4, 8, 16)
     assert default_grid(quick=False, cpus=6).threads == (1, 2, 4, 6)
-    mine = grid_with(full, threads=[4, 1], seconds=20.0)
-    assert mine.threads == (1, 4) and mine.max_seconds == 20.0 and mine.batch == full.batch
+    mine = grid_with(full, threads=[4, 1], seconds=20.0, concurrency=[4, 1], batch=[1, 2])
+    assert mine.threads == (1, 4) and mine.max_seconds == 20.0 and mine.concurrency == (1, 4)
+    assert mine.batch == (2,)  # batch 1 is the ladder
 
 
 def test_host_slug() -> None:
@@ -155,6 +294,41 @@ def test_lab_request_body() -> None:
     assert [base64.b64decode(i["b64"]) for i in body["instances"]] == [JPEG, JPEG]
     assert jpeg_size(JPEG) == (512, 600)
     assert jpeg_size(b"not a jpeg") is None
+
+
+# --- CPU sources --------------------------------------------------------------------------------
+
+
+def test_process_cpu_counts_a_process_cpu_time() -> None:
+    source = process_cpu(os.getpid())
+    before = source()
+    end = time.process_time() + 0.1
+    while time.process_time() < end:
+        pass
+    assert source() - before == pytest.approx(0.1, abs=0.05)
+    assert f"/proc/{os.getpid()}/stat" in source.description
+    with pytest.raises(CalibrationError, match="--cpu-pid"):
+        process_cpu(2**22 + 1)  # above Linux's pid_max
+
+
+def test_cgroup_cpu_reads_v2_and_v1(tmp_path: Path) -> None:
+    v2 = tmp_path / "v2"
+    v2.mkdir()
+    (v2 / "cpu.stat").write_text("usage_usec 2500000\nuser_usec 2000000\nsystem_usec 500000\n")
+    assert cgroup_cpu(v2)() == pytest.approx(2.5)
+    assert "cgroup v2" in cgroup_cpu(v2).description
+    v1 = tmp_path / "v1"
+    v1.mkdir()
+    (v1 / "cpuacct.usage").write_text("1500000000\n")
+    assert cgroup_cpu(v1)() == pytest.approx(1.5)
+    assert cgroup_cpu(v1 / "cpuacct.usage")() == pytest.approx(1.5)
+    with pytest.raises(CalibrationError, match=r"no cpu\.stat"):
+        cgroup_cpu(tmp_path)
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "cpu.stat").write_text("nr_periods 0\n")
+    with pytest.raises(CalibrationError, match="usage_usec"):
+        cgroup_cpu(broken)
 
 
 # --- derivation ----------------------------------------------------------------------------------
@@ -226,28 +400,41 @@ def test_missing_tensorflow_says_how_to_install_it(
     ("args", "message"),
     [
         (["--threads", "1,x"], "comma-separated integers"),
+        (["--concurrency", "2,4"], "must include 1"),
+        (["--cpu-pid", "1"], "CPU source of an --endpoint"),
         (["--endpoint", "http://127.0.0.1:9", "--derive-from", "x.yaml"], "pick one"),
         (["--endpoint", "http://127.0.0.1:9"], "needs --cores"),
         (["--endpoint", "ftp://example", "--cores", "4"], "http://HOST:8501"),
         (["--endpoint", "http://127.0.0.1:9", "--cores", "4"], "cannot reach"),
+        (["--endpoint", "http://127.0.0.1:9", "--cores", "4", "--concurrency", "2"], "include 1"),
+        (["--endpoint", "http://127.0.0.1:9", "--cores", "4", "--cpu-pid", "4194305"], "cpu-pid"),
+        (["--endpoint", "http://127.0.0.1:9", "--cores", "4", "--cpu-cgroup", "."], "cpu.stat"),
         (["--derive-from", "absent.yaml"], "cannot read profile"),
         (["--endpoint", "http://127.0.0.1:9", "--machine-type", "z9-mega"], "unknown machine"),
     ],
 )
 def test_errors_exit_2_without_a_traceback(args: list[str], message: str, tmp_path: Path) -> None:
-    done = invoke(*args, "--image", str(ROOT / "pyproject.toml"), "-o", str(tmp_path / "p.yaml"))
+    out = tmp_path / "p.yaml"
+    done = invoke(*args, "--image", str(ROOT / "pyproject.toml"), "-o", str(out))
     assert done.exit_code == 2, done.output
     assert message in done.output and "Traceback" not in done.output
+    assert not out.exists()
 
 
 # --- the endpoint mode against a fake TF Serving --------------------------------------------------
 
 
 class FakeServing(BaseHTTPRequestHandler):
-    """TF Serving's REST surface on two 'cores' shared fairly by 20 ms requests."""
+    """TF Serving's REST surface on two 'cores' shared fairly by 20 ms requests.
+
+    ``image_classifier`` answers; ``broken`` exists but its predictions fail with HTTP 500;
+    any other model is unknown (404), as TF Serving says it.
+    """
 
     cores: ClassVar[Sharing] = Sharing(service=0.02)
     bodies: ClassVar[list[dict[str, Any]]] = []
+    spin: ClassVar[bool] = False
+    """Burn the 20 ms on the CPU instead of sleeping (for a CPU source to see)."""
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True  # else headers and body wait out a delayed ACK (40 ms)
 
@@ -263,27 +450,45 @@ class FakeServing(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
     def do_GET(self) -> None:
-        if self.path == "/v1/models/image_classifier":
+        if self.path in ("/v1/models/image_classifier", "/v1/models/broken"):
             self._send(200, {"model_version_status": [{"version": "1", "state": "AVAILABLE"}]})
         else:
-            self._send(404, {"error": "Could not find any versions of model"})
+            name = self.path.rsplit("/", 1)[-1]
+            self._send(404, {"error": f"Could not find any versions of model {name}"})
 
     def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         if len(FakeServing.bodies) < 3:
             FakeServing.bodies.append(body)
-        if self.path != "/v1/models/image_classifier/versions/1:predict":
+        if self.path.startswith("/v1/models/broken"):
+            self._send(500, {"error": "Failed to process the image: out of memory"})
+            return
+        if self.path not in (
+            "/v1/models/image_classifier/versions/1:predict",
+            "/v1/models/image_classifier:predict",
+        ):
             self._send(404, {"error": "no such model"})
             return
-        FakeServing.cores()
+        if FakeServing.spin:
+            end = time.thread_time() + 0.02
+            while time.thread_time() < end:
+                pass
+        else:
+            FakeServing.cores()
         top = {"labels": ["a"] * 5, "probabilities": [0.2] * 5}
         self._send(200, {"predictions": [top] * len(body["instances"])})
 
 
-@pytest.fixture
-def fake_serving() -> Iterator[str]:
+def serve(spin: bool = False) -> ThreadingHTTPServer:
+    FakeServing.spin = spin
     server = ThreadingHTTPServer(("127.0.0.1", 0), FakeServing)
     server.daemon_threads = True
+    return server
+
+
+@pytest.fixture
+def fake_serving() -> Iterator[str]:
+    server = serve()
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
     thread.start()
     try:
@@ -294,93 +499,199 @@ def fake_serving() -> Iterator[str]:
         thread.join(timeout=5)
 
 
-def test_endpoint_calibration_fits_what_it_observes(fake_serving: str, tmp_path: Path) -> None:
-    image = tmp_path / "lab.jpg"
-    image.write_bytes(JPEG)
+@pytest.fixture
+def image(tmp_path: Path) -> Path:
+    path = tmp_path / "lab.jpg"
+    path.write_bytes(JPEG)
+    return path
+
+
+WINDOW = ["--seconds", "0.3", "--repeats", "2", "--min-requests", "6", "--max-seconds", "0.6"]
+
+
+def test_endpoint_calibration_measures_a_fixed_ladder(
+    fake_serving: str, image: Path, tmp_path: Path
+) -> None:
     out = tmp_path / "cluster.yaml"
     args = ["--endpoint", fake_serving, "--model-version", "1", "--cores", "2"]
-    args += ["--concurrency", "1,2,4", "--seconds", "0.3", "--repeats", "2"]
-    args += ["--min-requests", "6", "--image", str(image), "--machine-type", "e2-standard-4"]
+    args += ["--concurrency", "1,2,4", "--batch", "2", *WINDOW]
+    args += ["--image", str(image), "--machine-type", "e2-standard-4"]
     done = invoke(*args, "-o", str(out), "--timeout", "5")
     assert done.exit_code == 0, done.output
-    profile = load_profile(out)
-    assert profile.kind == "endpoint" and profile.machine_type == "e2-standard-4"
-    assert profile.axes == {"threads": (2.0,), "concurrency": (1.0, 2.0, 4.0), "batch": (1.0,)}
+    data = written(out)
+    assert data["schema_version"] == 3
+    assert data["kind"] == "endpoint" and data["machine_type"] == "e2-standard-4"
+    assert sorted((p["concurrency"], p["batch"]) for p in data["points"]) == [
+        (1, 1),
+        (1, 2),
+        (2, 1),
+        (4, 1),
+    ]
     body = FakeServing.bodies[0]
     assert body["signature_name"] == "serving_preprocess"
     assert base64.b64decode(body["instances"][0]["b64"]) == JPEG
-    lone, four = profile.service(2), profile.service(2, 4)
-    assert four.latency_median > 1.4 * lone.latency_median  # two callers wait for a core
-    fit = profile.provenance["fit"]["batch_1"]
-    assert fit["parallelism"] == pytest.approx(1.0, abs=0.35)
-    assert profile.provenance["endpoint"].endswith("/v1/models/image_classifier/versions/1:predict")
-    assert profile.model["outputs"] == ["labels", "probabilities"]
-    assert 0 < profile.overhead_s < lone.latency_median
+    rungs = ladder_of(data, 2)
+    x = {n: p["throughput_rps"] for n, p in rungs.items()}
+    # two 20 ms 'cores': one caller gets about 50/s, two about 100/s, four no more
+    assert 25 < x[1] < 55 and x[2] > 1.5 * x[1] and x[4] < 1.3 * x[2]
+    assert rungs[4]["latency_s"][3] > 1.4 * rungs[1]["latency_s"][3]  # callers wait for a core
+    for p in data["points"]:
+        assert p["cpu_cores"] == 2  # unmeasured: all --cores assumed busy
+        assert set(p["spread"]) == {"p50", "p95"} and p["repeats"] == 2
+        assert "cpu_s_per_request" not in p
+    method = data["provenance"]["method"]
+    assert method["cpu"].startswith("unmeasured") and "--cores 2" in method["cpu"]
+    assert method["ladder"].startswith("fixed: concurrency 1, 2, 4")
+    assert data["provenance"]["endpoint"].endswith("/v1/models/image_classifier/versions/1:predict")
+    assert data["model"]["outputs"] == ["labels", "probabilities"]
+    assert 0 < data["defaults"]["overhead_s"] < rungs[1]["latency_s"][3]
+    assert "X/s" in done.output and "unmeasured" in done.output
 
 
-def test_endpoint_errors_are_reported(fake_serving: str, tmp_path: Path) -> None:
-    image = tmp_path / "lab.jpg"
-    image.write_bytes(JPEG)
+def test_endpoint_calibration_climbs_to_past_the_knee(
+    fake_serving: str, image: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "cluster.yaml"
+    args = ["--endpoint", fake_serving, "--cores", "2", *WINDOW, "--image", str(image)]
+    done = invoke(*args, "-o", str(out), "--timeout", "5")
+    assert done.exit_code == 0, done.output
+    data = written(out)
+    measured = [n for n, _ in data["provenance"]["ladder"]["measured"]]
+    knee = data["provenance"]["ladder"]["knee"]
+    # two 'cores': throughput stops rising after 2 callers (3 with the HTTP time in between)
+    assert knee in (3, 4, 6)
+    steps = ladder.steps()
+    assert measured == list(steps[: steps.index(knee) + 4])
+    assert sorted(ladder_of(data, 2)) == measured
+    assert f"knee at n={knee}" in done.output
+
+
+def test_endpoint_cpu_from_a_local_process(image: Path, tmp_path: Path) -> None:
+    code = (
+        "import sys, tests.test_calibrate as t; s = t.serve(spin=True); "
+        "print(s.server_address[1], flush=True); s.serve_forever()"
+    )
+    server = subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, cwd=ROOT
+    )
+    try:
+        assert server.stdout is not None
+        port = int(server.stdout.readline())
+        out = tmp_path / "local-server.yaml"
+        args = ["--endpoint", f"http://127.0.0.1:{port}", "--cores", "2"]
+        args += ["--concurrency", "1,2", *WINDOW, "--image", str(image)]
+        done = invoke(*args, "--cpu-pid", str(server.pid), "-o", str(out))
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+    assert done.exit_code == 0, done.output
+    data = written(out)
+    method = data["provenance"]["method"]
+    assert method["cpu"].startswith(f"measured: /proc/{server.pid}/stat")
+    # each request spins 20 ms under one GIL: the server burns about one core, never two
+    for p in data["points"]:
+        assert 0.3 < p["cpu_cores"] < 1.6, p
+    assert data["defaults"]["idle_cpu_cores"] < 0.2
+
+
+@pytest.mark.parametrize(
+    ("model", "message"),
+    [
+        ("other", 'answered HTTP 404: {"error": "Could not find any versions of model other'),
+        ("broken", 'answered HTTP 500: {"error": "Failed to process the image'),
+    ],
+)
+def test_endpoint_errors_are_reported(
+    fake_serving: str, image: Path, tmp_path: Path, model: str, message: str
+) -> None:
+    out = tmp_path / "p.yaml"
     done = invoke(
-        "--endpoint", fake_serving, "--model", "other", "--cores", "2",
-        "--image", str(image), "-o", str(tmp_path / "p.yaml"),
+        "--endpoint", fake_serving, "--model", model, "--cores", "2",
+        "--image", str(image), "-o", str(out),
     )  # fmt: skip
-    assert done.exit_code == 2 and "HTTP 404" in done.output
+    assert done.exit_code == 2, done.output
+    assert message in done.output and fake_serving in done.output
+    assert "Traceback" not in done.output and not out.exists()
+
+
+def test_unreachable_endpoint_is_reported(image: Path, tmp_path: Path) -> None:
+    out = tmp_path / "p.yaml"
+    done = invoke("--endpoint", "http://127.0.0.1:9", "--cores", "2", "--image", str(image))
+    assert done.exit_code == 2
+    assert "cannot reach http://127.0.0.1:9/v1/models/image_classifier" in done.output
+    assert not out.exists()
 
 
 # --- real calibrations -----------------------------------------------------------------------
 
 
-def _calibrate(tmp_path: Path, *args: str, timeout: float) -> tuple[Path, Path]:
+def _calibrate(tmp_path: Path, *args: str, timeout: float) -> tuple[Path, Path, str]:
     out, export_dir = tmp_path / "profile.yaml", tmp_path / "model"
-    command = [sys.executable, "-m", "sim.calibrate", "calibrate", "--out", str(out)]
+    command = [sys.executable, "-m", "sim.serving.calibrate", "calibrate", "--out", str(out)]
     command += ["--export-dir", str(export_dir), *args]
     done = subprocess.run(
         command, capture_output=True, text=True, timeout=timeout, cwd=ROOT, check=False
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "wrote" in done.stdout
-    return out, export_dir
+    return out, export_dir, done.stdout
 
 
 @pytest.mark.skipif(not HAS_TF, reason="needs the calibrate extra (tensorflow-cpu)")
 def test_tiny_model_calibration_end_to_end(tmp_path: Path) -> None:
-    out, export_dir = _calibrate(
+    out, export_dir, shown = _calibrate(
         tmp_path,
-        "--model-arch", "tiny", "--threads", "1", "--concurrency", "1,2", "--batch", "1,2",
-        "--seconds", "0.3", "--repeats", "2", "--min-requests", "5", "--max-seconds", "2",
+        "--model-arch", "tiny", "--threads", "1", "--max-concurrency", "6", "--batch", "2",
+        "--seconds", "0.3", "--repeats", "2", "--min-requests", "5", "--max-seconds", "0.6",
         timeout=120,
     )  # fmt: skip
     assert (export_dir / "1" / "saved_model.pb").is_file()
-    profile = load_profile(out)
-    assert profile.kind == "measured" and profile.family == "tiny-cnn-cpu"
-    assert len(profile.points) == 4
-    assert profile.model["outputs"] == {"labels": [1, 5], "probabilities": [1, 5]}
-    prov = profile.provenance
+    data = written(out)
+    assert data["kind"] == "measured" and data["family"] == "tiny-cnn-cpu"
+    assert data["model"]["outputs"] == {"labels": [1, 5], "probabilities": [1, 5]}
+    prov = data["provenance"]
     assert prov["command"].startswith("scalelab calibrate --out")
     assert prov["tensorflow"]["version"] and prov["cpu"]["logical_cpus"] >= 1
     assert prov["payload"]["bytes"] > 0 and prov["date"]
-    assert profile.model_load_s is not None and profile.cold_factor is not None
-    for point in profile.points:
-        assert point.n >= 5 and point.cpu_s_per_request > 0
-    batch2 = profile.service(1, 1, 2)
-    assert batch2.cpu_seconds_mean > profile.service(1, 1, 1).cpu_seconds_mean
+    assert prov["method"]["cpu"].startswith("measured")
+    assert data["defaults"]["model_load_s"] > 0 and data["defaults"]["cold_factor"] > 0
+    # one thread under one GIL: the curve is flat, so the knee comes early and the ladder
+    # stops three steps past it or at the cap of 6
+    (entry,) = prov["ladders"]
+    measured = [n for n, _ in entry["measured"]]
+    assert measured[:2] == [1, 2] and measured == list(ladder.steps(6)[: len(measured)])
+    assert sorted(ladder_of(data, 1)) == measured
+    assert entry["knee"] is None or len(measured) == min(
+        ladder.steps(6).index(entry["knee"]) + 4, len(ladder.steps(6))
+    )
+    for p in data["points"]:
+        assert p["n"] >= 5 and p["throughput_rps"] > 0 and 0 < p["cpu_cores"] < 1.5
+    lone = ladder_of(data, 1)[1]
+    (batch2,) = [p for p in data["points"] if p["batch"] == 2]
+    assert batch2["concurrency"] == 1
+    assert batch2["latency_s"][3] > lone["latency_s"][3]
+    assert "threads 1" in shown and "X/s" in shown
 
 
 @pytest.mark.resnet
 @pytest.mark.skipif(not HAS_TF, reason="needs the calibrate extra (tensorflow-cpu)")
-def test_resnet101_calibration_small_grid(tmp_path: Path) -> None:
-    out, _ = _calibrate(
+def test_resnet101_calibration_small_ladder(tmp_path: Path) -> None:
+    out, _, _ = _calibrate(
         tmp_path,
-        "--threads", "1", "--concurrency", "1,2", "--batch", "1",
-        "--seconds", "0.5", "--repeats", "1", "--min-requests", "2", "--max-seconds", "4",
-        timeout=170,
+        "--threads", "1", "--max-concurrency", "4", "--batch", "1",
+        "--seconds", "0.5", "--repeats", "1", "--min-requests", "3", "--max-seconds", "2",
+        timeout=150,
     )  # fmt: skip
-    profile = load_profile(out)
-    assert profile.name.startswith("resnet101-cpu-")
-    assert "ResNet101" in profile.model["architecture"]
-    lone = profile.service(1)
+    data = written(out)
+    assert data["name"].startswith("resnet101-cpu-")
+    assert "ResNet101" in data["model"]["architecture"]
+    rungs = ladder_of(data, 1)
+    assert sorted(rungs) == [1, 2, 3, 4]  # one thread's knee is early: the cap stops it
+    lone = rungs[1]
     # ResNet101 is ~7.8 GFLOPs a 224x224 image: tenths of a second on one modern core
-    assert 0.03 < lone.latency_median < 5
-    assert lone.parallelism == pytest.approx(1.0, abs=0.3)
-    assert profile.service(1, 2).latency_median > 1.3 * lone.latency_median
+    assert 0.03 < lone["latency_s"][3] < 5
+    assert lone["throughput_rps"] == pytest.approx(1 / lone["latency_s"][3], rel=0.3)
+    assert 0.5 < lone["cpu_cores"] < 1.3  # pinned to one CPU
+    # one core is saturated: more callers wait, and add little throughput
+    assert rungs[4]["latency_s"][3] > 2 * lone["latency_s"][3]
+    assert rungs[4]["throughput_rps"] < 1.6 * lone["throughput_rps"]

@@ -1,4 +1,5 @@
-"""``python -m sim.serving.calibrate calibrate ...``: the command without the scalelab entry point."""
+"""``python -m sim.serving.calibrate calibrate ...``: the command without the scalelab entry
+point."""
 
 from __future__ import annotations
 

@@ -7,39 +7,47 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
 
-from sim.serving.calibrate import CalibrationError
 from sim.console import err, fail
+from sim.serving.calibrate import CalibrationError
 
-HELP = """Measure a model's latency and CPU time into a latency profile (sim/serving/profiles/*.yaml).
+HELP = """Measure a model's throughput curves into a latency profile (sim/serving/profiles/).
 
-Three modes:
+For each thread count, closed-loop callers with no think time climb the concurrency ladder
+1, 2, 3, 4, 6, 8, 12, ... to three steps past the knee (the first step that raises throughput by
+no more than 3%); each point records throughput, the server's CPU in cores and the latency
+quantiles. Three modes:
 
 \b
   (default)           build ResNet101 with TensorFlow, export it like the lab's SavedModel and
-                      measure threads x concurrency x batch (pip install 'scalelab[calibrate]')
-  --endpoint URL      drive a live TF Serving with the lab's request, fit what it observes
-  --derive-from FILE  turn a local measurement into a GKE node's profile, scaled to the lab's
-                      observed latency (sim/serving/calibrate/derive.py)
+                      measure it in process, one pinned worker per thread count
+                      (pip install 'scalelab[calibrate]')
+  --endpoint URL      drive a live TF Serving with the lab's request; CPU from --cpu-pid or
+                      --cpu-cgroup, else assumed (all --cores busy)
+  --derive-from FILE  turn a local measurement into a GKE node's profile
+                      (sim/serving/calibrate/derive.py)
 
 Examples:
 
 \b
   scalelab calibrate --quick --out /tmp/quick.yaml
   scalelab calibrate --out sim/serving/profiles/resnet101-cpu-amd-epyc-milan.yaml
-  scalelab calibrate --endpoint http://34.1.2.3:8501 --model image_classifier \\
-      --machine-type e2-standard-4 --out my-cluster.yaml
+  scalelab calibrate --endpoint http://localhost:8501 --model image_classifier \\
+      --cores 4 --cpu-pid $(pgrep -f tensorflow_model_server) --out my-server.yaml
   scalelab calibrate --derive-from sim/serving/profiles/resnet101-cpu-amd-epyc-milan.yaml \\
-      --machine-type e2-standard-4 --out sim/serving/profiles/resnet101-tfserving-gke-e2-standard-4.yaml
+      --machine-type e2-standard-4 \\
+      --out sim/serving/profiles/resnet101-tfserving-gke-e2-standard-4.yaml
 """
 
 
 _LOCAL, _ENDPOINT, _DERIVE = "Local measurement", "Live endpoint", "Derived node profile"
+_LADDER = "Ladder and windows (local and endpoint)"
 
 
 def _command_line(ctx: typer.Context) -> str:
@@ -68,6 +76,7 @@ def _progress(total: int | None, label: str) -> Iterator[Callable[[str, dict[str
             p = fields["point"]
             return (
                 f"threads={p['threads']:g} concurrency={p['concurrency']} batch={p['batch']}: "
+                f"X {p['throughput_rps']:.3g}/s, U {p['cpu_cores']:.2f} cores, "
                 f"p50 {p['latency_s'][3]:.4f} s, n={p['n']}"
             )
         if event == "retry":
@@ -143,8 +152,8 @@ def calibrate(
         bool,
         typer.Option(
             "--quick",
-            help="small grid (threads 1 and all CPUs, concurrency and batch 1-2, 1 s windows): "
-            "under 2 minutes for ResNet101 on 2 cores",
+            help="smaller run (threads 1 and all CPUs, batch 2 only, 1.5-3 s windows in 2 "
+            "repeats, 20 s of re-measuring): about 2 minutes for ResNet101 on 2 cores",
             rich_help_panel=_LOCAL,
         ),
     ] = False,
@@ -168,47 +177,10 @@ def calibrate(
             rich_help_panel=_LOCAL,
         ),
     ] = None,
-    concurrency: Annotated[
-        str | None,
-        typer.Option(
-            help="requests in flight, e.g. 1,2,4 [default: 1,2,4; --endpoint: 1,2,4,8]",
-            rich_help_panel=_LOCAL,
-        ),
-    ] = None,
-    batch: Annotated[
-        str | None,
-        typer.Option(
-            help="items per request, e.g. 1,2,4,8 [default: 1,2,4,8; --endpoint: 1]",
-            rich_help_panel=_LOCAL,
-        ),
-    ] = None,
-    seconds: Annotated[
-        float | None,
-        typer.Option(
-            help="measuring window per point [default: 3; --quick 1; --endpoint 20]",
-            rich_help_panel=_LOCAL,
-        ),
-    ] = None,
-    repeats: Annotated[
-        int | None,
-        typer.Option(help="repeats per window [default: 3; --quick 2]", rich_help_panel=_LOCAL),
-    ] = None,
-    min_requests: Annotated[
-        int | None,
-        typer.Option(
-            help="requests per point at least [default: 8; --quick 4]", rich_help_panel=_LOCAL
-        ),
-    ] = None,
-    max_seconds: Annotated[
-        float | None,
-        typer.Option(
-            help="longest window per point [default: 15; --quick 4]", rich_help_panel=_LOCAL
-        ),
-    ] = None,
     retry_seconds: Annotated[
         float | None,
         typer.Option(
-            help="time to re-measure windows other processes disturbed [default: 150; --quick 0]",
+            help="time to re-measure windows other processes disturbed [default: 120; --quick 20]",
             rich_help_panel=_LOCAL,
         ),
     ] = None,
@@ -225,6 +197,54 @@ def calibrate(
         typer.Option(
             help="keep the SavedModel here (<dir>/1/); reused when it already holds the model",
             rich_help_panel=_LOCAL,
+        ),
+    ] = None,
+    concurrency: Annotated[
+        str | None,
+        typer.Option(
+            help="a fixed ladder instead of the knee search, e.g. 1,2,4 (must include 1) "
+            "[default: 1,2,3,4,6,8,12,... to 3 steps past the knee]",
+            rich_help_panel=_LADDER,
+        ),
+    ] = None,
+    max_concurrency: Annotated[
+        int | None,
+        typer.Option(help="the ladder's top [default: 64]", rich_help_panel=_LADDER),
+    ] = None,
+    batch: Annotated[
+        str | None,
+        typer.Option(
+            help="batch sizes > 1 to measure at concurrency 1, e.g. 2,4,8; 1 for none "
+            "[default: 2,4,8; --quick 2; --endpoint none]",
+            rich_help_panel=_LADDER,
+        ),
+    ] = None,
+    seconds: Annotated[
+        float | None,
+        typer.Option(
+            help="measuring window per point [default: 4; --quick 1.5; --endpoint 10]",
+            rich_help_panel=_LADDER,
+        ),
+    ] = None,
+    repeats: Annotated[
+        int | None,
+        typer.Option(
+            help="sub-windows whose p50 and p95 must agree within 5%, else the window doubles "
+            "[default: 3; --quick 2]",
+            rich_help_panel=_LADDER,
+        ),
+    ] = None,
+    min_requests: Annotated[
+        int | None,
+        typer.Option(
+            help="requests per window at least [default: 10; --quick 4]", rich_help_panel=_LADDER
+        ),
+    ] = None,
+    max_seconds: Annotated[
+        float | None,
+        typer.Option(
+            help="longest window per point [default: 12; --quick 3; --endpoint 40]",
+            rich_help_panel=_LADDER,
         ),
     ] = None,
     name: Annotated[
@@ -252,6 +272,22 @@ def calibrate(
         float | None,
         typer.Option(
             help="CPU the serving pod can use [default: the --machine-type's vCPUs]",
+            rich_help_panel=_ENDPOINT,
+        ),
+    ] = None,
+    cpu_pid: Annotated[
+        int | None,
+        typer.Option(
+            help="the server's process on this machine: its CPU from /proc/PID/stat",
+            rich_help_panel=_ENDPOINT,
+        ),
+    ] = None,
+    cpu_cgroup: Annotated[
+        Path | None,
+        typer.Option(
+            help="the server's cgroup directory on this machine: its CPU from cpu.stat "
+            "usage_usec (v2) or cpuacct.usage (v1) [default, without --cpu-pid: unmeasured, "
+            "all --cores assumed busy]",
             rich_help_panel=_ENDPOINT,
         ),
     ] = None,
@@ -287,11 +323,25 @@ def calibrate(
     ] = 1.0,
     debug: Annotated[bool, typer.Option("--debug", help="show tracebacks")] = False,
 ) -> None:
-    """Measure a model's latency and CPU time into a latency profile (see --help)."""
+    """Measure a model's throughput curves into a latency profile (see --help)."""
     try:
         if endpoint and derive_from:
             raise CalibrationError("--endpoint and --derive-from are different modes; pick one")
+        if endpoint is None and (cpu_pid is not None or cpu_cgroup is not None):
+            raise CalibrationError(
+                "--cpu-pid and --cpu-cgroup name the CPU source of an --endpoint; a local "
+                "calibration measures its own process"
+            )
         command = _command_line(ctx)
+        ladder = Ladder(
+            concurrency=_ints(concurrency, "--concurrency"),
+            max_concurrency=max_concurrency,
+            batch=_ints(batch, "--batch"),
+            seconds=seconds,
+            repeats=repeats,
+            min_requests=min_requests,
+            max_seconds=max_seconds,
+        )
         if derive_from is not None:
             data = _derive(
                 derive_from,
@@ -310,12 +360,10 @@ def calibrate(
                 model_version,
                 image,
                 cores,
+                cpu_pid,
+                cpu_cgroup,
                 machine_type,
-                concurrency,
-                batch,
-                seconds,
-                repeats,
-                min_requests,
+                ladder,
                 timeout,
                 name,
                 family,
@@ -327,12 +375,7 @@ def calibrate(
                 model_arch,
                 signature,
                 threads,
-                concurrency,
-                batch,
-                seconds,
-                repeats,
-                min_requests,
-                max_seconds,
+                ladder,
                 retry_seconds,
                 image,
                 export_dir,
@@ -349,26 +392,62 @@ def calibrate(
             )
     except (CalibrationError, ValueError, OSError) as error:
         fail(error, debug)
-    _summary(target)
+    print(summary(target, data))
 
 
-def _summary(target: Path) -> None:
-    from sim.serving.profile import load_profile
+@dataclass(frozen=True)
+class Ladder:
+    """The ladder and window options common to the local and endpoint modes (None: default)."""
 
-    profile = load_profile(target)
-    lone = profile.default
-    axes = profile.axes
-    print(
-        f"wrote {target}: {profile.name}, {len(profile.points)} points "
-        f"(threads {_fmt(axes['threads'])}, concurrency {_fmt(axes['concurrency'])}, "
-        f"batch {_fmt(axes['batch'])}); lone request at {profile.default_threads:g} threads: "
-        f"{lone.latency_median:.4f} s median, {lone.cpu_seconds_mean:.4f} CPU-s, "
-        f"parallelism {lone.parallelism:.2f}"
-    )
+    concurrency: tuple[int, ...] | None = None
+    max_concurrency: int | None = None
+    batch: tuple[int, ...] | None = None
+    seconds: float | None = None
+    repeats: int | None = None
+    min_requests: int | None = None
+    max_seconds: float | None = None
 
 
-def _fmt(values: tuple[float, ...]) -> str:
-    return ",".join(f"{v:g}" for v in values)
+def summary(target: Path, data: dict[str, Any]) -> str:
+    """What was written and measured: per thread count, the ladder's throughput X and CPU U at
+    each concurrency n, the knee, and batch > 1 at concurrency 1."""
+    points = data["points"]
+    lines = [f"wrote {target}: {data['name']} ({data['kind']}), {len(points)} points"]
+    knees = {
+        float(entry["threads"]): entry.get("knee")
+        for entry in data["provenance"].get("ladders") or []
+    }
+    if "ladder" in data["provenance"]:
+        knees[float(data["defaults"]["threads"])] = data["provenance"]["ladder"].get("knee")
+    for threads in sorted({float(p["threads"]) for p in points}):
+        mine = [p for p in points if float(p["threads"]) == threads]
+        rungs = sorted((p for p in mine if p["batch"] == 1), key=lambda p: p["concurrency"])
+        knee = knees.get(threads)
+        head = f"  threads {threads:g}" + (f" (knee at n={knee})" if knee else "") + ":"
+        lines.append(head)
+        rows = {
+            "n": [str(p["concurrency"]) for p in rungs],
+            "X/s": [f"{p['throughput_rps']:.3g}" for p in rungs],
+            "U": [f"{p['cpu_cores']:.2f}" for p in rungs],
+            "p50 s": [f"{p['latency_s'][3]:.3g}" for p in rungs],
+        }
+        width = max(len(v) for values in rows.values() for v in values)
+        for label, values in rows.items():
+            lines.append(f"    {label:>5} " + " ".join(v.rjust(width) for v in values))
+        batches = sorted((p for p in mine if p["batch"] > 1), key=lambda p: p["batch"])
+        if batches:
+            lines.append(
+                "    batch at n=1: "
+                + ", ".join(
+                    f"{p['batch']}: X {p['throughput_rps']:.3g}/s U {p['cpu_cores']:.2f} "
+                    f"p50 {p['latency_s'][3]:.3g} s"
+                    for p in batches
+                )
+            )
+    cpu = (data["provenance"].get("method") or {}).get("cpu")
+    if cpu:
+        lines.append(f"  cpu: {cpu}")
+    return "\n".join(lines)
 
 
 def _local(
@@ -376,12 +455,7 @@ def _local(
     arch: str,
     signature: str,
     threads: str | None,
-    concurrency: str | None,
-    batch: str | None,
-    seconds: float | None,
-    repeats: int | None,
-    min_requests: int | None,
-    max_seconds: float | None,
+    ladder: Ladder,
     retry_seconds: float | None,
     image: Path | None,
     export_dir: Path | None,
@@ -389,21 +463,21 @@ def _local(
     family: str | None,
     command: str,
 ) -> dict[str, Any]:
-    from sim.serving.calibrate.local import LocalRun, default_grid, grid_with, run_local
+    from sim.serving.calibrate.local import LocalRun, default_grid, grid_with, run_local, validate
     from sim.serving.calibrate.model import require_tensorflow
 
     grid = grid_with(
         default_grid(quick),
         threads=_ints(threads, "--threads"),
-        concurrency=_ints(concurrency, "--concurrency"),
-        batch=_ints(batch, "--batch"),
-        seconds=seconds,
-        repeats=repeats,
-        min_requests=min_requests,
-        max_seconds=max_seconds,
+        concurrency=ladder.concurrency,
+        batch=ladder.batch,
+        seconds=ladder.seconds,
+        repeats=ladder.repeats,
+        min_requests=ladder.min_requests,
+        max_seconds=ladder.max_seconds,
         retry_seconds=retry_seconds,
+        max_concurrency=ladder.max_concurrency,
     )
-    require_tensorflow()  # fail before anything else with the install hint
     run = LocalRun(
         arch=arch,
         grid=grid,
@@ -414,7 +488,9 @@ def _local(
         family=family,
         command=command,
     )
-    with _progress(grid.points, "calibrate") as progress:
+    validate(run)
+    require_tensorflow()  # fail before any work with the install hint
+    with _progress(None, "calibrate") as progress:
         return run_local(run, progress)
 
 
@@ -424,20 +500,18 @@ def _endpoint(
     version: str | None,
     image: Path | None,
     cores: float | None,
+    cpu_pid: int | None,
+    cpu_cgroup: Path | None,
     machine: str | None,
-    concurrency: str | None,
-    batch: str | None,
-    seconds: float | None,
-    repeats: int | None,
-    min_requests: int | None,
+    ladder: Ladder,
     timeout: float,
     name: str | None,
     family: str | None,
     command: str,
 ) -> dict[str, Any]:
+    from sim.cluster.catalog import machine_type
     from sim.serving.calibrate.endpoint import EndpointRun, run_endpoint
     from sim.serving.calibrate.payload import find_lab_image
-    from sim.cluster.catalog import machine_type
 
     if cores is None:
         if machine is None:
@@ -462,21 +536,27 @@ def _endpoint(
         name=name,
         command=command,
         timeout=timeout,
+        cpu_pid=cpu_pid,
+        cpu_cgroup=cpu_cgroup,
     )
     if family:
         run.family = family
-    if concurrency:
-        run.concurrency = _ints(concurrency, "--concurrency") or run.concurrency
-    if batch:
-        run.batch = _ints(batch, "--batch") or run.batch
-    if seconds is not None:
-        run.seconds = seconds
-    if repeats is not None:
-        run.repeats = repeats
-    if min_requests is not None:
-        run.min_requests = min_requests
-    total = len(run.concurrency) * len(run.batch)
-    with _progress(total, "endpoint") as progress:
+    if ladder.concurrency:
+        run.concurrency = ladder.concurrency
+    if ladder.max_concurrency is not None:
+        run.max_concurrency = ladder.max_concurrency
+    if ladder.batch:
+        run.batch = tuple(sorted(b for b in ladder.batch if b != 1))
+    if ladder.seconds is not None:
+        run.seconds = ladder.seconds
+        run.max_seconds = max(run.max_seconds, ladder.seconds)
+    if ladder.repeats is not None:
+        run.repeats = ladder.repeats
+    if ladder.min_requests is not None:
+        run.min_requests = ladder.min_requests
+    if ladder.max_seconds is not None:
+        run.max_seconds = max(ladder.max_seconds, run.seconds)
+    with _progress(None, "endpoint") as progress:
         return run_endpoint(run, progress)
 
 

@@ -1,10 +1,12 @@
-"""Endpoint calibration: drive a live TF Serving REST API with the lab's request, fit a profile.
+"""Endpoint calibration: climb a live TF Serving REST API's throughput curve with the lab's request.
 
-For each (concurrency, batch), ``concurrency`` closed-loop clients, each on its own keep-alive
-connection as Locust's users are, post the lab's body (base64 JPEG, ``serving_preprocess``) to
-``/v1/models/<model>[/versions/<v>]:predict``. The server's CPU is out of sight, so CPU-seconds
-per request come from the processor-sharing fit of latency against concurrency
-(:func:`sim.serving.calibrate.stats.fit_processor_sharing`) on the ``cores`` the pod can use; the
+Closed-loop clients with no think time, each on its own keep-alive connection as Locust's users
+are, post the lab's body (base64 JPEG, ``serving_preprocess``) to
+``/v1/models/<model>[/versions/<v>]:predict`` up the concurrency ladder
+(:mod:`sim.serving.calibrate.ladder`), batch > 1 at concurrency 1. The server's CPU comes from
+a source the user names: a local process (``/proc/PID/stat``) or a cgroup (``cpu.stat``
+``usage_usec``, v1 ``cpuacct.usage``); without one it is unmeasured and every point says the
+server kept its ``cores`` busy (intra-op threads spin while any request is in flight). The
 network and HTTP overhead is the median round trip of the model-status GET. Stdlib only.
 """
 
@@ -14,6 +16,7 @@ import datetime as dt
 import functools
 import http.client
 import json
+import os
 import platform
 import statistics
 import threading
@@ -24,9 +27,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sim.serving.calibrate import CalibrationError, host, stats
+from sim.serving.calibrate import CalibrationError, host, ladder, stats
 from sim.serving.calibrate.payload import LAB_SIGNATURE, payload_info, rest_body
-from sim.serving.calibrate.worker import Window, closed_loop
+from sim.serving.calibrate.worker import METHOD, Callers, Window, spread_notices
 from sim.serving.profile import DEFAULT_QUANTILES, SCHEMA_VERSION, profile_from_dict
 
 
@@ -40,12 +43,18 @@ class EndpointRun:
     cores: float
     version: str | None = None
     signature: str = LAB_SIGNATURE
-    concurrency: tuple[int, ...] = (1, 2, 4, 8)
-    batch: tuple[int, ...] = (1,)
-    seconds: float = 20.0
+    concurrency: tuple[int, ...] | None = None
+    """A fixed ladder, or None: climb to past the knee."""
+    max_concurrency: int = ladder.MAX_CONCURRENCY
+    batch: tuple[int, ...] = ()
+    """Batch sizes > 1, measured at concurrency 1."""
+    seconds: float = 10.0
     repeats: int = 3
     min_requests: int = 10
+    max_seconds: float = 40.0
     warmup: int = 3
+    cpu_pid: int | None = None
+    cpu_cgroup: Path | None = None
     timeout: float = 30.0
     machine_type: str | None = None
     name: str | None = None
@@ -123,6 +132,74 @@ def _outputs(sample: dict[str, Any]) -> list[str] | None:
     return sorted(first) if isinstance(first, dict) else None
 
 
+class CpuSource:
+    """The serving process's or container's CPU-seconds so far, read from the local kernel."""
+
+    def __init__(self, read: Callable[[], float], description: str) -> None:
+        self.read = read
+        self.description = description
+
+    def __call__(self) -> float:
+        return self.read()
+
+
+def process_cpu(pid: int) -> CpuSource:
+    """``utime + stime`` of process ``pid`` (``/proc/PID/stat``), in seconds."""
+    stat = Path(f"/proc/{pid}/stat")
+    tick = os.sysconf("SC_CLK_TCK")
+
+    def read() -> float:
+        text = stat.read_text()
+        fields = text[text.rindex(")") + 2 :].split()  # after "pid (comm) "
+        return (int(fields[11]) + int(fields[12])) / tick  # utime, stime: fields 14, 15
+
+    try:
+        read()
+        comm = Path(f"/proc/{pid}/comm").read_text().strip()
+    except (OSError, ValueError, IndexError) as error:
+        raise CalibrationError(f"--cpu-pid {pid}: cannot read {stat}: {error}") from None
+    return CpuSource(
+        read,
+        f"/proc/{pid}/stat utime + stime of process {pid} ({comm}), children not included",
+    )
+
+
+def cgroup_cpu(path: Path) -> CpuSource:
+    """A cgroup's CPU usage: v2 ``cpu.stat`` ``usage_usec`` or v1 ``cpuacct.usage`` (ns).
+
+    ``path`` is the cgroup's directory or one of those files.
+    """
+    candidates = [path] if path.is_file() else [path / "cpu.stat", path / "cpuacct.usage"]
+    for file in candidates:
+        if not file.is_file():
+            continue
+        if file.name == "cpuacct.usage":
+
+            def read(file: Path = file) -> float:
+                return int(file.read_text().split()[0]) / 1e9
+
+            what = f"cgroup v1 {file} (ns)"
+        else:
+
+            def read(file: Path = file) -> float:
+                for line in file.read_text().splitlines():
+                    key, _, value = line.partition(" ")
+                    if key == "usage_usec":
+                        return int(value) / 1e6
+                raise ValueError(f"{file} has no usage_usec line")
+
+            what = f"cgroup v2 {file} usage_usec"
+        try:
+            read()
+        except (OSError, ValueError, IndexError) as error:
+            raise CalibrationError(f"--cpu-cgroup {path}: cannot read {file}: {error}") from None
+        return CpuSource(read, what)
+    raise CalibrationError(
+        f"--cpu-cgroup {path}: no cpu.stat (cgroup v2) or cpuacct.usage (v1) there; give the "
+        "cgroup's directory, e.g. /sys/fs/cgroup/kubepods.slice/.../<container>"
+    )
+
+
 Progress = Callable[[str, dict[str, Any]], None]
 
 
@@ -133,6 +210,21 @@ def run_endpoint(run: EndpointRun, progress: Progress | None = None) -> dict[str
         raise CalibrationError(f"--cores must be > 0, got {run.cores}")
     if not run.image.is_file():
         raise CalibrationError(f"--image {run.image}: no such file")
+    if run.concurrency is not None and 1 not in run.concurrency:
+        raise CalibrationError(
+            "--concurrency must include 1 (the ladder starts with a lone request)"
+        )
+    if run.seconds <= 0 or run.max_seconds < run.seconds or run.repeats < 1:
+        raise CalibrationError(
+            "--seconds must be > 0, --max-seconds >= --seconds and --repeats >= 1"
+        )
+    if run.cpu_pid is not None and run.cpu_cgroup is not None:
+        raise CalibrationError("--cpu-pid and --cpu-cgroup are two CPU sources; pick one")
+    cpu: CpuSource | None = None
+    if run.cpu_pid is not None:
+        cpu = process_cpu(run.cpu_pid)
+    elif run.cpu_cgroup is not None:
+        cpu = cgroup_cpu(run.cpu_cgroup)
     began = time.perf_counter()
     client = _Client(run.url, run.timeout)
     status_path = f"/v1/models/{run.model}"
@@ -147,83 +239,90 @@ def run_endpoint(run: EndpointRun, progress: Progress | None = None) -> dict[str
     except (OSError, http.client.HTTPException) as error:
         raise CalibrationError(f"cannot reach {run.url}{status_path}: {error}") from None
     overhead = statistics.median(rtts)
+    idle = 0.0
+    if cpu is not None:
+        idle_s, cpu0, wall0 = 1.0, cpu(), time.perf_counter()
+        time.sleep(idle_s)
+        idle = max(0.0, (cpu() - cpu0) / (time.perf_counter() - wall0))
     jpeg = run.image.read_bytes()
-    bodies = {b: rest_body(jpeg, b, run.signature) for b in run.batch}
+    bodies = {b: rest_body(jpeg, b, run.signature) for b in (1, *run.batch)}
+    where = f"POST {run.url}{predict_path}"
 
     def post(batch: int) -> None:
         code, answer = client.request("POST", predict_path, bodies[batch])
         if code != 200:
             text = answer.decode("utf-8", errors="replace")[:300]
-            raise CalibrationError(f"POST {run.url}{predict_path} answered HTTP {code}: {text}")
+            raise CalibrationError(f"{where} answered HTTP {code}: {text}")
+
+    points: list[dict[str, Any]] = []
+
+    def measure(callers: Callers, concurrency: int, batch: int) -> Window:
+        window = callers.measure(
+            concurrency,
+            seconds=run.seconds,
+            repeats=run.repeats,
+            min_requests=run.min_requests,
+            max_seconds=run.max_seconds,
+        )
+        cores = window.cpu_cores if cpu is not None else run.cores
+        if cores is None or cores <= 0:
+            raise CalibrationError(
+                f"the CPU source ({cpu.description if cpu else '?'}) counted no CPU while "
+                f"{concurrency} callers kept the server busy: is it the serving process?"
+            )
+        point = stats.point(
+            threads=run.cores,
+            concurrency=concurrency,
+            batch=batch,
+            latencies=window.latencies,
+            throughput_rps=window.throughput,
+            cpu_cores=cores,
+            spread=window.spread,
+            repeats=window.repeats if window.repeats > 1 else None,
+        )
+        points.append(point)
+        report("point", {"point": point, "elapsed": window.elapsed})
+        return window
 
     try:
         first = time.perf_counter()
-        code, answer = client.request("POST", predict_path, bodies[run.batch[0]])
+        code, answer = client.request("POST", predict_path, bodies[1])
         first_s = time.perf_counter() - first
-        sample = _check(code, answer, f"POST {run.url}{predict_path}")
+        sample = _check(code, answer, where)
+        if "predictions" not in sample and "outputs" not in sample:
+            raise CalibrationError(f"{where} answered without predictions: {answer[:300]!r}")
         for _ in range(run.warmup):
-            post(run.batch[0])
+            post(1)
         report("loaded", {"overhead_s": overhead, "first_request_s": first_s})
-        windows: dict[tuple[int, int], Window] = {}
+        lone: list[float] = []
+        with Callers(lambda: post(1), cpu_clock=cpu, busy_clock=None) as callers:
+
+            def step(concurrency: int) -> float:
+                window = measure(callers, concurrency, 1)
+                if concurrency == 1:
+                    lone.extend(window.latencies)
+                return window.throughput
+
+            measured = ladder.climb(step, cap=run.max_concurrency, fixed=run.concurrency)
         for batch in run.batch:
-            for concurrency in run.concurrency:
-                window = closed_loop(
-                    functools.partial(post, batch),
-                    concurrency,
-                    seconds=run.seconds,
-                    repeats=run.repeats,
-                    min_requests=run.min_requests,
-                    max_seconds=max(run.seconds * 3, run.timeout),
-                )
-                windows[(concurrency, batch)] = window
-                report(
-                    "point",
-                    {
-                        "point": {
-                            "threads": run.cores,
-                            "concurrency": concurrency,
-                            "batch": batch,
-                            "n": len(window.latencies),
-                            "latency_s": stats.quantiles(window.latencies),
-                        }
-                    },
-                )
+            call = functools.partial(post, batch)
+            with Callers(call, cpu_clock=cpu, busy_clock=None) as callers:
+                measure(callers, 1, batch)
     except (OSError, http.client.HTTPException) as error:
         raise CalibrationError(f"requests to {run.url}{predict_path} failed: {error}") from None
     finally:
         client.close()
-    points: list[dict[str, Any]] = []
-    fits: dict[str, Any] = {}
-    for batch in run.batch:
-        observed = [(c, statistics.median(windows[(c, batch)].latencies)) for c in run.concurrency]
-        try:
-            fit = stats.fit_processor_sharing(observed, run.cores, overhead)
-        except ValueError as error:
-            raise CalibrationError(f"cannot fit batch {batch}: {error}") from None
-        fits[f"batch_{batch}"] = {
-            "cpu_seconds": fit.cpu_seconds,
-            "parallelism": fit.parallelism,
-            "rms_relative_error": fit.rms_relative_error,
-        }
-        for concurrency in run.concurrency:
-            window = windows[(concurrency, batch)]
-            n = len(window.latencies)
-            points.append(
-                stats.point(
-                    threads=run.cores,
-                    concurrency=concurrency,
-                    batch=batch,
-                    latencies=window.latencies,
-                    cpu_s_per_request=fit.cpu_seconds,
-                    throughput_rps=n / window.elapsed,
-                    repeat_medians=window.repeat_medians,
-                )
-            )
-    lone = windows[(run.concurrency[0], run.batch[0])]
-    where = run.machine_type or "endpoint"
+    cpu_method = (
+        f"measured: {cpu.description}, over the window divided by its length, in cores"
+        if cpu is not None
+        else f"unmeasured: no --cpu-pid or --cpu-cgroup was given, so every point's cpu_cores "
+        f"is --cores {run.cores:g}, assuming the server's intra-op threads spin while any "
+        "request is in flight, so a busy server shows all its cores busy"
+    )
+    name_at = run.machine_type or "endpoint"
     data = {
         "schema_version": SCHEMA_VERSION,
-        "name": run.name or f"{run.family}-{where}",
+        "name": run.name or f"{run.family}-{name_at}",
         "family": run.family,
         "machine_type": run.machine_type,
         "kind": "endpoint",
@@ -237,8 +336,8 @@ def run_endpoint(run: EndpointRun, progress: Progress | None = None) -> dict[str
         "defaults": {
             "threads": run.cores,
             "overhead_s": overhead,
-            "idle_cpu_cores": 0.0,
-            "cold_factor": first_s / statistics.median(lone.latencies),
+            "idle_cpu_cores": idle,
+            "cold_factor": first_s / statistics.median(lone),
         },
         "quantiles": list(DEFAULT_QUANTILES),
         "points": points,
@@ -250,24 +349,29 @@ def run_endpoint(run: EndpointRun, progress: Progress | None = None) -> dict[str
             "client": {"cpu": host.cpu_info(), "python": platform.python_version()},
             "payload": {**payload_info(jpeg, str(run.image)), "signature": run.signature},
             "method": {
-                "concurrency": list(run.concurrency),
-                "batch": list(run.batch),
+                "ladder": ladder.describe(run.concurrency, run.max_concurrency),
+                "batch": f"batch {', '.join(map(str, run.batch))} at concurrency 1"
+                if run.batch
+                else "batch 1 only",
                 "window_s": run.seconds,
                 "repeats": run.repeats,
                 "min_requests": run.min_requests,
+                "max_window_s": run.max_seconds,
                 "warmup_requests": run.warmup,
-                "clients": "closed loop, no think time, one keep-alive connection each",
+                **METHOD,
+                "clients": METHOD["clients"] + "; one keep-alive connection each",
                 "threads": f"--cores {run.cores:g}: the CPU the pod can use, given by the user",
-                "cpu_time": "not observable from outside: CPU-seconds per request are the "
-                "processor-sharing fit R(c) = overhead + W / min(p, cores / c) to the median "
-                "latencies (see fit)",
+                "cpu": cpu_method,
                 "overhead": "median round trip of 10 GET /v1/models/<model> on a keep-alive "
                 "connection: network and HTTP, not the 61 KB upload or JSON parsing",
-                "idle_cpu_cores": "not observable from outside; 0",
+                "idle_cpu_cores": f"measured: {cpu.description} over 1 s before any request"
+                if cpu is not None
+                else "not observable without a CPU source; 0",
                 "cold_factor": "the first POST's latency over the concurrency-1 median; "
                 "1 when the server had already served requests",
             },
-            "fit": fits,
+            "ladder": {"knee": ladder.knee(measured), "measured": measured},
+            "warnings": spread_notices(points, run.max_seconds),
             "elapsed_s": time.perf_counter() - began,
         },
     }

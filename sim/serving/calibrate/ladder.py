@@ -2,10 +2,14 @@
 
 Each thread count gets a batch-1 ladder n = 1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64 (powers of
 two and three times them) of closed-loop callers with no think time. The next n depends on the
-throughputs measured so far: the *knee* is the first n whose throughput X(n) is below
-``KNEE_GAIN`` (1.03) times the best X of the smaller n, i.e. the first step that gained no more
-than 3%; the ladder goes ``PAST_KNEE`` (3) steps past the knee and stops, and never goes beyond
-its cap (``MAX_CONCURRENCY``, 64). A fixed list (``--concurrency``) is measured as given.
+throughputs measured so far. A step *rises* when its throughput X(n) is at least ``KNEE_GAIN``
+(1.03) times the best X at smaller n; the *knee* is the first n where X(n) is below that (a step
+that gained no more than 3%). The ladder measures ``PAST_KNEE`` (3) steps past the knee and
+stops, never beyond its cap (``MAX_CONCURRENCY``, 64). Should one of those steps rise after all
+(the knee was a disturbed window, or the curve climbs again), the knee moves to the next step
+that does not rise: the ladder always ends with the knee and three steps after it that raised
+throughput by no more than 3% over the best before them. A fixed list (``--concurrency``) is
+measured as given.
 
 Pure functions: the worker and the endpoint mode both call :func:`next_concurrency`.
 """
@@ -37,13 +41,17 @@ def steps(cap: int = MAX_CONCURRENCY) -> tuple[int, ...]:
 
 
 def knee(measured: Measured, gain: float = KNEE_GAIN) -> int | None:
-    """The first concurrency whose throughput is below ``gain`` x the best before it."""
+    """The first concurrency below ``gain`` x the best before it and after the last that was
+    not (see the module docstring); None while the last step measured rose."""
     best = 0.0
+    found: int | None = None
     for i, (n, x) in enumerate(measured):
-        if i and x < gain * best:
-            return n
+        if i == 0 or x >= gain * best:
+            found = None  # a rise: any earlier knee was premature
+        elif found is None:
+            found = n
         best = max(best, x)
-    return None
+    return found
 
 
 def next_concurrency(
@@ -83,3 +91,16 @@ def climb(
     while (n := next_concurrency(measured, cap=cap, fixed=fixed)) is not None:
         measured.append((n, measure(n)))
     return measured
+
+
+def describe(fixed: Sequence[int] | None, cap: int = MAX_CONCURRENCY) -> str:
+    """The ladder rule in words, for a profile's provenance."""
+    if fixed is not None:
+        return f"fixed: concurrency {', '.join(map(str, fixed))} (--concurrency), no knee search"
+    return (
+        f"concurrency {', '.join(map(str, steps(cap)))} in turn, stopping {PAST_KNEE} steps "
+        f"past the knee: the first concurrency whose throughput is below {KNEE_GAIN:g} x the "
+        f"best at smaller concurrency (a step that gained no more than "
+        f"{round((KNEE_GAIN - 1) * 100):d}%); a later step that rises above that moves the "
+        "knee to the next one that does not"
+    )

@@ -1,7 +1,8 @@
-"""Local calibration: export the model, measure it over a grid, assemble the profile.
+"""Local calibration: export the model, measure its throughput curves, assemble the profile.
 
-One worker process per thread count (:mod:`sim.serving.calibrate.worker`), run one after another so
-they never compete for the CPU; each measures every (concurrency, batch) point for its threads.
+One worker process per thread count (:mod:`sim.serving.calibrate.worker`), run one after another
+so they never compete for the CPU; each climbs its batch-1 concurrency ladder to past the knee
+(:mod:`sim.serving.calibrate.ladder`) and measures batch > 1 at concurrency 1.
 """
 
 from __future__ import annotations
@@ -19,10 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sim.serving.calibrate import CalibrationError, host
+from sim.serving.calibrate import CalibrationError, host, ladder
 from sim.serving.calibrate.model import ARCHS, export, require_tensorflow, synthetic_jpeg
 from sim.serving.calibrate.payload import LAB_SIGNATURE, find_lab_image, payload_info
-from sim.serving.calibrate.worker import MARK
+from sim.serving.calibrate.worker import MARK, METHOD, SPREAD_TOLERANCE, spread_notices
 from sim.serving.profile import DEFAULT_QUANTILES, SCHEMA_VERSION, profile_from_dict
 
 SIGNATURES = ("serving_preprocess", "serving_default")
@@ -35,34 +36,34 @@ class Grid:
     """What to measure and for how long (per point)."""
 
     threads: tuple[int, ...]
-    concurrency: tuple[int, ...]
+    concurrency: tuple[int, ...] | None
+    """A fixed batch-1 ladder, or None: climb the ladder to past the knee (ladder.py)."""
     batch: tuple[int, ...]
+    """Batch sizes > 1, each measured at concurrency 1."""
     seconds: float
     repeats: int
     min_requests: int
     max_seconds: float
     retry_seconds: float = 0.0
     """Time all workers together may spend re-measuring windows other processes disturbed."""
-
-    @property
-    def points(self) -> int:
-        return len(self.threads) * len(self.concurrency) * len(self.batch)
+    max_concurrency: int = ladder.MAX_CONCURRENCY
 
 
 def default_grid(quick: bool, cpus: int | None = None) -> Grid:
-    """Full: threads 1, 2, 4, ... up to the usable CPUs (and them), concurrency 1-2-4, batch
-    1-2-4-8, 3 s windows in 3 repeats, up to 150 s of re-measuring disturbed windows;
-    ``quick``: threads 1 and all CPUs, concurrency and batch 1-2, 1 s windows in 2 repeats, no
-    re-measuring. On 2 cores they take about 4.5 (at most 8) and 1.5 minutes."""
+    """Full: threads 1, 2, 4, ... up to the usable CPUs (and them), each thread count's ladder
+    to 3 steps past its knee, batch 2, 4, 8 at concurrency 1, 4 s windows in 3 repeats extended
+    up to 12 s, up to 120 s of re-measuring disturbed windows; ``quick``: threads 1 and all
+    CPUs, batch 2, 1.5 s windows in 2 repeats extended up to 3 s, 20 s of re-measuring. For
+    ResNet101 on 2 cores they take about 4-7 and 1.5-2 minutes."""
     cpus = cpus or len(host.usable_cpus())
     if quick:
-        return Grid(tuple(sorted({1, cpus})), (1, 2), (1, 2), 1.0, 2, 4, 4.0, 0.0)
+        return Grid(tuple(sorted({1, cpus})), None, (2,), 1.5, 2, 4, 3.0, 20.0)
     threads = {1, cpus}
     t = 2
     while t < cpus:
         threads.add(t)
         t *= 2
-    return Grid(tuple(sorted(threads)), (1, 2, 4), (1, 2, 4, 8), 3.0, 3, 8, 15.0, 150.0)
+    return Grid(tuple(sorted(threads)), None, (2, 4, 8), 4.0, 3, 10, 12.0, 120.0)
 
 
 @dataclass
@@ -83,7 +84,8 @@ Progress = Callable[[str, dict[str, Any]], None]
 """Called with ("export" | "loaded" | "point", fields) as the run goes."""
 
 
-def _validate(run: LocalRun) -> None:
+def validate(run: LocalRun) -> None:
+    """A :class:`CalibrationError` for options that cannot make a profile."""
     if run.arch not in ARCHS:
         raise CalibrationError(f"--model-arch must be one of {', '.join(ARCHS)}, got {run.arch!r}")
     if run.signature not in SIGNATURES:
@@ -93,11 +95,18 @@ def _validate(run: LocalRun) -> None:
     grid = run.grid
     for label, values in (
         ("--threads", grid.threads),
-        ("--concurrency", grid.concurrency),
-        ("--batch", grid.batch),
+        ("--concurrency", grid.concurrency or (1,)),
+        ("--batch", grid.batch or (2,)),
     ):
         if not values or any(v < 1 for v in values) or len(set(values)) != len(values):
             raise CalibrationError(f"{label} must list distinct integers >= 1, got {values}")
+    if grid.concurrency is not None and 1 not in grid.concurrency:
+        raise CalibrationError(
+            f"--concurrency must include 1 (every thread count's ladder starts with a lone "
+            f"request), got {','.join(map(str, grid.concurrency))}"
+        )
+    if grid.max_concurrency < 1:
+        raise CalibrationError(f"--max-concurrency must be >= 1, got {grid.max_concurrency}")
     if grid.retry_seconds < 0:
         raise CalibrationError(f"--retry-seconds must be >= 0, got {grid.retry_seconds}")
     if grid.seconds <= 0 or grid.max_seconds < grid.seconds or grid.repeats < 1:
@@ -111,12 +120,13 @@ def _validate(run: LocalRun) -> None:
 def _worker(
     config: dict[str, Any], progress: Progress, log: Path
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Run one worker; return its 'loaded' record and its points."""
+    """Run one worker; return its 'loaded' record (with its ladder and knee) and points."""
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
     root = str(Path(__file__).resolve().parents[3])
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
     loaded: dict[str, Any] = {}
     points: list[dict[str, Any]] = []
+    finished = False
     with log.open("w") as errors:
         proc = subprocess.Popen(
             [sys.executable, "-m", "sim.serving.calibrate.worker", json.dumps(config)],
@@ -135,13 +145,16 @@ def _worker(
                 if event == "loaded":
                     loaded = record
                 elif event == "done":
+                    finished = True
                     loaded["background_cpu_cores"] = record.get("background_cpu_cores")
+                    loaded["ladder"] = record.get("ladder")
+                    loaded["knee"] = record.get("knee")
                 elif event == "point":
                     points.append(record["point"])
                 progress(event, record)
         finally:
             code = proc.wait()
-    if code != 0 or len(points) != len(config["points"]):
+    if code != 0 or not finished:
         tail = "\n".join(log.read_text(errors="replace").strip().splitlines()[-15:])
         raise CalibrationError(
             f"the measuring process for threads={config['threads']} failed (exit {code}):\n{tail}"
@@ -151,7 +164,7 @@ def _worker(
 
 def run_local(run: LocalRun, progress: Progress | None = None) -> dict[str, Any]:
     """Export, measure and return the profile mapping (validated, not yet written)."""
-    _validate(run)
+    validate(run)
     report: Progress = progress or (lambda event, fields: None)
     began = time.perf_counter()
     tf = require_tensorflow()
@@ -174,17 +187,19 @@ def run_local(run: LocalRun, progress: Progress | None = None) -> dict[str, Any]
         export_s = time.perf_counter() - started
         per_threads: list[dict[str, Any]] = []
         points: list[dict[str, Any]] = []
-        pairs = [[c, b] for c in grid.concurrency for b in grid.batch]
         for threads in grid.threads:
             config = {
                 "saved_model": str(saved),
                 "signature": run.signature,
                 "threads": threads,
-                "points": pairs,
+                "concurrency": list(grid.concurrency) if grid.concurrency else None,
+                "max_concurrency": grid.max_concurrency,
+                "batch": list(grid.batch),
                 "seconds": grid.seconds,
                 "repeats": grid.repeats,
                 "min_requests": grid.min_requests,
                 "max_seconds": grid.max_seconds,
+                "tolerance": SPREAD_TOLERANCE,
                 "image": str(image),
                 "quantiles": list(DEFAULT_QUANTILES),
                 "quiet_cores": QUIET_CORES,
@@ -203,6 +218,7 @@ def run_local(run: LocalRun, progress: Progress | None = None) -> dict[str, Any]
             f"more than {QUIET_CORES} CPU cores (up to {worst:.2f}): their latencies are "
             "inflated (see points[].background_cpu_cores); measure on a quiet machine"
         )
+    notices += spread_notices(points, grid.max_seconds)
     default_threads = min(cpus, max(grid.threads))
     at_default = min(per_threads, key=lambda r: abs(r["threads"] - default_threads))
     cpu_slug = host.slug(info)
@@ -245,26 +261,33 @@ def run_local(run: LocalRun, progress: Progress | None = None) -> dict[str, Any]
             "payload": {**payload_info(jpeg, source), "signature": run.signature},
             "method": {
                 "threads": list(grid.threads),
-                "concurrency": list(grid.concurrency),
-                "batch": list(grid.batch),
+                "ladder": ladder.describe(grid.concurrency, grid.max_concurrency),
+                "batch": f"batch {', '.join(map(str, grid.batch))} at concurrency 1"
+                if grid.batch
+                else "batch 1 only",
                 "window_s": grid.seconds,
                 "repeats": grid.repeats,
                 "min_requests": grid.min_requests,
                 "max_window_s": grid.max_seconds,
-                "warmup": "each caller's first request at a point is discarded; the window "
-                "starts once every caller has finished one",
+                **METHOD,
                 "threads_meaning": "intra- and inter-op pool size, process pinned to that many "
                 "CPUs (all of them when threads exceed the CPUs)",
-                "cpu_time": "process CPU time (user + sys) over the window divided by the "
-                "requests completed in it; one request is the whole batch",
+                "cpu": "measured: the process's CPU time (user + sys, time.process_time) over "
+                "the window divided by its length, in cores; spinning intra-op threads count",
                 "latency": "wall time of the SavedModel signature call, in process: no "
                 "network, HTTP or JSON, so defaults.overhead_s is 0",
-                "spread": "(max - min) / median of the repeats' median latencies",
                 "background": f"CPU other processes used during a window (/proc/stat minus "
                 f"this process); a window above {QUIET_CORES} cores is measured again, the "
                 f"quietest kept, for up to {grid.retry_seconds:g} s in all",
             },
-            "per_threads": [{k: v for k, v in r.items() if k != "outputs"} for r in per_threads],
+            "ladders": [
+                {"threads": r["threads"], "knee": r.get("knee"), "measured": r.get("ladder")}
+                for r in per_threads
+            ],
+            "per_threads": [
+                {k: v for k, v in r.items() if k not in ("outputs", "ladder", "knee")}
+                for r in per_threads
+            ],
             "warnings": notices,
             "export_s": export_s,
             "elapsed_s": time.perf_counter() - began,
@@ -296,15 +319,18 @@ def grid_with(
     min_requests: int | None = None,
     max_seconds: float | None = None,
     retry_seconds: float | None = None,
+    max_concurrency: int | None = None,
 ) -> Grid:
-    """``base`` with the given fields replaced (the CLI's overrides)."""
+    """``base`` with the given fields replaced (the CLI's overrides). ``concurrency`` fixes the
+    ladder; batch 1 in ``batch`` is implied (it is the ladder) and dropped."""
     return Grid(
         tuple(sorted(threads)) if threads else base.threads,
         tuple(sorted(concurrency)) if concurrency else base.concurrency,
-        tuple(sorted(batch)) if batch else base.batch,
+        tuple(sorted(b for b in batch if b != 1)) if batch else base.batch,
         seconds if seconds is not None else base.seconds,
         repeats if repeats is not None else base.repeats,
         min_requests if min_requests is not None else base.min_requests,
         max(max_seconds if max_seconds is not None else base.max_seconds, seconds or 0.0),
         retry_seconds if retry_seconds is not None else base.retry_seconds,
+        max_concurrency if max_concurrency is not None else base.max_concurrency,
     )

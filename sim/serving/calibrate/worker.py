@@ -1,10 +1,13 @@
-"""One measuring process: a SavedModel with a fixed number of threads, over (concurrency, batch).
+"""One measuring process: a SavedModel with a fixed number of threads, up its concurrency ladder.
 
-Run as ``python -m sim.serving.calibrate.worker CONFIG_JSON`` by :mod:`sim.serving.calibrate.local`. It pins
-itself to ``threads`` CPUs and sets TensorFlow's intra- and inter-op pools to ``threads`` before
-TensorFlow starts (they cannot change afterwards, as in TF Serving, which sizes both pools from
-the machine's cores), loads the model, then for each point runs ``concurrency`` closed-loop
-callers on one payload of ``batch`` items, discarding each caller's first request (warm-up).
+Run as ``python -m sim.serving.calibrate.worker CONFIG_JSON`` by
+:mod:`sim.serving.calibrate.local`. It pins itself to ``threads`` CPUs and sets TensorFlow's
+intra- and inter-op pools to ``threads`` before TensorFlow starts (they cannot change
+afterwards, as in TF Serving, which sizes both pools from the machine's cores), loads the model,
+then climbs the batch-1 concurrency ladder (:mod:`sim.serving.calibrate.ladder`) with
+closed-loop callers (:class:`Callers`) and measures each batch > 1 at concurrency 1. Each point's
+throughput is requests completed over the window, its CPU the process's CPU time (user + sys)
+over the window, in cores.
 
 Other processes' CPU use is measured over every window (``/proc/stat`` minus this process); a
 window during which they used more than ``quiet_cores`` is measured again while the worker's
@@ -15,7 +18,6 @@ Results go to stdout as lines ``@@scalelab {json}``; anything else there is igno
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import sys
@@ -26,17 +28,316 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sim.serving.calibrate import stats
+from sim.serving.calibrate import ladder, stats
 from sim.serving.calibrate.host import usable_cpus
 
 MARK = "@@scalelab "
+SPREAD_TOLERANCE = 0.05
+"""A window is extended while its repeats' p50 or p95 differ by more than this (relative)."""
+
+METHOD = {
+    "clients": "closed loop, no think time: each caller sends its next request as soon as "
+    "the previous one answers",
+    "warmup": "the callers keep calling from one concurrency to the next; at each point every "
+    "caller's first request started after the step is discarded, and the window starts when "
+    "the last of them completes",
+    "window": "from that completion to the last completion once window_s have passed (longer "
+    "for min_requests completions at the warm-up latency); it is split into `repeats` equal "
+    f"sub-windows and doubled, up to max_window_s, while their p50 or p95 differ by more than "
+    f"{SPREAD_TOLERANCE:.0%} (relative range); points[].spread is the final window's",
+    "throughput": "requests (whole batches) completed in the window over its length",
+    "spread": "(max - min) / median of the sub-windows' p50, and of their p95",
+}
+"""How a point is measured, in words, for a profile's provenance.method."""
 
 
 def emit(event: str, **fields: Any) -> None:
     print(MARK + json.dumps({"event": event, **fields}), flush=True)
 
 
-@@WINDOW@@
+@dataclass(frozen=True)
+class Window:
+    """What one point's measuring window saw: it runs from one completion to another, so the
+    throughput counts whole requests over the time they took."""
+
+    latencies: list[float]
+    """Latencies of the requests that completed in the window."""
+    cpu_seconds: float | None
+    """CPU the server burned over the window (None where there is no CPU source)."""
+    elapsed: float
+    spread: dict[str, float] | None
+    """Relative range of the sub-windows' p50 and p95 (None with fewer than 2 sub-windows)."""
+    repeats: int
+    warm_latency: float
+    """Median latency of the callers' warm-up requests (discarded)."""
+    background_cores: float | None = None
+    """CPU other processes used during the window, in cores (None where unknown)."""
+    extended: int = 0
+    """How many times the window was doubled because its repeats disagreed."""
+
+    @property
+    def throughput(self) -> float:
+        """Requests completed per second."""
+        return len(self.latencies) / self.elapsed
+
+    @property
+    def cpu_cores(self) -> float | None:
+        """CPU-seconds over window seconds."""
+        return None if self.cpu_seconds is None else self.cpu_seconds / self.elapsed
+
+
+def spread_notices(points: list[dict[str, Any]], max_seconds: float) -> list[str]:
+    """A warning when some points' repeats still disagreed at the longest window."""
+    wide = [
+        p for p in points if max((p.get("spread") or {}).values(), default=0) > SPREAD_TOLERANCE
+    ]
+    if not wide:
+        return []
+    worst = max(max(p["spread"].values()) for p in wide)
+    return [
+        f"{len(wide)} of {len(points)} points' repeats still differed by more than "
+        f"{SPREAD_TOLERANCE:.0%} (up to {worst:.0%}, see points[].spread) after extending the "
+        f"window to {max_seconds:g} s: raise --max-seconds for steadier figures"
+    ]
+
+
+def busy_cpu_seconds() -> float | None:
+    """CPU-seconds the CPUs this process may run on have spent busy since boot (/proc/stat),
+    None where unknown: other processes on CPUs outside the affinity do not disturb it."""
+    try:
+        lines = Path("/proc/stat").read_text().splitlines()
+    except OSError:
+        return None
+    mine = {f"cpu{i}" for i in usable_cpus()}
+    ticks = 0
+    for line in lines:
+        fields = line.split()
+        if fields and fields[0] in mine:
+            user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, fields[1:9])
+            ticks += user + nice + system + irq + softirq + steal
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass(frozen=True)
+class _Done:
+    caller: int
+    start: float
+    end: float
+    cpu: float
+    """The CPU clock when the request completed."""
+
+
+class Callers:
+    """Closed-loop callers with no think time that keep calling from one window to the next.
+
+    :meth:`measure` adds callers up to the concurrency asked for (the ladder only climbs, so a
+    caller is never taken away), waits until every caller has completed a request it started
+    after that (warm-up, discarded), then measures a window. Use as a context manager: leaving
+    it stops the callers and waits for their requests in flight.
+    """
+
+    def __init__(
+        self,
+        call: Callable[[], object],
+        *,
+        clock: Callable[[], float] = time.perf_counter,
+        cpu_clock: Callable[[], float] | None = time.process_time,
+        busy_clock: Callable[[], float | None] | None = busy_cpu_seconds,
+    ) -> None:
+        self.call = call
+        self.clock = clock
+        self.cpu_clock = cpu_clock
+        self.busy_clock = busy_clock
+        self.lock = threading.Lock()
+        self.done: list[_Done] = []
+        self.failures: list[BaseException] = []
+        self.stop = threading.Event()
+        self.threads: list[threading.Thread] = []
+
+    def __enter__(self) -> Callers:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.stop.set()
+        for thread in self.threads:
+            thread.join()
+
+    def _caller(self, me: int) -> None:
+        cpu_clock = self.cpu_clock
+        try:
+            while not self.stop.is_set():
+                start = self.clock()
+                self.call()
+                end = self.clock()
+                cpu = cpu_clock() if cpu_clock is not None else 0.0
+                with self.lock:
+                    self.done.append(_Done(me, start, end, cpu))
+        except BaseException as error:  # reported by the main thread
+            self.failures.append(error)
+            self.stop.set()
+
+    def _check(self) -> None:
+        if self.failures:
+            raise self.failures[0]
+
+    def _sleep_until(self, when: float) -> None:
+        while (left := when - self.clock()) > 0:
+            self._check()
+            time.sleep(min(left, 0.02))
+        self._check()
+
+    def _since(self, index: int) -> list[_Done]:
+        with self.lock:
+            return self.done[index:]
+
+    def measure(
+        self,
+        concurrency: int,
+        *,
+        seconds: float,
+        repeats: int,
+        min_requests: int,
+        max_seconds: float,
+        tolerance: float = SPREAD_TOLERANCE,
+    ) -> Window:
+        """Measure one window at ``concurrency`` callers.
+
+        The window starts when the last caller completes its warm-up request and lasts
+        ``seconds``, longer when needed for ``min_requests`` completions at the warm-up latency,
+        never longer than ``max_seconds``. It is split into ``repeats`` equal sub-windows: while
+        the relative range of their p50 or of their p95 exceeds ``tolerance``, the window
+        doubles, up to ``max_seconds``. It ends at the last completion, so the throughput is
+        the requests completed after the start over the time to the last of them.
+        """
+        if concurrency < len(self.threads):
+            raise ValueError(f"cannot go down from {len(self.threads)} to {concurrency} callers")
+        self._check()
+        with self.lock:
+            base = len(self.done)
+        since = self.clock()
+        for me in range(len(self.threads), concurrency):
+            thread = threading.Thread(target=self._caller, args=(me,), daemon=True)
+            self.threads.append(thread)
+            thread.start()
+        patience = max(60.0, 4 * max_seconds)
+        firsts: dict[int, _Done] = {}
+        seen = base
+        while len(firsts) < concurrency:
+            if self.clock() - since > patience:
+                self.stop.set()
+                raise TimeoutError(
+                    f"only {len(firsts)} of {concurrency} callers finished a request in "
+                    f"{patience:.0f} s"
+                )
+            time.sleep(0.002)
+            self._check()
+            fresh = self._since(seen)
+            seen += len(fresh)
+            for done in fresh:
+                if done.start >= since and done.caller not in firsts:
+                    firsts[done.caller] = done
+        begin = max(firsts.values(), key=lambda d: d.end)
+        t0 = begin.end
+        main0 = (self.clock(), self._cpu(), self.busy_clock() if self.busy_clock else None)
+        warm = sorted(d.end - d.start for d in firsts.values())[concurrency // 2]
+        target = min(max(seconds, min_requests / concurrency * warm), max_seconds)
+        extended = 0
+        while True:
+            self._sleep_until(t0 + target)
+            window = [d for d in self._since(base) if d.start >= since and d.end > t0]
+            elapsed = self.clock() - t0
+            if not window or (len(window) < min_requests and elapsed < max_seconds):
+                if elapsed > patience:
+                    raise TimeoutError(f"no request completed in {elapsed:.0f} s")
+                target = elapsed + 0.005
+                continue
+            last = max(window, key=lambda d: d.end)
+            spread = stats.sub_window_spread(
+                [(d.end, d.end - d.start) for d in window], t0, last.end, repeats
+            )
+            disagree = repeats > 1 and (spread is None or max(spread.values()) > tolerance)
+            if disagree and target < max_seconds:
+                target = min(2 * target, max_seconds)
+                extended += 1
+                continue
+            break
+        main1 = (self.clock(), self._cpu(), self.busy_clock() if self.busy_clock else None)
+        background = None
+        if main0[2] is not None and main1[2] is not None:
+            own = main1[1] - main0[1] if self.cpu_clock is not None else 0.0
+            background = max(0.0, (main1[2] - main0[2] - own) / (main1[0] - main0[0]))
+        return Window(
+            latencies=[d.end - d.start for d in window],
+            cpu_seconds=last.cpu - begin.cpu if self.cpu_clock is not None else None,
+            elapsed=last.end - t0,
+            spread=spread,
+            repeats=repeats,
+            warm_latency=warm,
+            background_cores=background,
+            extended=extended,
+        )
+
+    def _cpu(self) -> float:
+        return self.cpu_clock() if self.cpu_clock is not None else 0.0
+
+
+def closed_loop(
+    call: Callable[[], object],
+    concurrency: int,
+    *,
+    seconds: float,
+    repeats: int,
+    min_requests: int,
+    max_seconds: float,
+    tolerance: float = SPREAD_TOLERANCE,
+    clock: Callable[[], float] = time.perf_counter,
+    cpu_clock: Callable[[], float] | None = time.process_time,
+    busy_clock: Callable[[], float | None] | None = busy_cpu_seconds,
+) -> Window:
+    """One window of ``concurrency`` fresh callers (see :meth:`Callers.measure`)."""
+    with Callers(call, clock=clock, cpu_clock=cpu_clock, busy_clock=busy_clock) as callers:
+        return callers.measure(
+            concurrency,
+            seconds=seconds,
+            repeats=repeats,
+            min_requests=min_requests,
+            max_seconds=max_seconds,
+            tolerance=tolerance,
+        )
+
+
+def quietest(
+    callers: Callers,
+    concurrency: int,
+    settings: dict[str, Any],
+    budget: list[float],
+    on_retry: Callable[[Window], None] = lambda window: None,
+) -> Window:
+    """Measure a window with ``settings`` (seconds, repeats, min_requests, max_seconds and
+    optionally tolerance and quiet_cores); while other processes used more than
+    ``quiet_cores`` during it and ``budget[0]`` seconds of re-measuring are left, measure again.
+    The quietest window wins."""
+    best: Window | None = None
+    while True:
+        window = callers.measure(
+            concurrency,
+            seconds=settings["seconds"],
+            repeats=settings["repeats"],
+            min_requests=settings["min_requests"],
+            max_seconds=settings["max_seconds"],
+            tolerance=settings.get("tolerance", SPREAD_TOLERANCE),
+        )
+        if best is None or (window.background_cores or 0) < (best.background_cores or 0):
+            best = window
+        noisy = (best.background_cores or 0) > settings.get("quiet_cores", 0.25)
+        cost = window.elapsed + 2 * window.warm_latency
+        if not noisy or cost > budget[0]:
+            return best
+        budget[0] -= cost
+        on_retry(window)
 
 
 def main(config: dict[str, Any]) -> None:
@@ -89,30 +390,27 @@ def main(config: dict[str, Any]) -> None:
         outputs=outputs,
     )
     busy0, own0, wall0 = busy_cpu_seconds(), time.process_time(), time.perf_counter()
-    retry_left = float(config.get("retry_seconds", 0.0))
-    for concurrency, batch in config["points"]:
-        data = payload(batch)
+    budget = [float(config.get("retry_seconds", 0.0))]
 
-        def call(data: Any = data) -> object:
-            return fn(**{arg: data})
+    def record(window: Window, concurrency: int, batch: int) -> None:
+        assert window.cpu_seconds is not None
+        point = stats.point(
+            threads=threads,
+            concurrency=concurrency,
+            batch=batch,
+            latencies=window.latencies,
+            throughput_rps=window.throughput,
+            cpu_cores=window.cpu_seconds / window.elapsed,
+            spread=window.spread,
+            repeats=window.repeats if window.repeats > 1 else None,
+            qs=config["quantiles"],
+        )
+        if window.background_cores is not None:
+            point["background_cpu_cores"] = window.background_cores
+        emit("point", point=point, elapsed=window.elapsed, extended=window.extended)
 
-        best: Window | None = None
-        while True:
-            window = closed_loop(
-                call,
-                concurrency,
-                seconds=config["seconds"],
-                repeats=config["repeats"],
-                min_requests=config["min_requests"],
-                max_seconds=config["max_seconds"],
-            )
-            if best is None or (window.background_cores or 0) < (best.background_cores or 0):
-                best = window
-            noisy = (best.background_cores or 0) > config.get("quiet_cores", 0.25)
-            cost = window.elapsed + 2 * window.warm_latency
-            if not noisy or cost > retry_left:
-                break
-            retry_left -= cost
+    def retry(concurrency: int, batch: int) -> Callable[[Window], None]:
+        def report(window: Window) -> None:
             emit(
                 "retry",
                 threads=threads,
@@ -120,26 +418,40 @@ def main(config: dict[str, Any]) -> None:
                 batch=batch,
                 background_cpu_cores=window.background_cores,
             )
-        n = len(best.latencies)
-        point = stats.point(
-            threads=threads,
-            concurrency=concurrency,
-            batch=batch,
-            latencies=best.latencies,
-            cpu_s_per_request=best.cpu_seconds / n,
-            throughput_rps=n / best.elapsed,
-            repeat_medians=best.repeat_medians,
-            qs=config["quantiles"],
+
+        return report
+
+    def call_with(data: Any) -> Callable[[], object]:
+        return lambda: fn(**{arg: data})
+
+    with Callers(call_with(one)) as callers:
+
+        def step(concurrency: int) -> float:
+            window = quietest(callers, concurrency, config, budget, retry(concurrency, 1))
+            record(window, concurrency, 1)
+            return window.throughput
+
+        measured = ladder.climb(
+            step,
+            cap=int(config.get("max_concurrency", ladder.MAX_CONCURRENCY)),
+            fixed=config.get("concurrency"),
         )
-        if best.background_cores is not None:
-            point["background_cpu_cores"] = best.background_cores
-        emit("point", point=point, elapsed=best.elapsed)
+    for batch in config.get("batch", []):
+        with Callers(call_with(payload(batch))) as callers:
+            window = quietest(callers, 1, config, budget, retry(1, batch))
+        record(window, 1, batch)
     busy1 = busy_cpu_seconds()
     background = None
     if busy0 is not None and busy1 is not None:
         others = (busy1 - busy0) - (time.process_time() - own0)
         background = max(0.0, others / (time.perf_counter() - wall0))
-    emit("done", threads=threads, background_cpu_cores=background)
+    emit(
+        "done",
+        threads=threads,
+        background_cpu_cores=background,
+        ladder=measured,
+        knee=ladder.knee(measured),
+    )
 
 
 if __name__ == "__main__":
