@@ -1,10 +1,11 @@
 """``scalelab fidelity``: the simulator's serving model against a real model server, one run,
 one machine.
 
-Locally it calibrates (unless given ``--profile``), serves the calibrated SavedModel as TF
-Serving would (``scalelab serve --saved-model``, thread pools = cores), drives it with real
-Locust users at each user count of the ladder, then simulates the same ladder with the profile
-(:mod:`sim.serving.fidelity`). ``--endpoint`` points it at any TF Serving instead.
+Locally it serves ResNet101 as TF Serving would (``scalelab serve --model-path``, thread pools
+= cores), calibrates that server through its REST API with its process's CPU (unless given
+``--profile``; ``--in-process`` calibrates the SavedModel in process instead), drives it with
+real Locust users at each user count of the ladder, then simulates the same ladder with the
+profile (:mod:`sim.serving.fidelity`). ``--endpoint`` points it at any TF Serving instead.
 """
 
 from __future__ import annotations
@@ -59,7 +60,14 @@ def fidelity(
         typer.Option(help="SavedModel base path to serve [default: export the profile's model]"),
     ] = None,
     full: Annotated[
-        bool, typer.Option("--full", help="full calibration (~5-8 min) instead of --quick")
+        bool, typer.Option("--full", help="longer calibration windows instead of quick ones")
+    ] = False,
+    in_process: Annotated[
+        bool,
+        typer.Option(
+            "--in-process",
+            help="calibrate in process (no REST) instead of through the served model's API",
+        ),
     ] = False,
     endpoint: Annotated[
         str | None, typer.Option(help="a running TF Serving REST API instead of a local one")
@@ -114,6 +122,7 @@ def fidelity(
                 profile=profile,
                 saved_model=saved_model,
                 quick=not full,
+                in_process=in_process,
                 endpoint=endpoint,
                 model=model,
                 cores=cores,
@@ -147,6 +156,7 @@ def _measure(
     profile: Path | None,
     saved_model: Path | None,
     quick: bool,
+    in_process: bool,
     endpoint: str | None,
     model: str,
     cores: float | None,
@@ -164,6 +174,7 @@ def _measure(
     body = lab_request_body(lab_image(None))
     meta: dict[str, Any] = {"cpu": host.cpu_info(), "seed": seed, "wait_s": list(waits)}
     began = time.perf_counter()
+    calibrated: Any
     if endpoint is not None:
         assert profile is not None
         calibrated = load_profile(profile)
@@ -181,24 +192,21 @@ def _measure(
         meta["server"] = {"endpoint": endpoint, "model": model, "cores": have}
     else:
         have = cores or float(len(host.usable_cpus()))
-        if profile is None:
+        threads = max(1, round(have))
+        calibrated = load_profile(profile) if profile is not None else None
+        if calibrated is None and in_process:
             calibrated, saved_model = _calibrate(console, tmp, quick)
-            out.mkdir(parents=True, exist_ok=True)
-            dump_profile(calibrated, out / "profile.yaml")
-            meta["profile_file"] = str(out / "profile.yaml")
-        else:
-            calibrated = load_profile(profile)
         if saved_model is None:
             from sim.serving.calibrate.model import export
 
             console.print("exporting ResNet101 as the lab lays it out ...")
             saved_model = export("resnet101", tmp / "model")
-        threads = max(1, round(have))
-        console.print(
-            f"serving {saved_model} with {threads} threads; ladder {[s.users for s in ladder]}"
-        )
+        console.print(f"serving {saved_model} with {threads} threads")
         with real.start_local_server(_base(saved_model), model, threads) as server:
             real.check_endpoint(server.url, model, "1", body, 60.0)
+            if calibrated is None:
+                calibrated = _calibrate_endpoint(console, server, model, have, quick)
+            console.print(f"driving it with real Locust users: {[s.users for s in ladder]}")
             measured = real.run_ladder(
                 server.url,
                 model,
@@ -209,6 +217,10 @@ def _measure(
                 seed=seed,
                 workdir=tmp,
             )
+        if profile is None:
+            out.mkdir(parents=True, exist_ok=True)
+            dump_profile(calibrated, out / "profile.yaml")
+            meta["profile_file"] = str(out / "profile.yaml")
         meta["server"] = {"saved_model": str(saved_model), "threads": threads, "cores": have}
     rungs = [
         fid.Rung(
@@ -231,6 +243,32 @@ def _measure(
 def _base(saved: Path) -> Path:
     """TF Serving's base path: the folder holding numbered versions."""
     return saved.parent if saved.name.isdigit() else saved
+
+
+def _calibrate_endpoint(
+    console: Console, server: Any, model: str, cores: float, quick: bool
+) -> Any:
+    """The served model's own ladder, through its REST API, with the server's CPU from its
+    process: the system the prediction is about, HTTP and JSON included."""
+    from cloud.load import lab_image
+    from sim.serving.calibrate.endpoint import EndpointRun, run_endpoint
+    from sim.serving.profile import profile_from_dict
+
+    console.print(f"calibrating the served model through {server.url} ...")
+    seconds, max_seconds = (4.0, 12.0) if quick else (10.0, 40.0)
+    run = EndpointRun(
+        url=server.url,
+        model=model,
+        image=lab_image(None),
+        cores=cores,
+        seconds=seconds,
+        max_seconds=max_seconds,
+        cpu_pid=server.pid,
+        family="resnet101-served",
+        name="resnet101-served-here",
+        command="scalelab fidelity (calibration step, --endpoint with --cpu-pid)",
+    )
+    return profile_from_dict(run_endpoint(run), "calibrated here")
 
 
 def _calibrate(console: Console, tmp: Path, quick: bool) -> tuple[Any, Path]:

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -31,7 +32,7 @@ from sim.serving.calibrate.endpoint import cgroup_cpu, process_cpu
 from sim.serving.calibrate.host import slug
 from sim.serving.calibrate.payload import jpeg_size, rest_body
 from sim.serving.calibrate.worker import Callers, closed_loop
-from sim.serving.profile import load_profile, profile_from_dict
+from sim.serving.profile import ProfileExtrapolationWarning, load_profile, profile_from_dict
 from tests.test_profile import synthetic
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -339,25 +340,27 @@ def test_derivation_scales_the_local_shape_to_the_observed_latency() -> None:
     data = derive(local, machine="e2-standard-4", observed_latency=0.68, overhead=0.03)
     node = profile_from_dict(data)
     assert node.machine_type == "e2-standard-4" and node.kind == "derived"
-    assert node.axes["threads"] == (1, 2, 3, 4)
-    assert node.axes["concurrency"] == (1, 2, 4, 8)  # 4 vCPUs take twice a lone request's 2
-    assert node.service(4).latency_median == pytest.approx(0.68)
+    assert node.threads == (1, 2, 3, 4)
+    assert node.concurrency(4) == local.concurrency(2)  # the local ladder carries over
+    assert node.alone_latency(4) == pytest.approx(0.68, rel=1e-3)
     r = data["provenance"]["derivation"]["r"]
-    assert r == pytest.approx(0.65 / local.service(2.0).latency_median)
-    # 1 vCPU is one core; 4 vCPUs give a lone request 2 cores, and it burns 2 cores' time
-    assert node.service(1).latency_median == pytest.approx(
-        0.03 + r * local.service(1.0).latency_median
-    )
-    assert node.service(4).cpu_seconds_mean == pytest.approx(
-        r * local.service(2.0).cpu_seconds_mean
-    )
-    assert node.service(3).latency_median == pytest.approx(node.service(4).latency_median)
-    # two requests fill the 4 vCPUs without slowing each other; four load them like two locally
-    assert node.service(4, 2).latency_median == pytest.approx(node.service(4).latency_median)
-    assert node.service(4, 4).latency_median == pytest.approx(
-        0.03 + r * local.service(2.0, 2).latency_median
-    )
+    g4 = physical_cores(4, 4, 1.25, 2)
+    assert r == pytest.approx(0.65 / (1 / local.throughput(g4, 1)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ProfileExtrapolationWarning)
+        for v, n in ((1, 1), (2, 2), (4, 1), (4, 4)):
+            g = physical_cores(v, 4, 1.25, 2)
+            # the shape of the curve is the local one at g(v) cores, scaled by the one ratio r
+            assert node.throughput(v, n) == pytest.approx(local.throughput(g, n) / r, rel=1e-3)
+            # the share of the intra-op pool kept busy carries over: U x v / g(v)
+            assert node.cpu_cores(v, n) == pytest.approx(local.cpu_cores(g, n) * v / g, rel=1e-3)
+    # X(4 in flight) / X(1) is the local ratio: a lone figure does not set the curve
+    ratio = node.throughput(4, 4) / node.throughput(4, 1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ProfileExtrapolationWarning)
+        assert ratio == pytest.approx(local.throughput(g4, 4) / local.throughput(g4, 1), 1e-3)
     assert "overhead_s 0.03" in " ".join(data["provenance"]["assumed"])
+    assert "NOT observed" in " ".join(data["provenance"]["assumed"])
 
 
 def test_hyperthreads_can_be_given_some_throughput() -> None:
@@ -365,9 +368,12 @@ def test_hyperthreads_can_be_given_some_throughput() -> None:
     assert physical_cores(4, 4, 1.25, 2) == pytest.approx(2.5)
     assert physical_cores(1, 4, 1.25, 2) == 1
     local = profile_from_dict(synthetic(threads=(1, 2, 4)))
-    node = profile_from_dict(derive(local, smt_gain=1.25))
-    assert node.service(4).latency_median == pytest.approx(0.68)
-    assert node.service(3).latency_median > node.service(4).latency_median
+    none = profile_from_dict(derive(local, smt_gain=1.0))
+    some = profile_from_dict(derive(local, smt_gain=1.5))
+    for node in (none, some):
+        assert node.alone_latency(4) == pytest.approx(0.68, rel=1e-3)
+    # the lone latency is pinned; the loaded plateau then depends on the assumed SMT gain
+    assert some.throughput(4, 4) != pytest.approx(none.throughput(4, 4), rel=0.01)
 
 
 def test_derive_command_writes_the_node_profile(tmp_path: Path) -> None:

@@ -64,8 +64,9 @@ def test_lab_invariants() -> None:
 def test_lab_story() -> None:
     trace = lab_trace()
     s = trace.summary
-    # Scale-up soon after the load rises (the 4-user step starts at 60 s).
-    assert s["first_scale_up_t"] is not None and 60 <= s["first_scale_up_t"] <= 240
+    # Scale-up once the load is on, within the first steps (2 users from 0 s, 4 from 60 s):
+    # which HPA sync first sees the pod above 66% depends on the profile's measured U(c, n).
+    assert s["first_scale_up_t"] is not None and 15 <= s["first_scale_up_t"] <= 240
     assert s["max_replicas_desired"] == 4 and s["max_replicas_ready"] == 3
     # The 4th replica stays Pending: three nodes, each full, pool capped at three.
     full = [e for e in trace.events_of("unschedulable") if "0/3 nodes are available" in e["reason"]]

@@ -1,0 +1,162 @@
+"""scalelab fidelity: the simulated ladder, the comparison, the outputs, and a real short ladder
+against ResNet101 served here (CI's regression guard on the serving model)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from sim.cli import app
+from sim.errors import UserError
+from sim.serving.fidelity import Bounds, Row, Rung, Step, compare, simulate_ladder, write
+from sim.serving.profile import profile_from_dict
+from tests.test_profile import synthetic
+
+HAS_TF = importlib.util.find_spec("tensorflow") is not None
+
+
+def linear_profile(service: float = 0.2, top: int = 8) -> dict:
+    """X(n) = n / service: requests never slow each other, up to ``top`` in flight."""
+    return synthetic(
+        threads=(2,),
+        concurrency=tuple(range(1, top + 1)),
+        batch=(1,),
+        throughput=lambda t, n: n / service,
+        cpu=lambda t, n: 0.5 * n,
+        sigma=0.0,
+    )
+
+
+def test_simulated_ladder_follows_the_closed_loop_formula() -> None:
+    profile = profile_from_dict(linear_profile())
+    rungs = simulate_ladder(
+        profile, 2.0, [Step(1, 120, 5), Step(4, 120, 5)], wait=(0.8, 0.9), seed=3
+    )
+    for rung in rungs:
+        # each user cycles through service (0.2 s) and a wait of 0.85 s on average
+        assert rung.throughput_rps == pytest.approx(rung.users / 1.05, rel=0.04)
+        assert rung.p50 == pytest.approx(0.2, rel=0.01)
+        # U(n) = 0.5 n cores, n = X x 0.2 in flight on average
+        assert rung.cpu_cores == pytest.approx(0.5 * rung.throughput_rps * 0.2, rel=0.05)
+        assert rung.failed == 0
+    assert rungs[1].start == pytest.approx(125 + 5)
+
+
+def test_simulated_ladder_saturates_at_the_plateau() -> None:
+    profile = profile_from_dict(linear_profile(top=2))  # plateau 10 req/s from 2 in flight
+    (rung,) = simulate_ladder(profile, 2.0, [Step(30, 60, 10)], seed=1)
+    assert rung.throughput_rps == pytest.approx(10.0, rel=0.03)
+    # Little's law: 30 users, 10 req/s, 0.85 s of waiting each -> 3 s - 0.85 s in the server
+    assert sum(rung.latencies) / len(rung.latencies) == pytest.approx(30 / 10 - 0.85, rel=0.05)
+
+
+def test_same_seed_same_ladder() -> None:
+    profile = profile_from_dict(linear_profile())
+    steps = [Step(3, 20, 2)]
+    a, b = simulate_ladder(profile, 2, steps, seed=5), simulate_ladder(profile, 2, steps, seed=5)
+    assert a[0].latencies == b[0].latencies
+    assert simulate_ladder(profile, 2, steps, seed=6)[0].latencies != a[0].latencies
+
+
+def test_steps_are_checked() -> None:
+    with pytest.raises(UserError, match="users >= 1"):
+        Step(0, 10, 1)
+
+
+def rung(users: int, ok: int, latencies: list[float], cpu: float | None = 1.0) -> Rung:
+    return Rung(users, 0.0, 10.0, ok, 0, latencies, cpu)
+
+
+def test_errors_are_relative_to_the_real_side(tmp_path: Path) -> None:
+    real = [rung(1, 10, [0.2] * 10), rung(4, 40, [0.4] * 40)]
+    simulated = [rung(1, 11, [0.25] * 11), rung(4, 40, [0.4] * 40, None)]
+    rows = compare(real, simulated)
+    assert rows[0].error("throughput_rps") == pytest.approx(10.0)
+    assert rows[0].error("p50") == pytest.approx(25.0)
+    assert rows[1].error("cpu_cores") is None
+    misses = Bounds(throughput=5, latency=15).misses(rows)
+    assert misses == [
+        "1 users: throughput_rps off by +10.0% (bound 5%)",
+        "1 users: p50 off by +25.0% (bound 15%)",
+        "1 users: p95 off by +25.0% (bound 15%)",
+    ]
+    files = write(tmp_path, rows, {"machine": "here"})
+    assert [f.name for f in files] == ["fidelity.csv", "fidelity.json", "fidelity.png"]
+    lines = (tmp_path / "fidelity.csv").read_text().splitlines()
+    assert lines[0].startswith("users,real_throughput_rps,sim_throughput_rps,error_throughput")
+    assert lines[1].startswith("1,1,1.1,10,")
+    data = json.loads((tmp_path / "fidelity.json").read_text())
+    assert data["machine"] == "here" and data["rows"][1]["error_pct"]["cpu_cores"] is None
+    with pytest.raises(ValueError, match="different user counts"):
+        compare(real, simulated[:1])
+
+
+def test_a_row_without_a_real_value_has_no_error() -> None:
+    assert Row(1, {"p50": None}, {"p50": 0.3}).error("p50") is None
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--users", "0,2"], "--users takes integers >= 1"),
+        (["--users", "a"], "comma-separated integers"),
+        (["--wait", "0.9"], "--wait takes LOW,HIGH"),
+        (["--endpoint", "http://127.0.0.1:9"], "--endpoint needs --profile"),
+        (["--cpu-pid", "1"], "read a server given by --endpoint"),
+    ],
+)
+def test_bad_input_exits_2_and_writes_nothing(
+    args: list[str], message: str, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    done = CliRunner().invoke(app, ["fidelity", *args, "--out", str(out)])
+    assert done.exit_code == 2, done.output
+    assert message in " ".join(done.output.split())
+    assert not out.exists()
+
+
+def test_unreachable_endpoint_names_the_url(tmp_path: Path) -> None:
+    profile = tmp_path / "p.yaml"
+    profile.write_text(json.dumps(linear_profile()))
+    out = tmp_path / "out"
+    done = CliRunner().invoke(
+        app,
+        ["fidelity", "--endpoint", "http://127.0.0.1:9", "--profile", str(profile)]
+        + ["--out", str(out)],
+    )
+    assert done.exit_code == 2, done.output
+    assert "127.0.0.1:9" in done.output and "Traceback" not in done.output
+    assert not out.exists()
+
+
+@pytest.mark.resnet
+@pytest.mark.skipif(not HAS_TF, reason="needs the calibrate extra (tensorflow-cpu)")
+def test_resnet101_short_ladder_real_against_simulated(tmp_path: Path) -> None:
+    """CI's guard: calibrate ResNet101 here (a short ladder at this machine's cores), serve the
+    same SavedModel, drive it with real Locust at 1, 4 and 12 users, and hold the simulated
+    ladder within loose bounds (a shared CI machine is noisy; README has the tight figures)."""
+    from sim.serving.calibrate.host import usable_cpus
+    from sim.serving.calibrate.local import LocalRun, default_grid, grid_with, run_local
+    from sim.serving.profile import dump_profile
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    cores = len(usable_cpus())
+    grid = grid_with(default_grid(quick=True), threads=[cores])
+    run = LocalRun(grid=grid, export_dir=tmp_path / "model", command="test")
+    profile = dump_profile(run_local(run), tmp_path / "profile.yaml")
+    out = tmp_path / "fidelity"
+    done = CliRunner().invoke(
+        app,
+        ["fidelity", "--profile", str(profile), "--saved-model", str(tmp_path / "model")]
+        + ["--users", "1,4,12", "--seconds", "15", "--settle", "4", "--out", str(out)]
+        + ["--max-error-rps", "15", "--max-error-latency", "45"],
+    )
+    assert done.exit_code == 0, done.output
+    rows = json.loads((out / "fidelity.json").read_text())["rows"]
+    assert [r["users"] for r in rows] == [1, 4, 12]
+    assert all(r["real"]["ok"] > 0 and r["real"]["failed"] == 0 for r in rows)
