@@ -1,9 +1,9 @@
 """``scalelab fidelity``: the simulator's serving model against a real model server, one run,
 one machine.
 
-Locally it serves ResNet101 as TF Serving would (``scalelab serve --model-path``, thread pools
-= cores), calibrates that server through its REST API with its process's CPU (unless given
-``--profile``; ``--in-process`` calibrates the SavedModel in process instead), drives it with
+Locally it calibrates ResNet101 in process (unless given ``--profile``; ``--through-api``
+calibrates the served model through its REST API with its process's CPU instead), serves it as
+TF Serving would (``scalelab serve --model-path``, thread pools = cores), drives it with
 real Locust users at each user count of the ladder, then simulates the same ladder with the
 profile (:mod:`sim.serving.fidelity`). ``--endpoint`` points it at any TF Serving instead.
 """
@@ -62,11 +62,12 @@ def fidelity(
     full: Annotated[
         bool, typer.Option("--full", help="longer calibration windows instead of quick ones")
     ] = False,
-    in_process: Annotated[
+    through_api: Annotated[
         bool,
         typer.Option(
-            "--in-process",
-            help="calibrate in process (no REST) instead of through the served model's API",
+            "--through-api",
+            help="calibrate through the served model's REST API (with its process's CPU) "
+            "instead of the SavedModel in process",
         ),
     ] = False,
     endpoint: Annotated[
@@ -122,7 +123,7 @@ def fidelity(
                 profile=profile,
                 saved_model=saved_model,
                 quick=not full,
-                in_process=in_process,
+                in_process=not through_api,
                 endpoint=endpoint,
                 model=model,
                 cores=cores,

@@ -126,8 +126,15 @@ def test_unreachable_endpoint_names_the_url(tmp_path: Path) -> None:
     out = tmp_path / "out"
     done = CliRunner().invoke(
         app,
-        ["fidelity", "--endpoint", "http://127.0.0.1:9", "--profile", str(profile)]
-        + ["--out", str(out)],
+        [
+            "fidelity",
+            "--endpoint",
+            "http://127.0.0.1:9",
+            "--profile",
+            str(profile),
+            "--out",
+            str(out),
+        ],
     )
     assert done.exit_code == 2, done.output
     assert "127.0.0.1:9" in done.output and "Traceback" not in done.output
@@ -152,9 +159,11 @@ def test_resnet101_short_ladder_real_against_simulated(tmp_path: Path) -> None:
     out = tmp_path / "fidelity"
     done = CliRunner().invoke(
         app,
-        ["fidelity", "--profile", str(profile), "--saved-model", str(tmp_path / "model")]
-        + ["--users", "1,4,12", "--seconds", "15", "--settle", "4", "--out", str(out)]
-        + ["--max-error-rps", "15", "--max-error-latency", "45"],
+        [
+            *("fidelity", "--profile", str(profile), "--saved-model", str(tmp_path / "model")),
+            *("--users", "1,4,12", "--seconds", "15", "--settle", "4", "--out", str(out)),
+            *("--max-error-rps", "15", "--max-error-latency", "45"),
+        ],
     )
     assert done.exit_code == 0, done.output
     rows = json.loads((out / "fidelity.json").read_text())["rows"]

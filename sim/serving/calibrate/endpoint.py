@@ -7,7 +7,8 @@ are, post the lab's body (base64 JPEG, ``serving_preprocess``) to
 a source the user names: a local process (``/proc/PID/stat``) or a cgroup (``cpu.stat``
 ``usage_usec``, v1 ``cpuacct.usage``); without one it is unmeasured and every point says the
 server kept its ``cores`` busy (intra-op threads spin while any request is in flight). The
-network and HTTP overhead is the median round trip of the model-status GET. Stdlib only.
+round trip of the model-status GET is recorded (provenance), but ``overhead_s`` is 0: the callers'
+throughput and latency already include the network and HTTP. Stdlib only.
 """
 
 from __future__ import annotations
@@ -335,7 +336,9 @@ def run_endpoint(run: EndpointRun, progress: Progress | None = None) -> dict[str
         },
         "defaults": {
             "threads": run.cores,
-            "overhead_s": overhead,
+            # The callers' X and latency already include the round trip: a second overhead
+            # on top would count it twice in the simulator.
+            "overhead_s": 0.0,
             "idle_cpu_cores": idle,
             "cold_factor": first_s / statistics.median(lone),
         },
@@ -362,8 +365,9 @@ def run_endpoint(run: EndpointRun, progress: Progress | None = None) -> dict[str
                 "clients": METHOD["clients"] + "; one keep-alive connection each",
                 "threads": f"--cores {run.cores:g}: the CPU the pod can use, given by the user",
                 "cpu": cpu_method,
-                "overhead": "median round trip of 10 GET /v1/models/<model> on a keep-alive "
-                "connection: network and HTTP, not the 61 KB upload or JSON parsing",
+                "overhead": f"median round trip of 10 GET /v1/models/<model> on a keep-alive "
+                f"connection: {overhead:.4f} s; defaults.overhead_s is 0 because the ladder's "
+                "X and latency already include network and HTTP",
                 "idle_cpu_cores": f"measured: {cpu.description} over 1 s before any request"
                 if cpu is not None
                 else "not observable without a CPU source; 0",
