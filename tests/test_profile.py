@@ -136,9 +136,9 @@ def test_shipped_profiles_load_and_carry_provenance() -> None:
     assert any(n.startswith("resnet101-cpu-") for n in names)
     root = Path(__file__).resolve().parents[1]
     for profile in shipped:
-        # written by a command (the dev conversions have an empty command, their tool says)
-        made_by = profile.provenance.get("command") or profile.provenance.get("tool", "")
-        assert made_by.startswith("scalelab calibrate")
+        # written by a command (calibrate, or fidelity's calibration step), never by hand
+        made_by = profile.provenance["command"]
+        assert made_by.startswith(("scalelab calibrate", "scalelab fidelity"))
         assert profile.provenance.get("date")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ProfileExtrapolationWarning)
