@@ -91,6 +91,12 @@ def fidelity(
     max_error_latency: Annotated[float, typer.Option(help="bound on p50/p95 error, %")] = 15.0,
     out: Annotated[Path, typer.Option(help="output directory")] = Path("out/fidelity"),
     seed: Annotated[int, typer.Option(help="seed of both sides' wait times")] = 1,
+    sim_seeds: Annotated[
+        int, typer.Option(help="simulated ladders pooled (seeds seed, seed+1, ...)", min=1)
+    ] = 8,
+    discipline: Annotated[
+        str, typer.Option(help="fifo or ps: how requests in flight share X(c, n)")
+    ] = "fifo",
     debug: Annotated[bool, typer.Option("--debug", help="show tracebacks")] = False,
 ) -> None:
     """Real against simulated, per user count: req/s, p50, p95, p99 and server CPU (exit 1
@@ -114,6 +120,8 @@ def fidelity(
                 "`scalelab calibrate --endpoint URL --model NAME --out FILE`"
             )
         bounds = fid.Bounds(max_error_rps, max_error_latency)
+        if discipline not in ("fifo", "ps"):
+            raise CloudError(f"--discipline must be fifo or ps, got {discipline!r}")
         with tempfile.TemporaryDirectory(prefix="scalelab-fidelity-") as tmp:
             result = _measure(
                 console,
@@ -130,6 +138,8 @@ def fidelity(
                 cpu_pid=cpu_pid,
                 cpu_cgroup=cpu_cgroup,
                 seed=seed,
+                sim_seeds=sim_seeds,
+                discipline=discipline,
                 out=out,
             )
     except (CloudError, CalibrationError, ProfileError, OSError) as error:
@@ -164,6 +174,8 @@ def _measure(
     cpu_pid: int | None,
     cpu_cgroup: Path | None,
     seed: int,
+    sim_seeds: int,
+    discipline: str,
     out: Path,
 ) -> tuple[list[Any], dict[str, Any]]:
     from cloud import ladder as real
@@ -207,6 +219,10 @@ def _measure(
             real.check_endpoint(server.url, model, "1", body, 60.0)
             if calibrated is None:
                 calibrated = _calibrate_endpoint(console, server, model, have, quick)
+            elif calibrated.kind == "measured":
+                calibrated, meta["rest_overhead"] = _rest_overhead(
+                    console, calibrated, server.url, model, body, have
+                )
             console.print(f"driving it with real Locust users: {[s.users for s in ladder]}")
             measured = real.run_ladder(
                 server.url,
@@ -235,10 +251,58 @@ def _measure(
         )
         for m in measured
     ]
-    simulated = fid.simulate_ladder(calibrated, have, ladder, wait=waits, seed=seed)
+    simulated = fid.pooled(
+        [
+            fid.simulate_ladder(
+                calibrated, have, ladder, wait=waits, seed=seed + k, discipline=discipline
+            )
+            for k in range(sim_seeds)
+        ]
+    )
+    meta["simulated"] = {"seeds": sim_seeds, "discipline": discipline}
     meta["profile"] = calibrated.name
     meta["elapsed_s"] = round(time.perf_counter() - began, 1)
     return fid.compare(rungs, simulated), meta
+
+
+def _rest_overhead(
+    console: Console, profile: Any, url: str, model: str, body: str, cores: float, count: int = 20
+) -> tuple[Any, dict[str, float]]:
+    """An in-process profile has no REST: measure what the REST path adds to a lone request
+    (median of ``count`` sequential predicts on one keep-alive connection, after 3 to warm up,
+    less the profile's lone median) and carry it as the profile's ``overhead_s``."""
+    import dataclasses
+    import http.client
+    import statistics
+    import urllib.parse
+
+    from cloud.load import predict_path
+
+    parts = urllib.parse.urlsplit(url)
+    connection = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, 60)
+    headers = {"Content-Type": "application/json"}
+    times = []
+    try:
+        for i in range(count + 3):
+            started = time.perf_counter()
+            connection.request("POST", predict_path(model, "1"), body, headers)
+            answer = connection.getresponse()
+            answer.read()
+            if answer.status != 200:
+                raise CloudError(f"POST {url}{predict_path(model, '1')}: HTTP {answer.status}")
+            if i >= 3:
+                times.append(time.perf_counter() - started)
+    finally:
+        connection.close()
+    lone = statistics.median(times)
+    inside = profile.latency(cores, 1)[profile.quantiles.index(0.5)]
+    overhead = max(0.0, lone - inside)
+    console.print(
+        f"REST path: lone request {lone * 1000:.1f} ms through the API, "
+        f"{inside * 1000:.1f} ms in process: overhead {overhead * 1000:.1f} ms"
+    )
+    figures = {"lone_rest_s": lone, "lone_in_process_s": inside, "overhead_s": overhead}
+    return dataclasses.replace(profile, overhead_s=profile.overhead_s + overhead), figures
 
 
 def _base(saved: Path) -> Path:

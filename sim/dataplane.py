@@ -273,7 +273,10 @@ class DataPlane:
             if user is not None:
                 self._idle(user, t)
             return
-        work = server.median * math.exp(server.sigma * z)
+        k = len(server.jobs) + 1
+        if k > server.top:
+            k = server.top
+        work = server.work_median[k] * math.exp(server.spread[k] * z)
         if server.cold_left:
             # Without a warmup file the first Session::Run calls pay graph initialisation.
             server.cold_left -= 1
@@ -287,13 +290,17 @@ class DataPlane:
             server.queue.append((work, next(self._seq), t, user, seq))
             return
         server.advance(t)
-        heapq.heappush(jobs, (server.virtual + work, next(self._seq), t, user, seq))
+        if server.fifo:
+            jobs.append([work, next(self._seq), t, user, seq])  # type: ignore[arg-type]
+        else:
+            heapq.heappush(jobs, (server.virtual + work, next(self._seq), t, user, seq))
         if server.node is not None and server.node.contended(server):
             self._split(server.node)
         # Where the measured rate does not change with one more request in flight, the
         # scheduled completion stays right unless the new request is the new head.
         elif (
             n
+            and not server.fifo
             and n < server.top
             and server.rate[n + 1] == server.rate[n]
             and server.quota is None
@@ -307,13 +314,20 @@ class DataPlane:
         jobs = server.jobs
         if not jobs:
             return
-        head = jobs[0]
+        if server.fifo:
+            done = server.next_done()
+            if done is None:
+                return
+            head, rate = done
+            left = head[0]
+        else:
+            head = jobs[0]
+            n = len(jobs)
+            rate = server.rate[n if n < server.top else server.top]
+            if rate <= 0:
+                return
+            left = head[0] - server.virtual
         server.head = head[1]
-        n = len(jobs)
-        rate = server.rate[n if n < server.top else server.top]
-        if rate <= 0:
-            return
-        left = head[0] - server.virtual
         if left < 0.0:
             left = 0.0
         when = server.last + left / rate if server.quota is None else server.finish_time(left, rate)
@@ -321,7 +335,7 @@ class DataPlane:
 
     def _complete(self, server: Server, t: float) -> None:
         server.advance(t)
-        _, order, t0, user, seq = heapq.heappop(server.jobs)
+        _, order, t0, user, seq = server.pop_done() if server.fifo else heapq.heappop(server.jobs)
         node = server.node
         if server.batching is not None:
             for _, _, r0, ruser, rseq in server.members.pop(order):
@@ -331,8 +345,7 @@ class DataPlane:
         else:
             server.served += 1
             if server.queue:
-                work, qorder, q0, quser, qseq = server.queue.popleft()
-                heapq.heappush(server.jobs, (server.virtual + work, qorder, q0, quser, qseq))
+                server.push(*server.queue.popleft())
             latency = t - t0 + server.overhead
             if user is None and latency <= self.timeout:  # _respond's common case, inlined
                 self.tally.ok += 1
@@ -393,7 +406,7 @@ class DataPlane:
             order = next(self._seq)
             server.members[order] = batch
             work = config.batch_work([job[0] for job in batch])
-            heapq.heappush(server.jobs, (server.virtual + work, order, t, None, 0))
+            server.push(work, order, t, None, 0)
         if started:
             if server.node is not None and server.node.contended(server):
                 self._split(server.node)

@@ -335,6 +335,12 @@ class Serving(Strict):
         ge=1,
         description="--tensorflow_intra_op_parallelism; default: all node vCPUs (TF Serving)",
     )
+    discipline: Literal["fifo", "ps"] = Field(
+        "fifo",
+        description="how requests in flight share the measured throughput X(c, n): fifo, the "
+        "k-th oldest progresses at X(k) - X(k-1) (the oldest as if alone; measured closer to "
+        "a served ResNet101 by scalelab fidelity); ps, each at X(n)/n (processor sharing)",
+    )
     batching: Batching | None = None
     warmup: bool = Field(
         False, description="the SavedModel ships assets.extra/tf_serving_warmup_requests"

@@ -207,7 +207,10 @@ def test_the_built_server_reads_the_profile_at_its_cores() -> None:
     assert server.top == 16  # the tables reach as far as requests can be in flight
     assert server.cores == server.cores_alone == 2.0
     assert (server.quota, server.weight, server.last) == (1.5, 2.0, 3.0)
-    assert server.sigma == pytest.approx(profile.sigma(2.0))
+    # work spread per requests in flight: the measured latency spread at that n
+    assert server.spread[1] == pytest.approx(profile.sigma(2.0))
+    assert server.spread[4] == pytest.approx(profile.spread(2.0, 4))
+    assert server.fifo  # the scenario's default discipline
     assert server.overhead == 0.02
     assert server.cold_left == 1 and server.cold_factor == ASSUMED_COLD_FACTOR
     for n in range(1, 17):

@@ -274,10 +274,11 @@ def test_local_and_dask_executors_give_identical_results(tmp_path: Path) -> None
     mine = without_wall_clock(read_csv(tmp_path / "local" / "results.csv"))
     theirs = without_wall_clock(read_csv(tmp_path / "dask" / "results.csv"))
     assert mine == theirs and len(mine) == 4 * 2 + 2
-    # the load axis really changes the load: twice the users, more requests at the same target
+    # the load axis really changes the load: twice the users, more requests where the HPA
+    # scales out (at 80% one pod stays saturated: its plateau, not the users, sets the count)
     rows = {(r[TARGET], r["load.scale"], r["seed"]): int(r["requests_total"]) for r in mine
             if r["role"] == "point"}  # fmt: skip
-    assert all(rows[(t, "2", s)] > rows[(t, "1", s)] for t in ("40", "80") for s in ("1", "2"))
+    assert all(rows[("40", "2", s)] > 1.1 * rows[("40", "1", s)] for s in ("1", "2"))
 
 
 # --- tune ---------------------------------------------------------------------------------

@@ -85,6 +85,27 @@ def steps_for(users: Sequence[int], seconds: float, settle: float) -> list[Step]
     return [Step(u, seconds, settle) for u in users]
 
 
+def pooled(runs: Sequence[Sequence[Rung]]) -> list[Rung]:
+    """Several simulated ladders (seeds) as one: the model's expectation, not one draw of it.
+    A rung's windows are laid end to end, so throughput and CPU are their means."""
+    out = []
+    for same in zip(*runs, strict=True):
+        span = sum(r.end - r.start for r in same)
+        cpu = [r.cpu_cores for r in same if r.cpu_cores is not None]
+        out.append(
+            Rung(
+                users=same[0].users,
+                start=same[0].start,
+                end=same[0].start + span,
+                ok=sum(r.ok for r in same),
+                failed=sum(r.failed for r in same),
+                latencies=[v for r in same for v in r.latencies],
+                cpu_cores=sum(cpu) / len(cpu) if cpu else None,
+            )
+        )
+    return out
+
+
 class _Log:
     """A data-plane recorder that keeps every response (time, latency)."""
 
@@ -111,6 +132,7 @@ def simulate_ladder(
     seed: int = 1,
     rest_threads: int | None = None,
     timeout: float = 30.0,
+    discipline: str = "fifo",
 ) -> list[Rung]:
     """The ladder on one warm server with ``cores`` to itself: users are added over each rung's
     first second (or stopped, newest first, as Locust does) and send their first request at
@@ -127,11 +149,12 @@ def simulate_ladder(
         "fidelity",
         tables=lambda c: profile.tables(c, threads + 1),
         cores=cores,
-        sigma=profile.sigma(cores),
+        sigma=[profile.spread(cores, n) for n in range(threads + 1)],
         overhead=profile.overhead_s,
         threads=threads,
         now=0.0,
         cold_factor=profile.cold_factor or ASSUMED_COLD_FACTOR,
+        fifo=discipline == "fifo",
     )
     plane.add_endpoint(server)
     low, high = wait

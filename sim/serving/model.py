@@ -55,7 +55,7 @@ def build_server(
         name,
         tables=functools.partial(_tables, profile, in_flight + 1),
         cores=cores,
-        sigma=profile.sigma(cores),
+        sigma=[profile.spread(cores, n) for n in range(in_flight + 1)],
         overhead=profile.overhead_s,
         threads=threads,
         now=now,
@@ -64,6 +64,7 @@ def build_server(
         cold_factor=cold_factor(serving, profile),
         batching=batching,
         weight=weight,
+        fifo=serving.discipline == "fifo",
     )
 
 

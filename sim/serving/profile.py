@@ -72,6 +72,8 @@ REGENERATE = (
     "--derive-from LOCAL.yaml --machine-type TYPE --out FILE`"
 )
 
+_Z95 = 1.6448536269514722  # the standard normal's 0.95 quantile
+
 EXTRAPOLATION_RULES = {
     "concurrency_above": "beyond the largest concurrency measured, throughput and CPU stay as "
     "there (the plateau) and latency less overhead_s grows in proportion to the requests in "
@@ -301,6 +303,20 @@ class Profile:
         """A lone request's lognormal spread: the variability of the work itself."""
         lower, upper, w = self._bracket(cores)
         return (1 - w) * lower.sigma + w * upper.sigma
+
+    def spread(self, cores: float, n: float) -> float:
+        """The lognormal sigma of the latency distribution measured with ``n`` in flight,
+        ln(p95 / p50) / 1.645 of its server part: under load requests do not share the CPU
+        evenly, and the data plane draws a request's work with this spread (mean 1 kept)."""
+        qs = self.quantiles
+        if 0.95 not in qs or n <= 1:
+            return self.sigma(cores)
+        o = self.overhead_s
+        lat = self.latency(cores, n)
+        p50, p95 = lat[qs.index(0.5)] - o, lat[qs.index(0.95)] - o
+        if p50 <= 0 or p95 <= p50:
+            return self.sigma(cores)
+        return max(math.log(p95 / p50) / _Z95, self.sigma(cores))
 
     def batch_cost(self, cores: float, batch: int) -> float:
         """Time of a lone batch of ``batch`` relative to a lone single request."""

@@ -9,9 +9,10 @@ completion. A request's work has mean 1 and the lone request's lognormal spread.
 
 from __future__ import annotations
 
+import heapq
 import math
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -71,11 +72,12 @@ class Server:
         "cores_alone",
         "cpu_seconds",
         "demand",
+        "fifo",
         "generation",
         "head",
+        "inc",
         "jobs",
         "last",
-        "median",
         "members",
         "name",
         "node",
@@ -84,12 +86,13 @@ class Server:
         "quota",
         "rate",
         "served",
-        "sigma",
+        "spread",
         "tables",
         "threads",
         "top",
         "virtual",
         "weight",
+        "work_median",
     )
 
     def __init__(
@@ -98,7 +101,7 @@ class Server:
         *,
         tables: Tables,
         cores: float,
-        sigma: float,
+        sigma: float | Sequence[float],
         overhead: float,
         threads: int,
         now: float,
@@ -107,16 +110,25 @@ class Server:
         cold_factor: float = 1.0,
         batching: BatchingConfig | None = None,
         weight: float = 1.0,
+        fifo: bool = False,
     ) -> None:
         self.name = name
         self.tables = tables
-        self.sigma, self.overhead = sigma, overhead
-        self.median = math.exp(-(sigma**2) / 2)  # lognormal work of mean 1
+        self.overhead = overhead
         self.threads = threads
+        self.fifo = fifo
         self.cores_alone = self.cores = cores
         self.rate, self.burn = tables(cores)
         self.burn_alone = self.burn
         self.top = len(self.rate) - 1
+        self.inc = self._increments()
+        # A request joining k - 1 others draws lognormal work of mean 1 with spread[k]: the
+        # latency spread measured with k in flight (or one sigma for every k).
+        spread = [sigma] * (self.top + 1) if isinstance(sigma, float | int) else list(sigma)
+        if len(spread) != self.top + 1:
+            raise ValueError(f"spread needs {self.top + 1} values (n = 0 .. {self.top})")
+        self.spread = spread
+        self.work_median = [math.exp(-(v**2) / 2) for v in spread]
         self.node: NodeCpu | None = None
         self.weight = weight  # CFS shares: the CPU request
         self.demand = 0.0  # cores it would burn now with the node to itself
@@ -148,6 +160,43 @@ class Server:
             self.burn_alone = self.tables(cores)[1]
         self.cores = cores
         self.rate, self.burn = self.tables(cores)
+        self.inc = self._increments()
+
+    def _increments(self) -> list[float]:
+        """Under ``fifo``: the k-th request in arrival order progresses at X(k) - X(k-1), with X
+        made non-decreasing (the oldest request runs as if alone, the next gets what that
+        leaves of the server's throughput, and so on); 0 beyond the table."""
+        inc = [0.0]
+        best = 0.0
+        for n in range(1, self.top + 1):
+            x = max(best, self.rate[n] * n)
+            inc.append(x - best)
+            best = x
+        return inc
+
+    def push(self, work: float, order: int, t0: float, user: User | None, seq: int) -> None:
+        """A request (or batch) starts; the server has been advanced to now."""
+        if self.fifo:
+            self.jobs.append([work, order, t0, user, seq])  # type: ignore[arg-type]
+        else:
+            heapq.heappush(self.jobs, (self.virtual + work, order, t0, user, seq))
+
+    def pop_done(self) -> Job:
+        """Under ``fifo``: the request whose completion was scheduled."""
+        i = next(i for i, job in enumerate(self.jobs) if job[1] == self.head)
+        return tuple(self.jobs.pop(i))  # type: ignore[return-value]
+
+    def next_done(self) -> tuple[Job, float] | None:
+        """Under ``fifo``: the request to complete next and its progress rate (None when
+        nothing progresses)."""
+        best: Job | None = None
+        best_t, best_r = math.inf, 0.0
+        inc, top = self.inc, self.top
+        for k, job in enumerate(self.jobs, 1):
+            r = inc[k] if k <= top else 0.0
+            if r > 0.0 and job[0] < best_t * r:
+                best, best_t, best_r = job, job[0] / r, r
+        return None if best is None else (best, best_r)
 
     def advance(self, now: float) -> None:
         dt = now - self.last
@@ -159,7 +208,14 @@ class Server:
                 n = self.top  # the plateau
             burn = self.burn[n]
             running = dt if self.quota is None else self._cfs_running(now, burn)
-            self.virtual += self.rate[n] * running
+            if self.fifo:
+                inc, top = self.inc, self.top
+                for k, job in enumerate(self.jobs, 1):
+                    if k > top:
+                        break
+                    job[0] -= inc[k] * running  # type: ignore[index]
+            else:
+                self.virtual += self.rate[n] * running
             self.cpu_seconds += burn * running
         else:
             self.cpu_seconds += self.burn[0] * dt
