@@ -272,14 +272,14 @@ def _rest_overhead(
     (median of ``count`` sequential predicts on one keep-alive connection, after 3 to warm up,
     less the profile's lone median) and carry it as the profile's ``overhead_s``."""
     import dataclasses
-    import http.client
     import statistics
     import urllib.parse
 
     from cloud.load import predict_path
+    from sim.serving.calibrate.endpoint import connection as nodelay
 
     parts = urllib.parse.urlsplit(url)
-    connection = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, 60)
+    connection = nodelay(parts.scheme, parts.hostname or "127.0.0.1", parts.port or 80, 60.0)
     headers = {"Content-Type": "application/json"}
     times = []
     try:

@@ -3,6 +3,7 @@ against ResNet101 served here (CI's regression guard on the serving model)."""
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import os
@@ -153,7 +154,7 @@ def test_resnet101_short_ladder_real_against_simulated(tmp_path: Path) -> None:
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     cores = len(usable_cpus())
-    grid = grid_with(default_grid(quick=True), threads=[cores])
+    grid = dataclasses.replace(grid_with(default_grid(quick=True), threads=[cores]), batch=())
     run = LocalRun(grid=grid, export_dir=tmp_path / "model", command="test")
     profile = dump_profile(run_local(run), tmp_path / "profile.yaml")
     out = tmp_path / "fidelity"
