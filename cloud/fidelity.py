@@ -266,11 +266,20 @@ def _measure(
 
 
 def _rest_overhead(
-    console: Console, profile: Any, url: str, model: str, body: str, cores: float, count: int = 20
+    console: Console,
+    profile: Any,
+    url: str,
+    model: str,
+    body: str,
+    cores: float,
+    count: int = 20,
+    pause: float = 0.5,
 ) -> tuple[Any, dict[str, float]]:
     """An in-process profile has no REST: measure what the REST path adds to a lone request
-    (median of ``count`` sequential predicts on one keep-alive connection, after 3 to warm up,
-    less the profile's lone median) and carry it as the profile's ``overhead_s``."""
+    (median of ``count`` predicts on one keep-alive connection, after 3 to warm up, less the
+    profile's lone median) and carry it as the profile's ``overhead_s``. Requests are ``pause``
+    apart, as a lone user's are: back to back, each meets the previous one's intra-op threads
+    still spinning, which made a lone request 25% slower here (144 ms against 114 ms)."""
     import dataclasses
     import statistics
     import urllib.parse
@@ -284,6 +293,7 @@ def _rest_overhead(
     times = []
     try:
         for i in range(count + 3):
+            time.sleep(pause)
             started = time.perf_counter()
             connection.request("POST", predict_path(model, "1"), body, headers)
             answer = connection.getresponse()
