@@ -110,7 +110,8 @@ class DataPlane:
         server.batches.clear()
         server.batch_open = []
         server.generation += 1
-        for _, _, _, user, seq in stranded:
+        for job in stranded:
+            user, seq = job[3], job[4]
             if user is None:
                 self._fail(self.now)
             elif user.sending == seq:
@@ -291,22 +292,26 @@ class DataPlane:
             return
         server.advance(t)
         if server.fifo:
-            jobs.append([work, next(self._seq), t, user, seq])  # type: ignore[arg-type]
+            jobs.append([work, next(self._seq), t, user, seq, server.clock])  # type: ignore[arg-type]
         else:
             heapq.heappush(jobs, (server.virtual + work, next(self._seq), t, user, seq))
         if server.node is not None and server.node.contended(server):
             self._split(server.node)
-        # Where the measured rate does not change with one more request in flight, the
-        # scheduled completion stays right unless the new request is the new head.
-        elif (
-            n
-            and not server.fifo
-            and n < server.top
-            and server.rate[n + 1] == server.rate[n]
-            and server.quota is None
-            and jobs[0][1] == server.head
-        ):
-            return
+        elif n and server.quota is None:
+            if server.fifo:
+                # The newest request changes nobody else's rate: the scheduled completion
+                # stays first unless the new one, at its own lane's rate, would beat it.
+                rate = server.lane_rate[n] if n < server.top else 0.0
+                if rate == 0.0 or t + work / rate >= server.due:
+                    return
+            # Where the measured rate does not change with one more request in flight, the
+            # scheduled completion stays right unless the new request is the new head.
+            elif (
+                n < server.top
+                and server.rate[n + 1] == server.rate[n]
+                and jobs[0][1] == server.head
+            ):
+                return
         self._reschedule(server)
 
     def _reschedule(self, server: Server) -> None:
@@ -318,8 +323,7 @@ class DataPlane:
             done = server.next_done()
             if done is None:
                 return
-            head, rate = done
-            left = head[0]
+            head, rate, left = done
         else:
             head = jobs[0]
             n = len(jobs)
@@ -331,6 +335,7 @@ class DataPlane:
         if left < 0.0:
             left = 0.0
         when = server.last + left / rate if server.quota is None else server.finish_time(left, rate)
+        server.due = when
         heapq.heappush(self._heap, (when, next(self._seq), _COMPLETE, server, server.generation))
 
     def _complete(self, server: Server, t: float) -> None:

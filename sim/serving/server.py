@@ -14,7 +14,7 @@ import math
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from sim.dataplane import User
@@ -66,17 +66,20 @@ class Server:
         "burn_alone",
         "cfs_period",
         "cfs_used",
+        "clock",
         "cold_factor",
         "cold_left",
         "cores",
         "cores_alone",
         "cpu_seconds",
         "demand",
+        "due",
         "fifo",
         "generation",
         "head",
-        "inc",
         "jobs",
+        "lane_rate",
+        "lanes",
         "last",
         "members",
         "name",
@@ -117,11 +120,13 @@ class Server:
         self.overhead = overhead
         self.threads = threads
         self.fifo = fifo
+        self.clock = 0.0  # seconds the server has run (fifo's reference for work done)
         self.cores_alone = self.cores = cores
         self.rate, self.burn = tables(cores)
         self.burn_alone = self.burn
         self.top = len(self.rate) - 1
-        self.inc = self._increments()
+        self.lanes = self._lanes()
+        self.lane_rate = self._lane_rates()
         # A request joining k - 1 others draws lognormal work of mean 1 with spread[k]: the
         # latency spread measured with k in flight (or one sigma for every k).
         spread = [sigma] * (self.top + 1) if isinstance(sigma, float | int) else list(sigma)
@@ -139,6 +144,7 @@ class Server:
         self.queue: deque[Job] = deque()
         self.generation = 0
         self.head = -1  # order number of the job whose completion is scheduled
+        self.due = math.inf  # and when
         self.served = 0
         self.alive = True
         self.quota = quota
@@ -159,44 +165,79 @@ class Server:
             self.cores_alone = cores
             self.burn_alone = self.tables(cores)[1]
         self.cores = cores
+        if self.fifo and self.jobs:
+            self._settle(0, self.lanes[-1][0] + 1 if self.lanes else 0)
         self.rate, self.burn = self.tables(cores)
-        self.inc = self._increments()
+        self.lanes = self._lanes()
+        self.lane_rate = self._lane_rates()
 
-    def _increments(self) -> list[float]:
+    def _lane_rates(self) -> list[float]:
+        """The rate of the request at each arrival-order index (0 where it only waits)."""
+        rates = [0.0] * (self.top + 1)
+        for i, r in self.lanes:
+            rates[i] = r
+        return rates
+
+    def _lanes(self) -> list[tuple[int, float]]:
         """Under ``fifo``: the k-th request in arrival order progresses at X(k) - X(k-1), with X
-        made non-decreasing (the oldest request runs as if alone, the next gets what that
-        leaves of the server's throughput, and so on); 0 beyond the table."""
-        inc = [0.0]
+        made non-decreasing (the oldest runs as if alone, the next gets what that leaves of the
+        server's throughput, and so on). Kept as (index in arrival order, rate) for the
+        positions that progress at all: past the plateau requests only wait, and are never
+        visited."""
+        lanes = []
         best = 0.0
         for n in range(1, self.top + 1):
-            x = max(best, self.rate[n] * n)
-            inc.append(x - best)
-            best = x
-        return inc
+            x = self.rate[n] * n
+            if x > best:
+                lanes.append((n - 1, x - best))
+                best = x
+        return lanes
+
+    # Under ``fifo`` a job is [work left at its mark, order, sent at, user, seq, mark], the
+    # mark a reading of ``clock`` (running seconds): its work left now is work - rate x (clock -
+    # mark), where rate is its position's. Positions change only when an older job completes,
+    # so an arrival costs O(1) and only completions and new cores settle the jobs in lanes.
 
     def push(self, work: float, order: int, t0: float, user: User | None, seq: int) -> None:
         """A request (or batch) starts; the server has been advanced to now."""
         if self.fifo:
-            self.jobs.append([work, order, t0, user, seq])  # type: ignore[arg-type]
+            self.jobs.append([work, order, t0, user, seq, self.clock])  # type: ignore[arg-type]
         else:
             heapq.heappush(self.jobs, (self.virtual + work, order, t0, user, seq))
 
-    def pop_done(self) -> Job:
-        """Under ``fifo``: the request whose completion was scheduled."""
-        i = next(i for i, job in enumerate(self.jobs) if job[1] == self.head)
-        return tuple(self.jobs.pop(i))  # type: ignore[return-value]
+    def _settle(self, start: int, stop: int) -> None:
+        """Work left as of now for the jobs at positions ``start`` to ``stop`` - 1."""
+        jobs, rates, clock = self.jobs, self.lane_rate, self.clock
+        for i in range(start, min(stop, len(jobs))):
+            job: Any = jobs[i]
+            job[0] -= rates[i] * (clock - job[5])
+            job[5] = clock
 
-    def next_done(self) -> tuple[Job, float] | None:
-        """Under ``fifo``: the request to complete next and its progress rate (None when
+    def pop_done(self) -> Job:
+        """Under ``fifo``: the request whose completion was scheduled; the younger ones move up
+        a position, so those in or entering a lane are settled first."""
+        jobs, head = self.jobs, self.head
+        for i, _ in self.lanes:
+            if jobs[i][1] == head:
+                self._settle(i + 1, self.lanes[-1][0] + 2)
+                return tuple(jobs.pop(i)[:5])  # type: ignore[return-value]
+        raise LookupError(f"{self.name}: the scheduled request {head} is not in flight")
+
+    def next_done(self) -> tuple[Job, float, float] | None:
+        """Under ``fifo``: the request to complete next, its rate and work left (None when
         nothing progresses)."""
         best: Job | None = None
-        best_t, best_r = math.inf, 0.0
-        inc, top = self.inc, self.top
-        for k, job in enumerate(self.jobs, 1):
-            r = inc[k] if k <= top else 0.0
-            if r > 0.0 and job[0] < best_t * r:
-                best, best_t, best_r = job, job[0] / r, r
-        return None if best is None else (best, best_r)
+        best_t, best_r, best_left = math.inf, 0.0, 0.0
+        jobs, clock = self.jobs, self.clock
+        n = len(jobs)
+        for i, r in self.lanes:
+            if i >= n:
+                break
+            job: Any = jobs[i]
+            left = job[0] - r * (clock - job[5])
+            if left < best_t * r:
+                best, best_t, best_r, best_left = job, left / r, r, left
+        return None if best is None else (best, best_r, best_left)
 
     def advance(self, now: float) -> None:
         dt = now - self.last
@@ -209,11 +250,7 @@ class Server:
             burn = self.burn[n]
             running = dt if self.quota is None else self._cfs_running(now, burn)
             if self.fifo:
-                inc, top = self.inc, self.top
-                for k, job in enumerate(self.jobs, 1):
-                    if k > top:
-                        break
-                    job[0] -= inc[k] * running  # type: ignore[index]
+                self.clock += running
             else:
                 self.virtual += self.rate[n] * running
             self.cpu_seconds += burn * running
