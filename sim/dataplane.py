@@ -6,9 +6,8 @@ calls ``advance_to(env.now)`` before it reads or changes anything requests see (
 pod's CPU), so both agree on the order of events.
 
 TF Serving is :class:`sim.serving.server.Server`: ``n`` requests in flight on a pod with ``c``
-cores complete at the profile's measured X(c, n) in total, each at X/n, so one "virtual work"
-clock per pod orders completions in a heap: O(log n) per arrival and completion. Requests
-beyond the REST thread pool wait in FIFO order. Pods on one node share its CPU by demand
+cores complete at the profile's measured X(c, n) in total, shared by the scenario's discipline.
+Requests beyond the REST thread pool wait in FIFO order. Pods on one node share its CPU by demand
 (:class:`sim.serving.server.NodeCpu`); the split is only recomputed while they contend.
 """
 

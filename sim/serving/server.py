@@ -2,9 +2,11 @@
 
 A server with c cores and n requests in flight completes X(c, n) requests per second in total
 and burns U(c, n) cores, both read from the profile's measured ladders (``Profile.tables``).
-Every request in flight progresses at X(c, n)/n (load-dependent processor sharing), so one
-virtual-work clock per server orders completions in a heap: O(log n) per arrival and
-completion. A request's work has mean 1 and the lone request's lognormal spread.
+How the n requests share X is the discipline: ``ps`` gives each X(n)/n (one virtual-work clock
+orders completions in a heap, O(log n) per arrival and completion); ``fifo`` gives the k-th
+oldest X(k) - X(k-1) (O(1) per arrival, completions settle the positions that move up). A
+request's work has mean 1 and the lognormal spread of latencies measured with as many in
+flight.
 """
 
 from __future__ import annotations
