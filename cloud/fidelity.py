@@ -24,6 +24,8 @@ from rich.table import Table
 
 from cloud.errors import CloudError
 from sim.console import fail
+from sim.errors import UserError
+from sim.outputs import claim, publish
 
 DEFAULT_USERS = "1,2,4,8,12,16,24"
 
@@ -91,6 +93,9 @@ def fidelity(
     max_error_latency: Annotated[float, typer.Option(help="bound on p50/p95 error, %")] = 15.0,
     out: Annotated[Path, typer.Option(help="output directory")] = Path("out/fidelity"),
     seed: Annotated[int, typer.Option(help="seed of both sides' wait times")] = 1,
+    force: Annotated[
+        bool, typer.Option(help="write into a non-empty --out that is not a scalelab output")
+    ] = False,
     sim_seeds: Annotated[
         int, typer.Option(help="simulated ladders pooled (seeds seed, seed+1, ...)", min=1)
     ] = 8,
@@ -103,7 +108,7 @@ def fidelity(
     when an error exceeds its bound, 2 on bad input)."""
     from sim.serving import fidelity as fid
     from sim.serving.calibrate import CalibrationError
-    from sim.serving.profile import ProfileError
+    from sim.serving.profile import ProfileError, dump_profile
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # the export's TensorFlow logs
     console = Console()
@@ -120,6 +125,7 @@ def fidelity(
                 "`scalelab calibrate --endpoint URL --model NAME --out FILE`"
             )
         bounds = fid.Bounds(max_error_rps, max_error_latency)
+        claim(out, "fidelity", force=force)
         if discipline not in ("fifo", "ps"):
             raise CloudError(f"--discipline must be fifo or ps, got {discipline!r}")
         with tempfile.TemporaryDirectory(prefix="scalelab-fidelity-") as tmp:
@@ -142,16 +148,22 @@ def fidelity(
                 discipline=discipline,
                 out=out,
             )
-    except (CloudError, CalibrationError, ProfileError, OSError) as error:
+    except (UserError, CalibrationError, ProfileError, OSError) as error:
         fail(error, debug)
-    rows, meta = result
+    rows, meta, calibrated = result
     meta["command"] = shlex.join(["scalelab", *sys.argv[1:]])
     meta["bounds_pct"] = {"throughput": max_error_rps, "p50_p95": max_error_latency}
     misses = bounds.misses(rows)
     meta["misses"] = misses
-    files = fid.write(out, rows, meta)
+
+    def write(staging: Path) -> None:
+        fid.write(staging, rows, meta)
+        if calibrated is not None:
+            dump_profile(calibrated, staging / "profile.yaml")
+
+    files = publish(out, "fidelity", write)
     console.print(_table(rows))
-    console.print("wrote " + ", ".join(str(p) for p in files))
+    console.print(f"wrote {out}/: " + ", ".join(files))
     if misses:
         for miss in misses:
             console.print(f"[red]outside the bound:[/red] {miss}")
@@ -177,12 +189,12 @@ def _measure(
     sim_seeds: int,
     discipline: str,
     out: Path,
-) -> tuple[list[Any], dict[str, Any]]:
+) -> tuple[list[Any], dict[str, Any], Any]:
     from cloud import ladder as real
     from cloud.load import lab_image, lab_request_body
     from sim.serving import fidelity as fid
     from sim.serving.calibrate import host
-    from sim.serving.profile import dump_profile, load_profile
+    from sim.serving.profile import load_profile
 
     body = lab_request_body(lab_image(None))
     meta: dict[str, Any] = {"cpu": host.cpu_info(), "seed": seed, "wait_s": list(waits)}
@@ -235,8 +247,6 @@ def _measure(
                 workdir=tmp,
             )
         if profile is None:
-            out.mkdir(parents=True, exist_ok=True)
-            dump_profile(calibrated, out / "profile.yaml")
             meta["profile_file"] = str(out / "profile.yaml")
         meta["server"] = {"saved_model": str(saved_model), "threads": threads, "cores": have}
     rungs = [
@@ -262,7 +272,7 @@ def _measure(
     meta["simulated"] = {"seeds": sim_seeds, "discipline": discipline}
     meta["profile"] = calibrated.name
     meta["elapsed_s"] = round(time.perf_counter() - began, 1)
-    return fid.compare(rungs, simulated), meta
+    return fid.compare(rungs, simulated), meta, None if profile is not None else calibrated
 
 
 def _rest_overhead(

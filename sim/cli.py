@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -15,6 +12,7 @@ from rich.table import Table
 
 from sim.console import err, fail
 from sim.errors import ScenarioError, UserError
+from sim.outputs import claim, publish
 from sim.plugins import load_plugins
 from sim.serving.calibrate.cli import register as register_calibrate
 from sim.sweep.cli import register as register_sweep
@@ -83,6 +81,10 @@ def run(
     no_lb: Annotated[
         bool, typer.Option(help="real cluster: ClusterIP + port-forward, no LoadBalancer")
     ] = False,
+    force: Annotated[
+        bool,
+        typer.Option(help="write into a non-empty --out that is not a scalelab output"),
+    ] = False,
     debug: DebugOption = False,
 ) -> None:
     """Simulate a scenario (or run it on a cluster); write trace.csv, events.jsonl,
@@ -119,24 +121,21 @@ def run(
     if given:
         fail(ValueError(f"{', '.join(given)} apply to --backend gke or kube, not sim"), debug)
     target = out or Path("out") / loaded.name
+    try:
+        claim(target, "run", force=force)
+    except UserError as error:
+        fail(error, debug)
     if not quiet and sys.stderr.isatty():
         trace = _simulate_with_progress(loaded, seed)
     else:
         trace = simulate(loaded, seed=seed)
-    # Write into a sibling temp dir and swap it in, so a failure never leaves a half-written run.
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
+
+    def write(staging: Path) -> None:
         trace.write(staging)
-        write_report(
-            trace, staging / "report.html", f"{loaded.name} (seed {trace.summary['seed']})"
-        )
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(staging, target)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging)
+        title = f"{loaded.name} (seed {trace.summary['seed']})"
+        write_report(trace, staging / "report.html", title)
+
+    publish(target, "run", write)
     if not quiet:
         _print_summary(trace.summary, target)
 

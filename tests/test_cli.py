@@ -32,6 +32,7 @@ def test_run_writes_the_four_outputs(tmp_path: Path) -> None:
         "events.jsonl",
         "summary.json",
         "report.html",
+        ".scalelab",  # the marker: what scalelab wrote here
     }
     summary = json.loads((out / "summary.json").read_text())
     assert summary["seed"] == 3 and summary["duration_s"] == 300
