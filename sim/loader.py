@@ -122,7 +122,18 @@ def read_scenario_data(path: Path) -> dict[str, Any]:
     except yaml.YAMLError as err:
         raise ScenarioError(str(path), [Problem("", "<file>", f"not valid YAML: {err}")]) from None
     if data is None:
-        data = {}
+        # Not a run of every default: an empty file is almost always a mistake.
+        raise ScenarioError(
+            str(path),
+            [
+                Problem(
+                    "",
+                    text.strip()[:40],
+                    "empty scenario: the file holds no settings; copy scenarios/gsp777.yaml "
+                    "and change what differs",
+                )
+            ],
+        )
     if not isinstance(data, dict):
         raise ScenarioError(str(path), [Problem("", data, "the top level must be a mapping")])
     return data

@@ -1,4 +1,4 @@
-"""Never delete what scalelab did not write: --out for run and fidelity."""
+"""Never delete what scalelab did not write (--out for run and fidelity); empty input."""
 
 from __future__ import annotations
 
@@ -101,3 +101,14 @@ def test_fidelity_refuses_a_foreign_out_before_anything_runs(tmp_path: Path) -> 
     assert done.exit_code == 2, done.output
     assert "not a scalelab output" in " ".join(done.output.split())
     assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.txt"]
+
+
+@pytest.mark.parametrize("text", ["", "\n", "# only a comment\n"])
+def test_an_empty_scenario_is_refused_not_run_with_defaults(tmp_path: Path, text: str) -> None:
+    scenario = tmp_path / "empty.yaml"
+    scenario.write_text(text)
+    out = tmp_path / "out"
+    done = CliRunner().invoke(app, ["run", str(scenario), "--out", str(out)])
+    assert done.exit_code == 2
+    assert "empty scenario" in " ".join(done.output.split())
+    assert not out.exists()
