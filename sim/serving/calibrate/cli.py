@@ -37,10 +37,10 @@ Examples:
 
 \b
   scalelab calibrate --quick --out /tmp/quick.yaml
-  scalelab calibrate --out sim/serving/profiles/resnet101-cpu-amd-epyc-milan.yaml
+  scalelab calibrate --out sim/serving/profiles/resnet101-cpu-amd-epyc-genoa.yaml
   scalelab calibrate --endpoint http://localhost:8501 --model image_classifier \\
       --cores 4 --cpu-pid $(pgrep -f tensorflow_model_server) --out my-server.yaml
-  scalelab calibrate --derive-from sim/serving/profiles/resnet101-cpu-amd-epyc-milan.yaml \\
+  scalelab calibrate --derive-from sim/serving/profiles/resnet101-cpu-amd-epyc-genoa.yaml \\
       --machine-type e2-standard-4 \\
       --out sim/serving/profiles/resnet101-tfserving-gke-e2-standard-4.yaml
 """
