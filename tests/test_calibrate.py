@@ -14,7 +14,7 @@ import sys
 import threading
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, ClassVar
@@ -31,7 +31,7 @@ from sim.serving.calibrate.derive import derive, physical_cores
 from sim.serving.calibrate.endpoint import cgroup_cpu, process_cpu
 from sim.serving.calibrate.host import slug
 from sim.serving.calibrate.payload import jpeg_size, rest_body
-from sim.serving.calibrate.worker import Callers, closed_loop
+from sim.serving.calibrate.worker import Callers, Window
 from sim.serving.profile import ProfileExtrapolationWarning, load_profile, profile_from_dict
 from tests.test_profile import synthetic
 
@@ -202,6 +202,12 @@ class Sharing:
         time.sleep(self.service * share)
         with self.lock:
             self.active -= 1
+
+
+def closed_loop(call: Callable[[], object], concurrency: int, **window: Any) -> Window:
+    """One window of ``concurrency`` fresh callers."""
+    with Callers(call) as callers:
+        return callers.measure(concurrency, **window)
 
 
 def test_closed_loop_keeps_the_concurrency_and_drops_warm_up() -> None:

@@ -22,9 +22,9 @@ from typing import Any
 from sim.dataplane import DataPlane
 from sim.errors import UserError
 from sim.rng import Buffered, stream
-from sim.serving.model import ASSUMED_COLD_FACTOR
+from sim.scenario import Serving
+from sim.serving.model import build_server
 from sim.serving.profile import Profile
-from sim.serving.server import Server
 
 METRICS = ("throughput_rps", "p50", "p95", "p99", "cpu_cores")
 
@@ -144,17 +144,11 @@ def simulate_ladder(
         service=stream(seed, "service-times"),
         timeout=timeout,
     )
-    threads = rest_threads or 4 * max(1, math.ceil(cores))  # --rest_api_num_threads default
-    server = Server(
-        "fidelity",
-        tables=lambda c: profile.tables(c, threads + 1),
-        cores=cores,
-        sigma=[profile.spread(cores, n) for n in range(threads + 1)],
-        overhead=profile.overhead_s,
-        threads=threads,
-        now=0.0,
-        cold_factor=profile.cold_factor or ASSUMED_COLD_FACTOR,
-        fifo=discipline == "fifo",
+    # A warm pod with the node's cores to itself, as the scenario's serving settings build it.
+    serving = Serving(warmup=True, discipline=discipline, rest_api_num_threads=rest_threads)
+    vcpus = max(1, math.ceil(cores))
+    server = build_server(
+        "fidelity", serving, profile, vcpus=vcpus, cores=cores, now=0.0, quota=None, weight=1.0
     )
     plane.add_endpoint(server)
     low, high = wait

@@ -53,7 +53,7 @@ def build_server(
     in_flight = max(threads, batching.num_batch_threads if batching else 0)
     return Server(
         name,
-        tables=functools.partial(_tables, profile, in_flight + 1),
+        tables=functools.partial(profile.tables, size=in_flight + 1),
         cores=cores,
         sigma=[profile.spread(cores, n) for n in range(in_flight + 1)],
         overhead=profile.overhead_s,
@@ -66,7 +66,3 @@ def build_server(
         weight=weight,
         fifo=serving.discipline == "fifo",
     )
-
-
-def _tables(profile: Profile, size: int, cores: float) -> tuple[list[float], list[float]]:
-    return profile.tables(cores, size)

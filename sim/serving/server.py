@@ -163,13 +163,12 @@ class Server:
 
     def set_cores(self, cores: float, *, alone: bool = False) -> None:
         """New cores from now on (the caller has advanced the server to now)."""
-        if alone:
-            self.cores_alone = cores
-            self.burn_alone = self.tables(cores)[1]
-        self.cores = cores
         if self.fifo and self.jobs:
             self._settle(0, self.lanes[-1][0] + 1 if self.lanes else 0)
+        self.cores = cores
         self.rate, self.burn = self.tables(cores)
+        if alone:
+            self.cores_alone, self.burn_alone = cores, self.burn
         self.lanes = self._lanes()
         self.lane_rate = self._lane_rates()
 

@@ -284,31 +284,6 @@ class Callers:
         return self.cpu_clock() if self.cpu_clock is not None else 0.0
 
 
-def closed_loop(
-    call: Callable[[], object],
-    concurrency: int,
-    *,
-    seconds: float,
-    repeats: int,
-    min_requests: int,
-    max_seconds: float,
-    tolerance: float = SPREAD_TOLERANCE,
-    clock: Callable[[], float] = time.perf_counter,
-    cpu_clock: Callable[[], float] | None = time.process_time,
-    busy_clock: Callable[[], float | None] | None = busy_cpu_seconds,
-) -> Window:
-    """One window of ``concurrency`` fresh callers (see :meth:`Callers.measure`)."""
-    with Callers(call, clock=clock, cpu_clock=cpu_clock, busy_clock=busy_clock) as callers:
-        return callers.measure(
-            concurrency,
-            seconds=seconds,
-            repeats=repeats,
-            min_requests=min_requests,
-            max_seconds=max_seconds,
-            tolerance=tolerance,
-        )
-
-
 def quietest(
     callers: Callers,
     concurrency: int,
