@@ -194,6 +194,7 @@ def _measure(
     from cloud.load import lab_image, lab_request_body
     from sim.serving import fidelity as fid
     from sim.serving.calibrate import host
+    from sim.serving.calibrate.cpu import CgroupCpu, ProcessCpu
     from sim.serving.profile import load_profile
 
     body = lab_request_body(lab_image(None))
@@ -206,9 +207,9 @@ def _measure(
         have = cores or calibrated.default_threads
         cpu: Any = None
         if cpu_pid is not None:
-            cpu = real.ProcessCpu(cpu_pid)
+            cpu = ProcessCpu(cpu_pid)
         elif cpu_cgroup is not None:
-            cpu = real.CgroupCpu(cpu_cgroup)
+            cpu = CgroupCpu(cpu_cgroup)
         real.check_endpoint(endpoint, model, "1", body, 30.0)
         console.print(f"driving {endpoint} with the ladder {[s.users for s in ladder]}")
         measured = real.run_ladder(
@@ -242,7 +243,7 @@ def _measure(
                 ladder,
                 wait=waits,
                 body=body,
-                cpu=real.ProcessCpu(server.pid),
+                cpu=ProcessCpu(server.pid),
                 seed=seed,
                 workdir=tmp,
             )

@@ -18,7 +18,8 @@ would move rung boundaries by up to a second. A rung that adds users spawns them
 :func:`sim.loadgen.locust_runner` does; a rung with fewer users stops the surplus at once.
 
 The server's CPU comes from a :class:`CpuSource` sampled by the parent at each window's start
-and end: :class:`ProcessCpu` (a local server's process tree) or :class:`CgroupCpu` (a container).
+and end: :mod:`sim.serving.calibrate.cpu`'s ``ProcessCpu`` (a local server's process tree) or
+``CgroupCpu`` (a container).
 """
 
 from __future__ import annotations
@@ -39,12 +40,13 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any, Protocol
+from typing import IO, Any
 
 import numpy as np
 
 from cloud.errors import CloudError
 from cloud.load import predict_path
+from sim.serving.calibrate.cpu import CpuSource
 from sim.serving.fidelity import Step
 
 START_LEAD = 0.3
@@ -86,86 +88,6 @@ def windows(steps: Sequence[Step]) -> list[tuple[float, float, float]]:
 
 
 # --- CPU ------------------------------------------------------------------------------------
-
-
-class CpuSource(Protocol):
-    """The server's cumulative CPU time; differences over a window give its cores."""
-
-    def seconds(self) -> float:
-        """CPU seconds used so far (any origin: only differences count)."""
-        ...
-
-
-_CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-
-
-def _stat(pid: int) -> tuple[int, float]:
-    """(ppid, utime + stime + cutime + cstime in seconds) from /proc/PID/stat (proc(5))."""
-    text = Path(f"/proc/{pid}/stat").read_text()
-    fields = text[text.rindex(")") + 2 :].split()  # the command name may hold spaces
-    ticks = sum(int(v) for v in fields[11:15])  # fields 14-17: utime stime cutime cstime
-    return int(fields[1]), ticks / _CLK_TCK
-
-
-class ProcessCpu:
-    """A process tree's CPU from /proc: the process (all its threads: /proc/PID/stat sums them),
-    its reaped children (cutime/cstime) and its live descendants."""
-
-    def __init__(self, pid: int) -> None:
-        self.pid = pid
-        try:
-            _stat(pid)
-        except (OSError, ValueError, IndexError) as err:
-            raise CloudError(f"cannot read the CPU time of process {pid}: {err}") from None
-
-    def seconds(self) -> float:
-        stats: dict[int, tuple[int, float]] = {}
-        for entry in os.scandir("/proc"):
-            if entry.name.isdigit():
-                try:
-                    stats[int(entry.name)] = _stat(int(entry.name))
-                except (OSError, ValueError, IndexError):  # gone meanwhile
-                    continue
-        if self.pid not in stats:
-            raise CloudError(f"process {self.pid} is gone; its CPU time cannot be read")
-        children: dict[int, list[int]] = {}
-        for pid, (ppid, _) in stats.items():
-            children.setdefault(ppid, []).append(pid)
-        total, todo = 0.0, [self.pid]
-        while todo:
-            pid = todo.pop()
-            total += stats[pid][1]
-            todo += children.get(pid, [])
-        return total
-
-
-class CgroupCpu:
-    """A cgroup's CPU: v2 ``cpu.stat`` ``usage_usec``, or v1 ``cpuacct.usage`` (nanoseconds).
-    ``path`` is the cgroup's directory or one of those files."""
-
-    def __init__(self, path: Path) -> None:
-        path = Path(path)
-        candidates = [path] if path.is_file() else [path / "cpu.stat", path / "cpuacct.usage"]
-        for candidate in candidates:
-            if candidate.is_file():
-                self.path = candidate
-                break
-        else:
-            raise CloudError(f"no cgroup CPU accounting at {path} (cpu.stat or cpuacct.usage)")
-        self.seconds()
-
-    def seconds(self) -> float:
-        try:
-            text = self.path.read_text()
-        except OSError as err:
-            raise CloudError(f"cannot read {self.path}: {err}") from None
-        if self.path.name == "cpuacct.usage":
-            return int(text.strip()) / 1e9
-        for line in text.splitlines():
-            key, _, value = line.partition(" ")
-            if key == "usage_usec":
-                return int(value) / 1e6
-        raise CloudError(f"{self.path} has no usage_usec line")
 
 
 def _sample(cpu: CpuSource) -> tuple[float, float] | None:
@@ -489,7 +411,7 @@ _SERVING_LINE = re.compile(r"serving \S+ at (https?://\S+)")
 @dataclass
 class LocalServer:
     """``scalelab serve --model-path`` in its own process: TF's CPU is that process's alone
-    (measurable with :class:`ProcessCpu`), and gevent and TensorFlow never share a process."""
+    (measurable with ``ProcessCpu``), and gevent and TensorFlow never share a process."""
 
     process: subprocess.Popen[str]
     url: str = ""

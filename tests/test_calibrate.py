@@ -308,11 +308,11 @@ def test_lab_request_body() -> None:
 
 def test_process_cpu_counts_a_process_cpu_time() -> None:
     source = process_cpu(os.getpid())
-    before = source()
+    before = source.seconds()
     end = time.process_time() + 0.1
     while time.process_time() < end:
         pass
-    assert source() - before == pytest.approx(0.1, abs=0.05)
+    assert source.seconds() - before == pytest.approx(0.1, abs=0.05)
     assert f"/proc/{os.getpid()}/stat" in source.description
     with pytest.raises(CalibrationError, match="--cpu-pid"):
         process_cpu(2**22 + 1)  # above Linux's pid_max
@@ -322,13 +322,13 @@ def test_cgroup_cpu_reads_v2_and_v1(tmp_path: Path) -> None:
     v2 = tmp_path / "v2"
     v2.mkdir()
     (v2 / "cpu.stat").write_text("usage_usec 2500000\nuser_usec 2000000\nsystem_usec 500000\n")
-    assert cgroup_cpu(v2)() == pytest.approx(2.5)
+    assert cgroup_cpu(v2).seconds() == pytest.approx(2.5)
     assert "cgroup v2" in cgroup_cpu(v2).description
     v1 = tmp_path / "v1"
     v1.mkdir()
     (v1 / "cpuacct.usage").write_text("1500000000\n")
-    assert cgroup_cpu(v1)() == pytest.approx(1.5)
-    assert cgroup_cpu(v1 / "cpuacct.usage")() == pytest.approx(1.5)
+    assert cgroup_cpu(v1).seconds() == pytest.approx(1.5)
+    assert cgroup_cpu(v1 / "cpuacct.usage").seconds() == pytest.approx(1.5)
     with pytest.raises(CalibrationError, match=r"no cpu\.stat"):
         cgroup_cpu(tmp_path)
     broken = tmp_path / "broken"

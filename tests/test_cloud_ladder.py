@@ -20,8 +20,6 @@ import pytest
 
 from cloud.errors import CloudError
 from cloud.ladder import (
-    CgroupCpu,
-    ProcessCpu,
     check_endpoint,
     cut,
     run_ladder,
@@ -31,6 +29,7 @@ from cloud.ladder import (
 from cloud.load import lab_image, lab_request_body
 from cloud.serve import RunningServer, ServingError, set_tf_threads, start_server
 from sim.errors import UserError
+from sim.serving.calibrate.cpu import CgroupCpu, CpuError, ProcessCpu
 from sim.serving.fidelity import Step
 
 BODY = lab_request_body(lab_image())
@@ -161,7 +160,7 @@ def test_process_cpu_of_a_busy_loop_is_one_core(via_child: bool) -> None:
     finally:
         proc.wait(10)
     assert (c2 - c1) / (t2 - t1) == pytest.approx(1.0, rel=0.25)
-    with pytest.raises(CloudError, match="gone"):
+    with pytest.raises(CpuError, match="gone"):
         cpu.seconds()
 
 
@@ -175,7 +174,7 @@ def test_cgroup_cpu_reads_v2_and_v1_accounting(tmp_path: Path) -> None:
     (v1 / "cpuacct.usage").write_text("1500000000\n")
     assert CgroupCpu(v1).seconds() == 1.5
     assert CgroupCpu(v1 / "cpuacct.usage").seconds() == 1.5
-    with pytest.raises(CloudError, match="no cgroup CPU accounting"):
+    with pytest.raises(CpuError, match="no cgroup CPU accounting"):
         CgroupCpu(tmp_path / "nothing")
 
 
@@ -277,7 +276,7 @@ def test_a_saved_model_served_in_its_own_process(tmp_path: Path) -> None:
         assert result.cpu_cores is not None and 0.0 < result.cpu_cores < 2.5
         pid = server.pid
     assert server.process.poll() is not None
-    with pytest.raises(CloudError, match="cannot read the CPU time"):
+    with pytest.raises(CpuError, match="cannot read the CPU time"):
         ProcessCpu(pid)
 
 

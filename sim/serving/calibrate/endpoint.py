@@ -17,7 +17,6 @@ import datetime as dt
 import functools
 import http.client
 import json
-import os
 import platform
 import socket
 import statistics
@@ -30,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from sim.serving.calibrate import CalibrationError, host, ladder, stats
+from sim.serving.calibrate.cpu import CgroupCpu, CpuError, ProcessCpu
 from sim.serving.calibrate.payload import LAB_SIGNATURE, payload_info, rest_body
 from sim.serving.calibrate.worker import METHOD, Callers, Window, spread_notices
 from sim.serving.profile import DEFAULT_QUANTILES, SCHEMA_VERSION, profile_from_dict
@@ -151,72 +151,20 @@ def _outputs(sample: dict[str, Any]) -> list[str] | None:
     return sorted(first) if isinstance(first, dict) else None
 
 
-class CpuSource:
-    """The serving process's or container's CPU-seconds so far, read from the local kernel."""
-
-    def __init__(self, read: Callable[[], float], description: str) -> None:
-        self.read = read
-        self.description = description
-
-    def __call__(self) -> float:
-        return self.read()
-
-
-def process_cpu(pid: int) -> CpuSource:
-    """``utime + stime`` of process ``pid`` (``/proc/PID/stat``), in seconds."""
-    stat = Path(f"/proc/{pid}/stat")
-    tick = os.sysconf("SC_CLK_TCK")
-
-    def read() -> float:
-        text = stat.read_text()
-        fields = text[text.rindex(")") + 2 :].split()  # after "pid (comm) "
-        return (int(fields[11]) + int(fields[12])) / tick  # utime, stime: fields 14, 15
-
+def process_cpu(pid: int) -> ProcessCpu:
+    """``--cpu-pid``: the process tree's CPU (:class:`sim.serving.calibrate.cpu.ProcessCpu`)."""
     try:
-        read()
-        comm = Path(f"/proc/{pid}/comm").read_text().strip()
-    except (OSError, ValueError, IndexError) as error:
-        raise CalibrationError(f"--cpu-pid {pid}: cannot read {stat}: {error}") from None
-    return CpuSource(
-        read,
-        f"/proc/{pid}/stat utime + stime of process {pid} ({comm}), children not included",
-    )
+        return ProcessCpu(pid)
+    except CpuError as error:
+        raise CalibrationError(f"--cpu-pid {pid}: {error}") from None
 
 
-def cgroup_cpu(path: Path) -> CpuSource:
-    """A cgroup's CPU usage: v2 ``cpu.stat`` ``usage_usec`` or v1 ``cpuacct.usage`` (ns).
-
-    ``path`` is the cgroup's directory or one of those files.
-    """
-    candidates = [path] if path.is_file() else [path / "cpu.stat", path / "cpuacct.usage"]
-    for file in candidates:
-        if not file.is_file():
-            continue
-        if file.name == "cpuacct.usage":
-
-            def read(file: Path = file) -> float:
-                return int(file.read_text().split()[0]) / 1e9
-
-            what = f"cgroup v1 {file} (ns)"
-        else:
-
-            def read(file: Path = file) -> float:
-                for line in file.read_text().splitlines():
-                    key, _, value = line.partition(" ")
-                    if key == "usage_usec":
-                        return int(value) / 1e6
-                raise ValueError(f"{file} has no usage_usec line")
-
-            what = f"cgroup v2 {file} usage_usec"
-        try:
-            read()
-        except (OSError, ValueError, IndexError) as error:
-            raise CalibrationError(f"--cpu-cgroup {path}: cannot read {file}: {error}") from None
-        return CpuSource(read, what)
-    raise CalibrationError(
-        f"--cpu-cgroup {path}: no cpu.stat (cgroup v2) or cpuacct.usage (v1) there; give the "
-        "cgroup's directory, e.g. /sys/fs/cgroup/kubepods.slice/.../<container>"
-    )
+def cgroup_cpu(path: Path) -> CgroupCpu:
+    """``--cpu-cgroup``: the cgroup's CPU (:class:`sim.serving.calibrate.cpu.CgroupCpu`)."""
+    try:
+        return CgroupCpu(path)
+    except CpuError as error:
+        raise CalibrationError(f"--cpu-cgroup {path}: {error}") from None
 
 
 Progress = Callable[[str, dict[str, Any]], None]
@@ -239,7 +187,7 @@ def run_endpoint(run: EndpointRun, progress: Progress | None = None) -> dict[str
         )
     if run.cpu_pid is not None and run.cpu_cgroup is not None:
         raise CalibrationError("--cpu-pid and --cpu-cgroup are two CPU sources; pick one")
-    cpu: CpuSource | None = None
+    cpu: ProcessCpu | CgroupCpu | None = None
     if run.cpu_pid is not None:
         cpu = process_cpu(run.cpu_pid)
     elif run.cpu_cgroup is not None:
@@ -260,9 +208,9 @@ def run_endpoint(run: EndpointRun, progress: Progress | None = None) -> dict[str
     overhead = statistics.median(rtts)
     idle = 0.0
     if cpu is not None:
-        idle_s, cpu0, wall0 = 1.0, cpu(), time.perf_counter()
+        idle_s, cpu0, wall0 = 1.0, cpu.seconds(), time.perf_counter()
         time.sleep(idle_s)
-        idle = max(0.0, (cpu() - cpu0) / (time.perf_counter() - wall0))
+        idle = max(0.0, (cpu.seconds() - cpu0) / (time.perf_counter() - wall0))
     jpeg = run.image.read_bytes()
     bodies = {b: rest_body(jpeg, b, run.signature) for b in (1, *run.batch)}
     where = f"POST {run.url}{predict_path}"
@@ -314,7 +262,9 @@ def run_endpoint(run: EndpointRun, progress: Progress | None = None) -> dict[str
             post(1)
         report("loaded", {"overhead_s": overhead, "first_request_s": first_s})
         lone: list[float] = []
-        with Callers(lambda: post(1), cpu_clock=cpu, busy_clock=None) as callers:
+        with Callers(
+            lambda: post(1), cpu_clock=cpu.seconds if cpu else None, busy_clock=None
+        ) as callers:
 
             def step(concurrency: int) -> float:
                 window = measure(callers, concurrency, 1)
@@ -325,7 +275,7 @@ def run_endpoint(run: EndpointRun, progress: Progress | None = None) -> dict[str
             measured = ladder.climb(step, cap=run.max_concurrency, fixed=run.concurrency)
         for batch in run.batch:
             call = functools.partial(post, batch)
-            with Callers(call, cpu_clock=cpu, busy_clock=None) as callers:
+            with Callers(call, cpu_clock=cpu.seconds if cpu else None, busy_clock=None) as callers:
                 measure(callers, 1, batch)
     except (OSError, http.client.HTTPException) as error:
         raise CalibrationError(f"requests to {run.url}{predict_path} failed: {error}") from None

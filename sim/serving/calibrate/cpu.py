@@ -1,0 +1,108 @@
+"""A real model server's CPU, read from the local kernel: a process tree or a cgroup.
+
+Calibration through an endpoint and ``scalelab fidelity`` read the same sources; only
+differences over a window count, so the origin of the cumulative figure does not matter.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Protocol
+
+from sim.errors import UserError
+
+_CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+class CpuError(UserError):
+    """A CPU source that cannot be read; the message names the file and why."""
+
+
+class CpuSource(Protocol):
+    """The server's cumulative CPU time; differences over a window give its cores."""
+
+    description: str
+
+    def seconds(self) -> float:
+        """CPU seconds used so far (any origin: only differences count)."""
+        ...
+
+
+def _stat(pid: int) -> tuple[int, float]:
+    """(ppid, utime + stime + cutime + cstime in seconds) from /proc/PID/stat (proc(5))."""
+    text = Path(f"/proc/{pid}/stat").read_text()
+    fields = text[text.rindex(")") + 2 :].split()  # the command name may hold spaces
+    ticks = sum(int(v) for v in fields[11:15])  # fields 14-17: utime stime cutime cstime
+    return int(fields[1]), ticks / _CLK_TCK
+
+
+class ProcessCpu:
+    """A process tree's CPU from /proc: the process (all its threads: /proc/PID/stat sums them),
+    its reaped children (cutime/cstime) and its live descendants."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        try:
+            _stat(pid)
+            comm = Path(f"/proc/{pid}/comm").read_text().strip()
+        except (OSError, ValueError, IndexError) as err:
+            raise CpuError(f"cannot read the CPU time of process {pid}: {err}") from None
+        self.description = (
+            f"/proc/{pid}/stat utime + stime of process {pid} ({comm}) and its descendants"
+        )
+
+    def seconds(self) -> float:
+        stats: dict[int, tuple[int, float]] = {}
+        for entry in os.scandir("/proc"):
+            if entry.name.isdigit():
+                try:
+                    stats[int(entry.name)] = _stat(int(entry.name))
+                except (OSError, ValueError, IndexError):  # gone meanwhile
+                    continue
+        if self.pid not in stats:
+            raise CpuError(f"process {self.pid} is gone; its CPU time cannot be read")
+        children: dict[int, list[int]] = {}
+        for pid, (ppid, _) in stats.items():
+            children.setdefault(ppid, []).append(pid)
+        total, todo = 0.0, [self.pid]
+        while todo:
+            pid = todo.pop()
+            total += stats[pid][1]
+            todo += children.get(pid, [])
+        return total
+
+
+class CgroupCpu:
+    """A cgroup's CPU: v2 ``cpu.stat`` ``usage_usec``, or v1 ``cpuacct.usage`` (nanoseconds).
+    ``path`` is the cgroup's directory or one of those files."""
+
+    def __init__(self, path: Path) -> None:
+        path = Path(path)
+        candidates = [path] if path.is_file() else [path / "cpu.stat", path / "cpuacct.usage"]
+        for candidate in candidates:
+            if candidate.is_file():
+                self.path = candidate
+                break
+        else:
+            raise CpuError(
+                f"no cgroup CPU accounting at {path}: no cpu.stat (cgroup v2) or cpuacct.usage "
+                "(v1) there; give the cgroup's directory, e.g. "
+                "/sys/fs/cgroup/kubepods.slice/.../<container>"
+            )
+        v1 = self.path.name == "cpuacct.usage"
+        self.description = f"cgroup v1 {self.path} (ns)" if v1 else f"cgroup v2 {self.path}"
+        self.seconds()
+
+    def seconds(self) -> float:
+        try:
+            text = self.path.read_text()
+        except OSError as err:
+            raise CpuError(f"cannot read {self.path}: {err}") from None
+        if self.path.name == "cpuacct.usage":
+            return int(text.split()[0]) / 1e9
+        for line in text.splitlines():
+            key, _, value = line.partition(" ")
+            if key == "usage_usec":
+                return int(value) / 1e6
+        raise CpuError(f"{self.path} has no usage_usec line")
