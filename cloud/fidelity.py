@@ -250,18 +250,6 @@ def _measure(
         if profile is None:
             meta["profile_file"] = str(out / "profile.yaml")
         meta["server"] = {"saved_model": str(saved_model), "threads": threads, "cores": have}
-    rungs = [
-        fid.Rung(
-            users=m.users,
-            start=m.start,
-            end=m.end,
-            ok=m.ok,
-            failed=m.failed,
-            latencies=list(m.latencies),
-            cpu_cores=m.cpu_cores,
-        )
-        for m in measured
-    ]
     simulated = fid.pooled(
         [
             fid.simulate_ladder(
@@ -273,7 +261,7 @@ def _measure(
     meta["simulated"] = {"seeds": sim_seeds, "discipline": discipline}
     meta["profile"] = calibrated.name
     meta["elapsed_s"] = round(time.perf_counter() - began, 1)
-    return fid.compare(rungs, simulated), meta, None if profile is not None else calibrated
+    return fid.compare(measured, simulated), meta, None if profile is not None else calibrated
 
 
 def _rest_overhead(

@@ -42,34 +42,14 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
-import numpy as np
-
 from cloud.errors import CloudError
 from cloud.load import predict_path
 from sim.serving.calibrate.cpu import CpuSource
-from sim.serving.fidelity import Step
+from sim.serving.fidelity import Rung, Step
 
 START_LEAD = 0.3
 """Seconds between the child announcing t=0 and t=0, so the parent's CPU sampler is ready."""
 ANSWER_CHARS = 500
-
-
-@dataclass(frozen=True)
-class StepResult:
-    """What one rung's window measured (times in seconds since the ladder's t=0)."""
-
-    users: int
-    start: float
-    end: float
-    ok: int
-    failed: int
-    throughput_rps: float
-    latencies: list[float]
-    p50: float | None
-    p95: float | None
-    p99: float | None
-    cpu_cores: float | None
-    errors: dict[str, int]
 
 
 def spawn_rate(step: Step) -> float:
@@ -216,14 +196,10 @@ Record = tuple[float, float, bool, str | None]
 """One request: (end since t=0, latency, ok, error text)."""
 
 
-def _percentile(values: np.ndarray[Any, Any], q: float) -> float | None:
-    return float(np.percentile(values, q)) if len(values) else None
-
-
 def cut(
     steps: Sequence[Step], records: Sequence[Record], cpu: _CpuSampler | None = None
-) -> list[StepResult]:
-    """One StepResult per rung from the child's records, by each request's end time."""
+) -> list[Rung]:
+    """One :class:`Rung` per rung from the child's records, by each request's end time."""
     spans = windows(steps)
     starts = [start for _, start, _ in spans]
     ok: list[list[float]] = [[] for _ in steps]
@@ -241,19 +217,14 @@ def cut(
             errors[k][text] = errors[k].get(text, 0) + 1
     results = []
     for k, (step, (_, start, end)) in enumerate(zip(steps, spans, strict=True)):
-        lat = np.asarray(ok[k], dtype=float)
         results.append(
-            StepResult(
+            Rung(
                 users=step.users,
                 start=start,
                 end=end,
                 ok=len(ok[k]),
                 failed=failed[k],
-                throughput_rps=len(ok[k]) / (end - start),
                 latencies=ok[k],
-                p50=_percentile(lat, 50),
-                p95=_percentile(lat, 95),
-                p99=_percentile(lat, 99),
                 cpu_cores=None if cpu is None else cpu.cores(k),
                 errors=dict(sorted(errors[k].items(), key=lambda item: -item[1])),
             )
@@ -328,8 +299,8 @@ def run_ladder(
     workdir: Path,
     timeout: float = 30.0,
     start_timeout: float = 60.0,
-) -> list[StepResult]:
-    """Run the ladder against ``url`` and return one :class:`StepResult` per rung.
+) -> list[Rung]:
+    """Run the ladder against ``url`` and return one :class:`Rung` per rung.
 
     Checks the endpoint first (:func:`check_endpoint`), so a wrong URL or model fails before
     any load. ``timeout`` is each request's client timeout; ``workdir`` receives the child's

@@ -56,6 +56,7 @@ class Rung:
     failed: int
     latencies: list[float] = field(repr=False)
     cpu_cores: float | None = None
+    errors: dict[str, int] = field(default_factory=dict)  # failures by what the client saw
 
     @property
     def throughput_rps(self) -> float:
