@@ -88,7 +88,10 @@ def run(
     debug: DebugOption = False,
 ) -> None:
     """Simulate a scenario (or run it on a cluster); write trace.csv, events.jsonl,
-    summary.json and report.html."""
+    summary.json and report.html.
+
+    Exit codes: 0 when the scenario's slo: is met or it has none; 1 when a check misses (each
+    is printed with its value and limit); 2 bad input, nothing written; 130 interrupted."""
     from sim.engine import simulate
     from sim.report import write_report
 
@@ -125,10 +128,14 @@ def run(
         claim(target, "run", force=force)
     except UserError as error:
         fail(error, debug)
-    if not quiet and sys.stderr.isatty():
-        trace = _simulate_with_progress(loaded, seed)
-    else:
-        trace = simulate(loaded, seed=seed)
+    try:
+        if not quiet and sys.stderr.isatty():
+            trace = _simulate_with_progress(loaded, seed)
+        else:
+            trace = simulate(loaded, seed=seed)
+    except KeyboardInterrupt:
+        err.print(f"interrupted: nothing written to {target}", highlight=False, markup=False)
+        raise typer.Exit(130) from None
 
     def write(staging: Path) -> None:
         trace.write(staging)
@@ -138,6 +145,7 @@ def run(
     publish(target, "run", write)
     if not quiet:
         _print_summary(trace.summary, target)
+    _gate(trace.summary.get("slo"), quiet)
 
 
 def _run_on_cluster(
@@ -159,8 +167,27 @@ def _run_on_cluster(
         trace = run_backend(backend, scenario, target, seed=seed, **options)
     except UserError as error:
         fail(error, debug)
-    if trace is not None and not quiet:
-        _print_summary(trace.summary, target)
+    if trace is not None:
+        if not quiet:
+            _print_summary(trace.summary, target)
+        _gate(trace.summary.get("slo"), quiet)
+
+
+def _gate(slo: dict[str, Any] | None, quiet: bool) -> None:
+    """Print each SLO check with its value and limit; exit 1 when one is missed (k6-style)."""
+    from sim.gate import OK, check_lines, exit_code, verdict
+
+    code = exit_code(slo)
+    if not quiet:
+        for line in check_lines(slo):
+            print(line)
+        if slo:
+            print(verdict(slo))
+    elif code != OK:  # a CI log still says why the job failed
+        for line in [*check_lines(slo), verdict(slo)]:
+            err.print(line, highlight=False, markup=False)
+    if code != OK:
+        raise typer.Exit(code)
 
 
 @app.command()
@@ -235,8 +262,6 @@ def _print_summary(summary: dict[str, Any], out: Path) -> None:
         ("cost", fmt(summary["cost_usd"], " USD")),
         ("USD per million requests", fmt(summary["cost_per_million_requests"])),
     ]
-    if summary.get("slo"):
-        rows.append(("SLO met", str(summary["slo"]["met"])))
     rows.append(("simulated in", f"{summary['wall_seconds']} s wall"))
     for key, value in rows:
         table.add_row(key, value)

@@ -497,6 +497,10 @@ def sweep(
     Writes results.csv/.parquet (a row per point and seed), points.csv, report.html and
     sweep.json to --out; finished runs are cached there, so rerunning resumes.
 
+    Exit codes: 0 done; 1 with --recommend when no point meets the SLO in every seed (the
+    results are still written); 2 bad input, nothing run or written; 130 interrupted (the
+    finished runs stay cached: the same command resumes).
+
     Examples:
 
     \b
@@ -555,6 +559,9 @@ def tune(
 ) -> None:
     """Search the axes with a seeded optimizer (Optuna TPE) for the cheapest point meeting
     the SLO in every seed; same outputs as sweep.
+
+    Exit codes: as sweep's: 0 done; 1 with --recommend when no evaluated point meets the SLO
+    in every seed; 2 bad input; 130 interrupted (rerun to resume from the cache).
 
     Example:
 
