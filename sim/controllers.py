@@ -64,6 +64,12 @@ class MetricsServer:
                 last = (Scrape(now - self.resolution, -idle * self.resolution, 0), None)
             seen[pod.name] = (sample, last[0] if last else None)
         self.history = seen
+        # What metrics.k8s.io serves until the next scrape: the backtest's export reads it.
+        cpu = {
+            name: _cpu_milli(new, old)[0] for name, (new, old) in seen.items() if old is not None
+        }
+        if cpu:
+            world.log("pod_metrics", cpu_millicores=cpu, window_s=self.resolution)
 
     def snapshot(self) -> hpa.MetricsSnapshot:
         """What the HPA can read: cpu (resource), per-pod req/s and in-flight (Pods metrics),
@@ -75,9 +81,8 @@ class MetricsServer:
         for name, (new, old) in self.history.items():
             if old is None:
                 continue
-            window = new.t - old.t
-            usage = (new.cpu_seconds - old.cpu_seconds) / window
-            cpu[name] = hpa.PodMetric(value=round(usage * 1000), timestamp=new.t, window=window)
+            milli, window = _cpu_milli(new, old)
+            cpu[name] = hpa.PodMetric(value=milli, timestamp=new.t, window=window)
             rate = (new.served - old.served) / window
             rps[name] = hpa.PodMetric(value=round(rate * 1000), timestamp=new.t, window=window)
             pod = pods.get(name)
@@ -93,6 +98,12 @@ class MetricsServer:
             object=totals,
             external=totals,
         )
+
+
+def _cpu_milli(new: Scrape, old: Scrape) -> tuple[int, float]:
+    """A pod's CPU in millicores over the window between two scrapes, and that window."""
+    window = new.t - old.t
+    return round((new.cpu_seconds - old.cpu_seconds) / window * 1000), window
 
 
 @dataclass

@@ -196,6 +196,14 @@ class World:
             pod.server.cold_left = 0  # it has been serving long before t=0
             pod.ready, pod.ready_transition = True, started + 21.0
             self.plane.add_endpoint(self._server(pod))
+            self.log(
+                "pod",
+                pod=pod.name,
+                node=node.name,
+                event="warm",
+                started=started,
+                ready_since=pod.ready_transition,
+            )
 
     def active_pods(self) -> list[Pod]:
         return [p for p in self.pods if not p.terminating]
