@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from sim.console import err, fail
@@ -42,13 +43,18 @@ DebugOption = Annotated[bool, typer.Option("--debug", help="show tracebacks")]
 
 
 def load(scenario: Path, overrides: list[str] | None, debug: bool) -> Scenario:
-    """The validated scenario, or exit 2 with the file, field and fix on stderr."""
-    from sim.loader import load_scenario
+    """The validated scenario, or exit 2 with the file, field and fix on stderr; what is worth
+    saying about a valid one (a bare-number duration, a load cut short) as warnings."""
+    from sim.lint import scenario_notes
+    from sim.loader import read_scenario
 
     try:
-        return load_scenario(scenario, overrides or [])
+        loaded, raw = read_scenario(scenario, overrides or [])
     except ScenarioError as error:
         fail(error, debug)
+    for note in scenario_notes(loaded, raw):
+        err.print(f"[yellow]warning:[/yellow] {escape(note)}", highlight=False, soft_wrap=True)
+    return loaded
 
 
 @app.command()

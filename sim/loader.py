@@ -94,6 +94,17 @@ def build_scenario(
     base_dir: Path | None = None,
 ) -> Scenario:
     """Validate a raw mapping (plus overrides) into a Scenario, or raise ScenarioError."""
+    data = with_overrides(data, source, overrides)
+    try:
+        return Scenario.model_validate(data, context={"base_dir": base_dir or Path(".")})
+    except ValidationError as err:
+        where = source + (" with --set " + " ".join(overrides) if overrides else "")
+        raise ScenarioError(where, _problems(err)) from None
+
+
+def with_overrides(data: dict[str, Any], source: str, overrides: list[str] | None) -> dict:
+    """A copy of the raw mapping with ``--set`` overrides applied (ScenarioError if one is
+    malformed)."""
     data = copy.deepcopy(data)
     for text in overrides or []:
         try:
@@ -103,11 +114,7 @@ def build_scenario(
             raise ScenarioError(
                 f"{source} (--set {text})", [Problem(text, text, str(err))]
             ) from None
-    try:
-        return Scenario.model_validate(data, context={"base_dir": base_dir or Path(".")})
-    except ValidationError as err:
-        where = source + (" with --set " + " ".join(overrides) if overrides else "")
-        raise ScenarioError(where, _problems(err)) from None
+    return data
 
 
 def read_scenario_data(path: Path) -> dict[str, Any]:
@@ -141,10 +148,19 @@ def read_scenario_data(path: Path) -> dict[str, Any]:
 
 def load_scenario(path: str | Path, overrides: list[str] | None = None) -> Scenario:
     """Read and validate a scenario file; ``name`` defaults to the file's stem."""
+    return read_scenario(path, overrides)[0]
+
+
+def read_scenario(
+    path: str | Path, overrides: list[str] | None = None
+) -> tuple[Scenario, dict[str, Any]]:
+    """The validated scenario and the raw mapping it came from (overrides applied), for
+    :func:`sim.lint.scenario_notes`."""
     path = Path(path)
     data = read_scenario_data(path)
     data.setdefault("name", path.stem)
-    return build_scenario(data, str(path), overrides, base_dir=path.parent)
+    scenario = build_scenario(data, str(path), overrides, base_dir=path.parent)
+    return scenario, with_overrides(data, str(path), overrides)
 
 
 def scenario_json(scenario: Scenario) -> str:

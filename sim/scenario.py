@@ -19,12 +19,14 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainSerializer,
+    PrivateAttr,
     ValidationInfo,
     field_validator,
     model_validator,
 )
 
 from sim.hpa import HorizontalPodAutoscalerSpec
+from sim.replay import RATE_NAMES, USER_NAMES, Series, read_series
 from sim.units import cpu_millis, memory_bytes, parse_duration
 
 
@@ -386,6 +388,59 @@ def _hpa_from_manifest(data: Any, info: ValidationInfo) -> Any:
 # --- load ---------------------------------------------------------------------------------
 
 
+class _Replay(Strict):
+    """A value over time replayed from a CSV or Parquet file (``sim.replay`` has the rules):
+    each row holds from its time until the next; the last for ``hold_last``."""
+
+    file: str
+    time_column: str | int | None = Field(
+        None, description="header name or 0-based position [default: by name, else first]"
+    )
+    hold_last: Duration | None = Field(
+        None,
+        description="how long the last row holds; assumed: as long as the step before it "
+        "(1 s for one value per second)",
+    )
+    scale: float = Field(1.0, gt=0, description="multiplies every value (sweeps' load.scale)")
+    points: tuple[tuple[float, float], ...] = Field(
+        default=(), description="(t, value) rows, filled from file at load"
+    )
+    end: float = Field(0.0, ge=0, description="when the last row stops holding, filled at load")
+
+    _series: Series | None = PrivateAttr(None)
+
+    def series(self) -> Series:
+        """The rows as a Series, built once (``at`` is called every simulated second)."""
+        if self._series is None:
+            times = tuple(t for t, _ in self.points)
+            values = tuple(v * self.scale for _, v in self.points)
+            self._series = Series(times, values, self.end)
+        return self._series
+
+
+def _read_replay(
+    data: Any, info: ValidationInfo, column: str, what: str, names: tuple[str, ...], integer: bool
+) -> Any:
+    if isinstance(data, dict) and "file" in data and not data.get("points"):
+        base = Path((info.context or {}).get("base_dir", "."))
+        hold = data.get("hold_last")
+        series = read_series(
+            base / str(data["file"]),
+            what=what,
+            names=names,
+            time_column=data.get("time_column"),
+            value_column=data.get(column),
+            hold_last=None if hold is None else parse_duration(hold),
+            integer=integer,
+        )
+        points = tuple(zip(series.times, series.values, strict=True))
+        data = {**data, "points": points, "end": series.end}
+    elif isinstance(data, dict) and data.get("points") and data.get("hold_last") is not None:
+        # A scenario written out with its rows: a new hold_last still moves the end.
+        data = {**data, "end": float(data["points"][-1][0]) + parse_duration(data["hold_last"])}
+    return data
+
+
 class WaitTime(Strict):
     """Locust wait_time: ``between: [a, b]`` or ``constant: x`` seconds."""
 
@@ -452,7 +507,32 @@ class ConstantUsers(Strict):
         return self.users, self.spawn_rate
 
 
-Shape = Annotated[StepShape | StagesShape | ConstantUsers, Field(discriminator="kind")]
+class ReplayUsers(_Replay):
+    """Closed-loop users replayed from a file: ``t,users`` rows (any header, by name or
+    position); each count holds until the next row, and the test stops when the file ends
+    (a Locust shape's ``tick()`` returning None). ``scale`` rounds to whole users."""
+
+    kind: Literal["replay"] = "replay"
+    users_column: str | int | None = Field(
+        None, description="header name or 0-based position [default: by name, else second]"
+    )
+    spawn_rate: float = Field(1.0, gt=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _read(cls, data: Any, info: ValidationInfo) -> Any:
+        return _read_replay(data, info, "users_column", "a user count", USER_NAMES, True)
+
+    def tick(self, t: float) -> tuple[int, float] | None:
+        value = self.series().at(t) if self.points else None
+        if value is None:
+            return None
+        return round(value), self.spawn_rate
+
+
+Shape = Annotated[
+    StepShape | StagesShape | ConstantUsers | ReplayUsers, Field(discriminator="kind")
+]
 
 
 class LocustLoad(Strict):
@@ -522,45 +602,23 @@ class SinusoidRate(Strict):
         return max(0.0, self.mean_rps + self.amplitude_rps * wave)
 
 
-class ReplayRate(Strict):
-    """Per-second rates replayed from a file: one number per line, or ``t,rps`` CSV lines."""
+class ReplayRate(_Replay):
+    """Open-loop rates replayed from a file: ``t,rps`` rows (any header, by name or position),
+    or one rate per line for one per second."""
 
     kind: Literal["replay"] = "replay"
-    file: str
-    rates: tuple[float, ...] = Field(default=(), description="filled from file at load")
+    rate_column: str | int | None = Field(
+        None, description="header name or 0-based position [default: by name, else second]"
+    )
 
     @model_validator(mode="before")
     @classmethod
     def _read(cls, data: Any, info: ValidationInfo) -> Any:
-        if isinstance(data, dict) and "file" in data and not data.get("rates"):
-            base = Path((info.context or {}).get("base_dir", "."))
-            data = {**data, "rates": read_rate_file(base / str(data["file"]))}
-        return data
+        return _read_replay(data, info, "rate_column", "a rate in req/s", RATE_NAMES, False)
 
     def rate(self, t: float) -> float:
-        index = int(t)
-        return self.rates[index] if 0 <= index < len(self.rates) else 0.0
-
-
-def read_rate_file(path: Path) -> tuple[float, ...]:
-    try:
-        lines = path.read_text().splitlines()
-    except OSError as err:
-        raise ValueError(f"cannot read rate file {path}: {err.strerror}") from err
-    rates: list[float] = []
-    for number, line in enumerate(lines, 1):
-        text = line.strip()
-        if not text or text.startswith("#") or text.lower().startswith("t,"):
-            continue
-        field = text.split(",")[-1]
-        try:
-            value = float(field)
-        except ValueError:
-            raise ValueError(f"{path}:{number}: expected a rate in req/s, got {field!r}") from None
-        if value < 0 or not math.isfinite(value):
-            raise ValueError(f"{path}:{number}: a rate must be finite and >= 0, got {value}")
-        rates.append(value)
-    return tuple(rates)
+        value = self.series().at(t) if self.points else None
+        return 0.0 if value is None else value
 
 
 RateShape = Annotated[

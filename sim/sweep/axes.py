@@ -202,7 +202,8 @@ def scale_load(data: Mapping[str, Any], factor: float, base_dir: Path | None = N
     Locust shapes: users (``step_users``, ``users``, each stage's ``users``) times the factor,
     rounded to whole users (the load then scales by the rounded ratio). Open-loop: every rate
     (``rps``, ``base_rps``, ``mean_rps`` and ``amplitude_rps``, piecewise ``points``, replayed
-    rates). Defaults come from the schema, so a scenario that leaves its load out scales too.
+    rates and users through their ``scale``). Defaults come from the schema, so a scenario
+    that leaves its load out scales too.
     """
     if isinstance(factor, bool) or not isinstance(factor, int | float):
         raise ValueError(f"load.scale must be a number, got {factor!r}")
@@ -227,6 +228,8 @@ def scale_load(data: Mapping[str, Any], factor: float, base_dir: Path | None = N
                 stage["users"] = _scaled_users(stage.get("users", 0), factor, f"stages[{i}]", 0)
                 stages.append(stage)
             shape["stages"] = stages
+        elif shape_kind == "replay":  # each replayed count times the factor, rounded
+            shape["scale"] = float(shape.get("scale", 1.0)) * factor
         else:
             raise ValueError(f"load.scale cannot scale a Locust shape of kind {shape_kind!r}")
         shape["kind"] = shape_kind
@@ -239,10 +242,7 @@ def scale_load(data: Mapping[str, Any], factor: float, base_dir: Path | None = N
         if "points" in rate:
             rate["points"] = [[t, float(r) * factor] for t, r in rate["points"]]
         if rate.get("kind") == "replay":
-            from sim.scenario import read_rate_file
-
-            rates = rate.get("rates") or read_rate_file((base_dir or Path(".")) / rate["file"])
-            rate["rates"] = [r * factor for r in rates]
+            rate["scale"] = float(rate.get("scale", 1.0)) * factor
         load["rate"] = rate
     else:
         raise ValueError(f"load.scale cannot scale a load of kind {kind!r}")
