@@ -13,6 +13,7 @@ from rich.table import Table
 
 from sim.console import err, fail
 from sim.errors import ScenarioError, UserError
+from sim.events_cli import register as register_events
 from sim.outputs import claim, publish
 from sim.plugins import load_plugins
 from sim.serving.calibrate.cli import register as register_calibrate
@@ -99,6 +100,7 @@ def run(
     Exit codes: 0 when the scenario's slo: is met or it has none; 1 when a check misses (each
     is printed with its value and limit); 2 bad input, nothing written; 130 interrupted."""
     from sim.engine import simulate
+    from sim.locust_csv import write_locust_csv
     from sim.report import write_report
 
     loaded = load(scenario, set_, debug)
@@ -147,6 +149,8 @@ def run(
         trace.write(staging)
         title = f"{loaded.name} (seed {trace.summary['seed']})"
         write_report(trace, staging / "report.html", title)
+        if trace.locust is not None:
+            write_locust_csv(trace.locust, staging / loaded.name)
 
     publish(target, "run", write)
     if not quiet:
@@ -268,14 +272,23 @@ def _print_summary(summary: dict[str, Any], out: Path) -> None:
         ("cost", fmt(summary["cost_usd"], " USD")),
         ("USD per million requests", fmt(summary["cost_per_million_requests"])),
     ]
+    failures = summary.get("failures_by_reason") or {}
+    if failures:
+        rows.append(("failed by reason", ", ".join(f"{k} {v}" for k, v in failures.items())))
     rows.append(("simulated in", f"{summary['wall_seconds']} s wall"))
     for key, value in rows:
         table.add_row(key, value)
     Console().print(table)
-    Console().print(f"wrote {out}/trace.csv, events.jsonl, summary.json, report.html")
+    for cause in summary.get("causes") or []:
+        Console().print(f"- {cause}", highlight=False, markup=False)
+    name = summary["scenario"]
+    files = ("trace.csv", "events.jsonl", "summary.json", "report.html", "pods.csv")
+    files += (f"{name}_stats.csv", f"{name}_stats_history.csv", f"{name}_failures.csv")
+    Console().print(f"wrote {out}/: " + ", ".join(f for f in files if (out / f).exists()))
 
 
 register_sweep(app)
+register_events(app)
 register_calibrate(app)
 load_plugins(app)
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sim.recorder import RequestRecorder
+from sim.recorder import FailureReason, RequestRecorder
 from sim.serving.server import Job, NodeCpu, Server
 
 _COMPLETE, _WAKE, _TIMEOUT, _BATCH = 0, 1, 2, 3
@@ -110,11 +110,11 @@ class DataPlane:
         server.batch_open = []
         server.generation += 1
         for job in stranded:
-            user, seq = job[3], job[4]
+            t0, user, seq = job[2], job[3], job[4]
             if user is None:
-                self._fail(self.now)
+                self._fail(self.now, FailureReason.RESET, self.now - t0)
             elif user.sending == seq:
-                self._fail(self.now)
+                self._fail(self.now, FailureReason.RESET, self.now - t0)
                 self._idle(user, self.now)
         for user in self._users:
             if user.server is server:
@@ -158,6 +158,14 @@ class DataPlane:
     def active_users(self) -> int:
         return sum(1 for u in self._users if not u.stopped)
 
+    def connections(self) -> dict[Server, int]:
+        """Running Locust users per pod their keep-alive connection is pinned to."""
+        pinned: dict[Server, int] = {}
+        for user in self._users:
+            if not user.stopped and user.server is not None:
+                pinned[user.server] = pinned.get(user.server, 0) + 1
+        return pinned
+
     def open_loop(self, source: Callable[[], list[float] | None]) -> None:
         """Arrival times come from ``source``, one sorted block per call, None when done."""
         self._arrival_source = source
@@ -199,7 +207,7 @@ class DataPlane:
                 user = obj  # type: ignore[assignment]
                 if user.sending == aux:
                     # The client gives up; urllib3 drops a timed-out connection, so it reconnects.
-                    self._fail(t)
+                    self._fail(t, FailureReason.TIMEOUT, self.timeout)
                     user.server = None
                     self._idle(user, t)
         self.now = t_end
@@ -269,7 +277,7 @@ class DataPlane:
         z = self._demand_buf[i]
         if server is None:
             # No Ready endpoint: the connection is refused at once (Locust records a failure).
-            self._fail(t)
+            self._fail(t, FailureReason.NO_ENDPOINT)
             if user is not None:
                 self._idle(user, t)
             return
@@ -364,7 +372,7 @@ class DataPlane:
         latency = t - t0 + server.overhead
         if user is None:
             if latency > self.timeout:
-                self._fail(t0 + self.timeout)
+                self._fail(t0 + self.timeout, FailureReason.TIMEOUT, self.timeout)
             else:
                 self.tally.ok += 1
                 self.recorder.complete(t, latency)
@@ -422,13 +430,13 @@ class DataPlane:
 
     def _reject(self, job: Job, t: float) -> None:
         _, _, _, user, _ = job
-        self._fail(t)
+        self._fail(t, FailureReason.UNAVAILABLE)
         if user is not None:
             self._idle(user, t)
 
-    def _fail(self, t: float) -> None:
+    def _fail(self, t: float, reason: FailureReason, latency: float = 0.0) -> None:
         self.tally.failed += 1
-        self.recorder.fail(t)
+        self.recorder.fail(t, reason, latency)
 
     def _idle(self, user: User, t: float) -> None:
         user.sending = -1

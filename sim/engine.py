@@ -16,11 +16,15 @@ from sim.cluster.ca.options import Profile as CAProfile
 from sim.cluster.cost import cluster_cost
 from sim.controllers import AutoscalerLoop, HPALoop, MetricsServer, cpu_utilization
 from sim.dataplane import DataPlane
+from sim.diagnosis import causes
 from sim.loader import scenario_sha256
 from sim.loadgen import locust_runner, open_loop_source
+from sim.locust_csv import from_recorder
 from sim.objects import PodPhase
+from sim.podseries import PodSeries
 from sim.recorder import RequestRecorder
 from sim.rng import stream
+from sim.runinfo import settings
 from sim.scenario import LocustLoad, Scenario
 from sim.trace import COLUMNS, Cell, Trace, timeline_figures
 from sim.world import World
@@ -105,6 +109,7 @@ def simulate(
 
     cpu_target = _cpu_target(scenario.hpa)
     gauges: dict[str, list[Cell]] = {c: [] for c in COLUMNS}
+    pod_series = PodSeries(scenario.duration)
 
     def sample() -> Generator[Any, Any, None]:
         for t in range(seconds):
@@ -126,6 +131,9 @@ def simulate(
             )
             gauges["cpu_target"].append(cpu_target)
             gauges["cost_usd"].append(round(_cost(world, float(t)), 6))
+            recorder.snapshot(t)
+            if pod_series.due(t):
+                pod_series.sample(t, world.pods, plane.connections())
             if progress is not None:
                 progress(float(t))
 
@@ -144,7 +152,22 @@ def simulate(
     columns = {name: columns[name] for name in COLUMNS}
     wall = time.perf_counter() - started
     summary = _summary(scenario, seed, world, plane, recorder, columns, wall)
-    return Trace(columns=columns, events=world.events, summary=summary)
+    summary["causes"] = causes(columns, world.events, summary, pod_series.columns)
+    summary["settings"] = settings(scenario)
+    locust = from_recorder(
+        recorder,
+        gauges["users"],
+        model=scenario.deployment.model_name,
+        timeout=scenario.serving.request_timeout,
+        duration=scenario.duration,
+    )
+    return Trace(
+        columns=columns,
+        events=world.events,
+        summary=summary,
+        pods=dict(pod_series.columns),
+        locust=locust,
+    )
 
 
 def _cost(world: World, t: float) -> float:
@@ -182,6 +205,9 @@ def _summary(
         "requests_failed": tally.failed,
         "requests_abandoned": tally.abandoned,
         "requests_in_flight": plane.in_flight(),
+        "failures_by_reason": {
+            str(reason): tally.count for reason, tally in sorted(recorder.failures.items())
+        },
         "latency_mean": recorder.latency_sum / tally.ok if tally.ok else None,
         "latency_p50": p50,
         "latency_p95": p95,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
 
 import numpy as np
 
@@ -12,6 +14,42 @@ import numpy as np
 _LOG_STEP = math.log(1.01)
 _FLOOR = 1e-4  # latencies below 0.1 ms share the first bucket
 _BUCKETS = math.ceil(math.log(1e5 / _FLOOR) / _LOG_STEP)  # up to ~28 h
+
+
+# Locust's report percentiles (locust/stats.py PERCENTILES_TO_REPORT), kept cumulatively per
+# second for <name>_stats_history.csv.
+LOCUST_PERCENTILES = (0.50, 0.66, 0.75, 0.80, 0.90, 0.95, 0.98, 0.99, 0.999, 0.9999, 1.0)
+
+
+class FailureReason(StrEnum):
+    """Why a request failed, as the client saw it."""
+
+    TIMEOUT = "timeout"  # no response within the client's timeout
+    UNAVAILABLE = "unavailable"  # TF Serving's batch queue was full (UNAVAILABLE, HTTP 503)
+    RESET = "reset"  # the container exited (SIGTERM) with the request in flight
+    NO_ENDPOINT = "no_endpoint"  # the Service had no Ready endpoint: connection refused
+
+
+@dataclass
+class FailureTally:
+    """Failures of one reason: how many, first and last seen (simulated seconds)."""
+
+    count: int = 0
+    first: float = math.inf
+    last: float = -math.inf
+
+
+@dataclass(frozen=True)
+class Cumulative:
+    """Locust's running totals at one moment: ok and failed requests, response times in s."""
+
+    requests: int
+    failures: int
+    response_sum: float
+    response_min: float | None
+    response_max: float | None
+    percentiles: tuple[float, ...] | None  # LOCUST_PERCENTILES
+    last_t: float | None
 
 
 def _nearest_rank(ordered: Sequence[float], q: float) -> float:
@@ -36,6 +74,15 @@ class RequestRecorder:
         self.p99: list[float | None] = [None] * seconds
         self.histogram = np.zeros(_BUCKETS + 1, dtype=np.int64)
         self.latency_sum = 0.0
+        self.response_min = math.inf  # ok and failed requests, as Locust counts them
+        self.response_max = 0.0
+        self.last_t: float | None = None  # when the client last saw an outcome
+        # Failed requests' response times: Locust counts them in its statistics too.
+        self.fail_histogram = np.zeros(_BUCKETS + 1, dtype=np.int64)
+        self.fail_latency_sum = 0.0
+        self.failures: dict[FailureReason, FailureTally] = {}
+        # Per second, Locust's running totals as they stood at its start (see snapshot()).
+        self.cumulative: list[Cumulative | None] = [None] * seconds
         self._open_second = 0
         self._open: list[float] = []
 
@@ -49,8 +96,22 @@ class RequestRecorder:
             second = self.seconds - 1
         self.offered[second] += 1
 
-    def fail(self, t: float) -> None:
+    def fail(self, t: float, reason: FailureReason, latency: float = 0.0) -> None:
+        """A request failed at ``t`` after ``latency`` seconds, for ``reason``."""
         self.failed[self._bucket(t)] += 1
+        tally = self.failures.get(reason)
+        if tally is None:
+            tally = self.failures[reason] = FailureTally()
+        tally.count += 1
+        tally.first = min(tally.first, t)
+        tally.last = max(tally.last, t)
+        key = int(math.log(max(latency, _FLOOR) / _FLOOR) / _LOG_STEP)
+        self.fail_histogram[min(key, _BUCKETS)] += 1
+        self.fail_latency_sum += latency
+        self.response_min = min(self.response_min, latency)
+        self.response_max = max(self.response_max, latency)
+        if self.last_t is None or t > self.last_t:
+            self.last_t = t
 
     def complete(self, t: float, latency: float) -> None:
         second = int(t)
@@ -75,7 +136,47 @@ class RequestRecorder:
         keys = np.minimum(scaled.astype(np.int64), _BUCKETS)
         self.histogram += np.bincount(keys, minlength=_BUCKETS + 1)
         self.latency_sum += math.fsum(ordered)
+        self.response_min = min(self.response_min, ordered[0])
+        self.response_max = max(self.response_max, ordered[-1])
         self._open = []
+        if self.last_t is None or second > self.last_t:
+            self.last_t = float(second)  # a completion within ``second``: Locust reads int(t)
+
+    def snapshot(self, t: int) -> None:
+        """Record Locust's running totals at the start of second ``t`` (every outcome before
+        ``t`` is in; the caller has advanced the data plane to ``t``)."""
+        if self._open and self._open_second < t:
+            self.close()
+        if not 0 <= t < self.seconds:
+            return
+        histogram = self.histogram + self.fail_histogram
+        count = int(histogram.sum())
+        self.cumulative[t] = Cumulative(
+            requests=count,
+            failures=sum(f.count for f in self.failures.values()),
+            response_sum=self.latency_sum + self.fail_latency_sum,
+            response_min=self.response_min if count else None,
+            response_max=self.response_max if count else None,
+            percentiles=self.percentiles_of(histogram),
+            last_t=self.last_t,
+        )
+
+    def locust_percentiles(self) -> tuple[float, ...] | None:
+        """Locust's report percentiles over every request, ok or failed (s)."""
+        return self.percentiles_of(self.histogram + self.fail_histogram)
+
+    @staticmethod
+    def percentiles_of(histogram: np.ndarray) -> tuple[float, ...] | None:
+        """Locust's report percentiles of ``histogram`` (bucket centres, s)."""
+        cumulative = np.cumsum(histogram)
+        total = int(cumulative[-1])
+        if total == 0:
+            return None
+        # calculate_response_time_percentile (locust/stats.py): the value at rank
+        # int(n * q) + 1, capped at n.
+        ranks = [min(total, int(q * total) + 1) for q in LOCUST_PERCENTILES]
+        keys = np.searchsorted(cumulative, ranks)
+        return tuple(_FLOOR * math.exp((int(k) + 0.5) * _LOG_STEP) for k in keys)
 
     def percentile(self, q: float) -> float | None:
         """A percentile over every successful request, to within 1%."""

@@ -1,7 +1,8 @@
 """The Trace: the contract between backends (simulator, real cluster) and everything downstream.
 
 On disk, in a run directory: ``trace.csv`` (one row per second), ``events.jsonl`` (one JSON
-object per line, each with ``t`` and ``kind``) and ``summary.json``. Times and latencies are
+object per line, each with ``t`` and ``kind``), ``summary.json`` and, where the backend samples
+pods, ``pods.csv`` (one row per pod per sample, :mod:`sim.podseries`). Times and latencies are
 in seconds, money in USD.
 """
 
@@ -12,7 +13,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sim.units import parse_duration
 
@@ -36,6 +37,9 @@ COLUMNS = (
     "cost_usd",
 )
 
+if TYPE_CHECKING:
+    from sim.locust_csv import LocustStats
+
 Cell = int | float | None
 
 
@@ -54,6 +58,33 @@ def _parse(text: str) -> Cell:
         return int(text)
     except ValueError:
         return float(text)
+
+
+def _parse_any(text: str) -> object:
+    try:
+        return _parse(text)
+    except ValueError:
+        return text
+
+
+def _write_csv(path: Path, columns: dict[str, list[Any]]) -> None:
+    names = list(columns)
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(names)
+        for row in zip(*(columns[n] for n in names), strict=True):
+            writer.writerow([v if isinstance(v, str) else _cell(v) for v in row])
+
+
+def _read_csv(path: Path, parse: Any) -> dict[str, list[Any]]:
+    with open(path, newline="") as handle:
+        reader = csv.reader(handle)
+        header = next(reader)
+        columns: dict[str, list[Any]] = {name: [] for name in header}
+        for row in reader:
+            for name, text in zip(header, row, strict=True):
+                columns[name].append(parse(text))
+    return columns
 
 
 def timeline_figures(
@@ -85,6 +116,8 @@ class Trace:
     columns: dict[str, list[Cell]]
     events: list[dict[str, Any]] = field(default_factory=list)
     summary: dict[str, Any] = field(default_factory=dict)
+    pods: dict[str, list[Any]] | None = None  # sim.podseries.POD_COLUMNS
+    locust: LocustStats | None = None  # for Locust's CSV files; not read back
 
     def __len__(self) -> int:
         return len(self.columns["t"])
@@ -108,13 +141,9 @@ class Trace:
 
     def write(self, out: Path) -> None:
         out.mkdir(parents=True, exist_ok=True)
-        names = list(self.columns)
-        rows = zip(*(self.columns[n] for n in names), strict=True)
-        with open(out / "trace.csv", "w", newline="") as handle:
-            writer = csv.writer(handle, lineterminator="\n")
-            writer.writerow(names)
-            for row in rows:
-                writer.writerow([_cell(v) for v in row])
+        _write_csv(out / "trace.csv", self.columns)
+        if self.pods is not None:
+            _write_csv(out / "pods.csv", self.pods)
         with open(out / "events.jsonl", "w") as handle:
             for event in self.events:
                 handle.write(json.dumps(event, sort_keys=False) + "\n")
@@ -122,13 +151,7 @@ class Trace:
 
     @classmethod
     def read(cls, run_dir: Path) -> Trace:
-        with open(run_dir / "trace.csv", newline="") as handle:
-            reader = csv.reader(handle)
-            header = next(reader)
-            columns: dict[str, list[Cell]] = {name: [] for name in header}
-            for row in reader:
-                for name, text in zip(header, row, strict=True):
-                    columns[name].append(_parse(text))
+        columns: dict[str, list[Cell]] = _read_csv(run_dir / "trace.csv", _parse)
         missing = [c for c in COLUMNS if c not in columns]
         if missing:
             raise ValueError(f"{run_dir}/trace.csv lacks columns {missing}")
@@ -138,4 +161,6 @@ class Trace:
             if line.strip()
         ]
         summary = json.loads((run_dir / "summary.json").read_text())
-        return cls(columns=columns, events=events, summary=summary)
+        pods_csv = run_dir / "pods.csv"
+        pods = _read_csv(pods_csv, _parse_any) if pods_csv.is_file() else None
+        return cls(columns=columns, events=events, summary=summary, pods=pods)
