@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from sim.backtest.cli import register as register_backtest
 from sim.console import err, fail
 from sim.errors import ScenarioError, UserError
 from sim.events_cli import register as register_events
@@ -290,6 +291,7 @@ def _print_summary(summary: dict[str, Any], out: Path) -> None:
 register_sweep(app)
 register_events(app)
 register_calibrate(app)
+register_backtest(app)
 load_plugins(app)
 
 
