@@ -218,6 +218,9 @@ class Backend(ABC):
         """Node pools whose nodes the trace counts (None: every node)."""
         return self.settings.node_pools
 
+    def preflight(self) -> None:  # noqa: B027 - optional hook; most backends check nothing
+        """Checks with the user's credentials before anything is created (raise to refuse)."""
+
     # --- the template -----------------------------------------------------------------------
 
     def provision(self) -> None:

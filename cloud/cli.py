@@ -85,6 +85,7 @@ def run_on_cluster(
             "no model path: set SCALELAB_MODEL_PATH to the model's base path "
             "(the lab's gs://BUCKET/resnet_101)"
         )
+    run.preflight()
     if not yes:
         if confirm is None and not sys.stdin.isatty():
             raise CloudError("this creates billable resources: add --yes to run without a prompt")

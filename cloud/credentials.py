@@ -22,6 +22,11 @@ from typing import Any
 from cloud.errors import CloudError, MissingDependencyError
 
 CLOUD_PLATFORM_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
+BEARER_KEYS = ("authorization", "BearerToken")
+"""Where kubernetes clients look for the bearer token (``Configuration.auth_settings``):
+30.1 to 35.x read only ``authorization``, 36.0.0 and 36.0.1 only ``BearerToken``, 36.0.2 and
+later either. Both are set, each with the ``Bearer`` prefix, so every allowed client sends
+the Authorization header; without it GKE treats the calls as anonymous (403)."""
 
 try:
     from kubernetes import client as k8s
@@ -73,7 +78,8 @@ class TokenRefresher:
             if not self.credentials.valid:
                 self.credentials.refresh(self._transport())
                 self.refreshes += 1
-            configuration.api_key["BearerToken"] = self.credentials.token
+            for key in BEARER_KEYS:
+                configuration.api_key[key] = self.credentials.token
 
 
 def _ca_file(ca_certificate_b64: str) -> str:
@@ -100,7 +106,7 @@ def gke_configuration(
     configuration.host = f"https://{endpoint}"
     configuration.ssl_ca_cert = _ca_file(ca_certificate_b64)
     configuration.verify_ssl = True
-    configuration.api_key_prefix = {"BearerToken": "Bearer"}
+    configuration.api_key_prefix = dict.fromkeys(BEARER_KEYS, "Bearer")
     hook = TokenRefresher(credentials, request)
     hook(configuration)
     configuration.refresh_api_key_hook = hook

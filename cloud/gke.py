@@ -53,9 +53,22 @@ def autoscaling_profile(scenario: Scenario) -> Any:
     return profiles[scenario.cluster.autoscaler.profile]
 
 
-def node_pool(plan: PoolPlan, run_id: str, labels: dict[str, str]) -> Any:
-    """One ``container_v1.NodePool`` (``--num-nodes`` is the initial count per zone)."""
+MAX_SURGE = 1
+"""``upgradeSettings.maxSurge`` as gcloud sends it (tests/data/gcloud_create_cluster.json)."""
+
+
+def node_pool(
+    plan: PoolPlan,
+    run_id: str,
+    labels: dict[str, str],
+    settings: CloudSettings | None = None,
+) -> Any:
+    """One ``container_v1.NodePool`` (``--num-nodes`` is the initial count per zone), with what
+    the lab's gcloud command sends by default: the node OAuth scopes (devstorage.read_only lets
+    TF Serving read the model from gs://), auto-upgrade and auto-repair (release channels need
+    both) and a surge upgrade of one node."""
     c = container_v1()
+    settings = settings or CloudSettings()
     accelerators = []
     if plan.accelerator is not None:
         kind, count = plan.accelerator
@@ -68,7 +81,11 @@ def node_pool(plan: PoolPlan, run_id: str, labels: dict[str, str]) -> Any:
             labels=dict(labels),
             resource_labels=gke_labels(run_id),
             accelerators=accelerators,
+            oauth_scopes=list(settings.node_oauth_scopes),
+            service_account=settings.node_service_account or "",
         ),
+        management=c.NodeManagement(auto_upgrade=True, auto_repair=True),
+        upgrade_settings=c.NodePool.UpgradeSettings(max_surge=MAX_SURGE),
         autoscaling=c.NodePoolAutoscaling(
             enabled=plan.autoscaling,
             min_node_count=plan.min_nodes if plan.autoscaling else 0,
@@ -81,7 +98,10 @@ def cluster_request(scenario: Scenario, settings: CloudSettings, run_id: str, pr
     """The ``CreateClusterRequest`` for a scenario (pure: no call is made)."""
     c = container_v1()
     autoscaling = scenario.cluster.autoscaler.enabled
-    pools = [node_pool(pool_plan(p, autoscaling), run_id, p.labels) for p in scenario.cluster.pools]
+    pools = [
+        node_pool(pool_plan(p, autoscaling), run_id, p.labels, settings)
+        for p in scenario.cluster.pools
+    ]
     channel = c.ReleaseChannel.Channel[settings.release_channel.upper()]
     return c.CreateClusterRequest(
         parent=f"projects/{project}/locations/{settings.location}",
@@ -200,7 +220,7 @@ class GKE:
                 operation = self.client.create_node_pool(
                     request=c.CreateNodePoolRequest(
                         parent=self.cluster_path(name),
-                        node_pool=node_pool(plan, run_id, pool.labels),
+                        node_pool=node_pool(plan, run_id, pool.labels, settings),
                     )
                 )
                 ledger.record(
@@ -295,6 +315,23 @@ class GKEBackend(Backend):
             )
             self._gke = GKE(client, project, self.settings.location, say=self.say)
         return self._gke
+
+    def preflight(self) -> None:
+        """The model must be readable and servable before a cluster is paid for."""
+        from cloud.model_access import check_model_path
+
+        self.gke()
+        path = self.settings.model_path
+        if path is None:
+            return
+        self.say(f"checking the model at {path}")
+        for warning in check_model_path(
+            path,
+            self._credentials,
+            model_version=self.settings.model_version,
+            warmup=self.scenario.serving.warmup,
+        ):
+            self.say(f"warning: {warning}")
 
     def _provision(self) -> None:
         self.cluster = self.gke().ensure_cluster(

@@ -23,6 +23,18 @@ GKE_MANAGED_BY_LABEL = "managed-by"
 """GKE resource labels allow no '/' or '.' (https://cloud.google.com/compute/docs/labeling-resources)."""
 GKE_RUN_ID_LABEL = "scalelab-run-id"
 
+GCLOUD_DEFAULT_SCOPES: tuple[str, ...] = (
+    "https://www.googleapis.com/auth/devstorage.read_only",
+    "https://www.googleapis.com/auth/logging.write",
+    "https://www.googleapis.com/auth/monitoring",
+    "https://www.googleapis.com/auth/service.management.readonly",
+    "https://www.googleapis.com/auth/servicecontrol",
+    "https://www.googleapis.com/auth/trace.append",
+)
+"""The node OAuth scopes ``gcloud container clusters create`` sends when none are given
+(captured from Cloud SDK 528.0.0: tests/data/gcloud_create_cluster.json). Without
+devstorage.read_only the nodes cannot read the model from Cloud Storage."""
+
 
 @dataclass(frozen=True)
 class BatchingParameters:
@@ -55,6 +67,11 @@ class CloudSettings:
     namespace: str = "scalelab"
     model_path: str | None = None
     """TF Serving ``--model_base_path`` (e.g. gs://BUCKET/resnet_101); the scenario has none."""
+    node_oauth_scopes: tuple[str, ...] = GCLOUD_DEFAULT_SCOPES
+    """``NodeConfig.oauth_scopes`` of every node pool scalelab creates (gcloud's defaults)."""
+    node_service_account: str | None = None
+    """``NodeConfig.service_account``; None: the Compute Engine default service account, as
+    gcloud. It needs roles/storage.objectViewer on the model's bucket."""
     kubeconfig: str | None = None
     context: str | None = None
     endpoint: str | None = None
@@ -99,14 +116,26 @@ class CloudSettings:
             ("kubeconfig", "KUBECONFIG"),
             ("context", "SCALELAB_KUBE_CONTEXT"),
             ("endpoint", "SCALELAB_ENDPOINT"),
+            ("node_service_account", "SCALELAB_GKE_NODE_SERVICE_ACCOUNT"),
         ):
             if env.get(var):
                 found[name] = env[var]
+        if env.get("SCALELAB_GKE_OAUTH_SCOPES"):
+            found["node_oauth_scopes"] = tuple(
+                _scope(s) for s in env["SCALELAB_GKE_OAUTH_SCOPES"].split(",") if s.strip()
+            )
         found.update({k: v for k, v in given.items() if v is not None})
         return cls(**found)
 
     def with_(self, **changes: Any) -> CloudSettings:
         return replace(self, **changes)
+
+
+def _scope(name: str) -> str:
+    """A scope as gcloud's ``--scopes`` takes it: a URL, or a short name under
+    https://www.googleapis.com/auth/ (``devstorage.read_only``, ``cloud-platform``)."""
+    name = name.strip()
+    return name if "://" in name else f"https://www.googleapis.com/auth/{name}"
 
 
 def new_run_id(scenario_name: str, now: float | None = None) -> str:

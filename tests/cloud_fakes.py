@@ -57,6 +57,9 @@ class FakeKubeAPI:
     requests: list[tuple[str, str]] = field(default_factory=list)
     version: tuple[str, str] = ("1", "33")
     metrics_server: bool = True
+    token: str | None = "t0ken"
+    """Every request must carry ``Authorization: Bearer <token>``; GKE answers an anonymous
+    call with 403 (system:anonymous has no RBAC rights). None: no check."""
     lock: threading.Lock = field(default_factory=threading.Lock)
     _uids: Iterator[int] = field(default_factory=itertools.count)
 
@@ -189,6 +192,17 @@ class FakeKubeAPI:
                 split = urlsplit(self.path)
                 path = split.path.rstrip("/")
                 api.requests.append((self.command, path))
+                if api.token is not None and (
+                    self.headers.get("Authorization") != f"Bearer {api.token}"
+                ):
+                    self._body()
+                    self._status(
+                        403,
+                        "Forbidden",
+                        f'{path} is forbidden: User "system:anonymous" cannot '
+                        f"{self.command.lower()} it",
+                    )
+                    return None
                 status = api._injected(self.command, path)
                 if status is not None:
                     self._body()  # drain it, or the next keep-alive request reads it

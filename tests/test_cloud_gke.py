@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from cloud.settings import CloudSettings
 from cloud.teardown import Ledger, Outcome
 from sim.loader import build_scenario, load_scenario
 from tests.cloud_fakes import FakeGKE
+from tests.gcloud_capture import capture, gcloud_path
 
 ROOT = Path(__file__).resolve().parents[1]
 LAB = ROOT / "scenarios" / "gsp777.yaml"
@@ -228,3 +230,75 @@ def test_configuration_from_the_cluster_refreshes_its_token() -> None:
     assert config.refresh_api_key_hook.refreshes == 2
     with pytest.raises(CloudError, match="no endpoint"):
         gke_configuration("", "", short)
+
+
+# --- the lab's own gcloud request (golden capture) -------------------------------------------
+
+GOLDEN = ROOT / "tests" / "data" / "gcloud_create_cluster.json"
+
+
+def leaves(data: Any, prefix: str = "") -> dict[str, Any]:
+    """Flatten a JSON body to dotted paths; lists are compared whole."""
+    if isinstance(data, dict):
+        out: dict[str, Any] = {}
+        for key, value in data.items():
+            out.update(leaves(value, f"{prefix}.{key}" if prefix else key))
+        return out
+    if isinstance(data, list) and data and isinstance(data[0], dict):
+        out = {}
+        for i, value in enumerate(data):
+            out.update(leaves(value, f"{prefix}[{i}]"))
+        return out
+    return {prefix: data}
+
+
+def sent_by_scalelab(fake: FakeGKE, scenario_path: Path = LAB) -> dict[str, Any]:
+    """The CreateCluster body scalelab's client puts on the wire (REST transport)."""
+    gke_for(fake, []).ensure_cluster(load_scenario(scenario_path), SETTINGS, "r", Ledger())
+    ((path, body),) = [
+        (p, b) for m, p, b in fake.requests if m == "POST" and p.endswith("/clusters")
+    ]
+    # The Python client carries ``parent`` in the URL (http rule post: /v1/{parent=...}/clusters);
+    # gcloud's apitools repeats it in the body.
+    return {**body, "parent": path.removesuffix("/clusters")}
+
+
+def test_the_request_carries_every_field_the_labs_gcloud_sends(fake_gke: FakeGKE) -> None:
+    golden = json.loads(GOLDEN.read_text())["request"]["body"]
+    ours = leaves(sent_by_scalelab(fake_gke))
+    differ = {
+        path: (value, ours.get(path, "<missing>"))
+        for path, value in leaves(golden).items()
+        if ours.get(path, "<missing>") != value
+    }
+    assert differ == {}, f"field: (gcloud, scalelab): {differ}"
+    # The scopes are what lets TF Serving read gs://: the storage one above all.
+    scopes = ours["cluster.nodePools[0].config.oauthScopes"]
+    assert "https://www.googleapis.com/auth/devstorage.read_only" in scopes
+
+
+def test_scopes_and_node_service_account_are_settings() -> None:
+    settings = CloudSettings.from_env(
+        {
+            "SCALELAB_GKE_OAUTH_SCOPES": "cloud-platform, https://www.googleapis.com/auth/x",
+            "SCALELAB_GKE_NODE_SERVICE_ACCOUNT": "tfs@proj.iam.gserviceaccount.com",
+        }
+    )
+    (pool,) = cluster_request(load_scenario(LAB), settings, "r", "p").cluster.node_pools
+    assert list(pool.config.oauth_scopes) == [
+        "https://www.googleapis.com/auth/cloud-platform",
+        "https://www.googleapis.com/auth/x",
+    ]
+    assert pool.config.service_account == "tfs@proj.iam.gserviceaccount.com"
+    assert pool.management.auto_upgrade and pool.management.auto_repair
+
+
+@pytest.mark.skipif(gcloud_path() is None, reason="the Cloud SDK (gcloud) is not installed")
+def test_the_golden_file_is_what_this_gcloud_sends() -> None:
+    """Re-capture from the installed gcloud: a newer SDK that changed its defaults shows here
+    (then: python -m tests.gcloud_capture, and check scalelab still sends the same)."""
+    gcloud = gcloud_path()
+    assert gcloud is not None
+    fresh = capture(gcloud)
+    golden = json.loads(GOLDEN.read_text())["request"]
+    assert fresh == golden
