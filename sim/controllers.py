@@ -232,9 +232,7 @@ class AutoscalerLoop:
             )
             for n in world.nodes
         )
-        pending = tuple(
-            world.pod_view(p) for p in world.pods if p.node is None and not p.terminating
-        )
+        pending = tuple(world.pod_view(p) for p in world.pending_pods())
         return ClusterSnapshot(pools=tuple(world.pools.values()), nodes=nodes, pending=pending)
 
     def scan(self) -> None:

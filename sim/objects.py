@@ -34,16 +34,26 @@ class Node:
     images: set[str] = field(default_factory=set)
     pulling: dict[str, float] = field(default_factory=dict)  # image -> pull done time
     cpu: NodeCpu | None = None  # shared by its serving pods, made with the first
+    pods_cpu: int = 0  # millicores requested by ``pods``, kept on bind and unbind
+    pods_memory: int = 0
+
+    def bind(self, pod: Pod) -> None:
+        self.pods.append(pod)
+        self.pods_cpu += pod.cpu_request
+        self.pods_memory += pod.memory_request
+
+    def unbind(self, pod: Pod) -> None:
+        self.pods.remove(pod)
+        self.pods_cpu -= pod.cpu_request
+        self.pods_memory -= pod.memory_request
 
     @property
     def requested_cpu(self) -> int:
-        system = sum(p.requests.cpu_milli for p in self.system_pods)
-        return system + sum(p.cpu_request for p in self.pods)
+        return sum(p.requests.cpu_milli for p in self.system_pods) + self.pods_cpu
 
     @property
     def requested_memory(self) -> int:
-        system = sum(p.requests.memory_bytes for p in self.system_pods)
-        return system + sum(p.memory_request for p in self.pods)
+        return sum(p.requests.memory_bytes for p in self.system_pods) + self.pods_memory
 
 
 @dataclass
@@ -63,6 +73,7 @@ class Pod:
     load_cpu_cores: float = 0.0  # CPU burnt while the model loads
     load_window: tuple[float, float] | None = None
     unschedulable_reason: str | None = None
+    view: PodView | None = None  # the scheduler's and the CA's view, made once
 
     @property
     def terminating(self) -> bool:

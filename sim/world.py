@@ -8,7 +8,8 @@ actor calls ``sync()`` so the data plane has caught up to ``env.now``.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Generator
+from collections import Counter
+from collections.abc import Generator, Mapping, ValuesView
 from typing import Any
 
 import numpy as np
@@ -18,6 +19,13 @@ from sim import scenario as spec
 from sim.cluster import catalog as cat
 from sim.cluster import scheduler as sched
 from sim.cluster.ca.model import NodePhase, NodePool, ProvisioningDelay
+from sim.cluster.queue import (
+    BACKOFF_FLUSH_PERIOD,
+    LEFTOVER_FLUSH_PERIOD,
+    ClusterEvent,
+    SchedulingQueue,
+)
+from sim.cluster.schedcache import SchedulerCache
 from sim.dataplane import DataPlane
 from sim.objects import Node, Pod, PodPhase
 from sim.replicaset import PodRank, pods_to_delete
@@ -51,7 +59,12 @@ _TO_BE_DELETED = sched.Taint(sched.TO_BE_DELETED_TAINT_KEY, "", "NoSchedule")
 
 
 class World:
-    """Cluster state plus the processes that change it."""
+    """Cluster state plus the processes that change it.
+
+    Pods and nodes are kept by name; the scheduler's node views (:class:`SchedulerCache`),
+    each node's requested resources and the counts the per-second gauges read are updated as
+    pods bind, leave or change phase, so no event walks every pod or node.
+    """
 
     def __init__(
         self, env: simpy.Environment, scenario: Scenario, plane: DataPlane, seed: int
@@ -60,9 +73,14 @@ class World:
         self.scenario = scenario
         self.plane = plane
         self.events: list[dict[str, Any]] = []
-        self.nodes: list[Node] = []
+        self._nodes: dict[str, Node] = {}
         self.retired_nodes: list[Node] = []
-        self.pods: list[Pod] = []
+        self._pods: dict[str, Pod] = {}
+        self.cache = SchedulerCache(scenario.cluster.scoring)
+        self.queue = SchedulingQueue()
+        # Pods not terminating: all, Ready, phase Pending; nodes by phase (DELETED left out).
+        self.active_count = self.ready_count = self.pending_count = 0
+        self.node_phases: Counter[NodePhase] = Counter()
         self.replicas = scenario.deployment.replicas  # deployment spec.replicas
         self.pools = {p.name: core_pool(p, scenario) for p in scenario.cluster.pools}
         self._node_rng = stream(seed, "nodes")
@@ -70,8 +88,20 @@ class World:
         self._node_ids = {name: itertools.count() for name in self.pools}
         self._profiles: dict[str, Profile] = {}
         self._cluster_pods_placed = False
+        self._last_failure: Mapping[str, int] = {}
+        env.process(self.run_scheduling_queue())
 
     # --- bookkeeping --------------------------------------------------------------------------
+
+    @property
+    def pods(self) -> ValuesView[Pod]:
+        """Every pod not yet deleted from the API server, oldest first."""
+        return self._pods.values()
+
+    @property
+    def nodes(self) -> ValuesView[Node]:
+        """Every node not yet deleted, oldest first."""
+        return self._nodes.values()
 
     def sync(self) -> None:
         self.plane.advance_to(self.env.now)
@@ -116,7 +146,8 @@ class World:
             cluster_pods = cat.load_system_pods().per_cluster
             node.system_pods += tuple(sched.PodView.from_system_pod(p) for p in cluster_pods)
             self._cluster_pods_placed = True
-        self.nodes.append(node)
+        self._nodes[node.name] = node
+        self.node_phases[node.phase] += 1
         if ready:
             self._node_ready(node)
         else:
@@ -133,16 +164,43 @@ class World:
             self._node_ready(node)
             self.schedule_pending()
 
+    def _set_phase(self, node: Node, phase: NodePhase) -> None:
+        self.node_phases[node.phase] -= 1
+        node.phase = phase
+        if phase is not NodePhase.DELETED:
+            self.node_phases[phase] += 1
+
+    def _node_view(self, node: Node) -> sched.NodeView:
+        """The node as kube-scheduler sees it. The CA taints a node it deletes
+        (ToBeDeletedByClusterAutoscaler)."""
+        return sched.NodeView(
+            name=node.name,
+            pool=node.pool,
+            labels=node.labels,
+            allocatable=cat.Resources(node.alloc_cpu, node.alloc_memory),
+            requested=cat.Resources(node.requested_cpu, node.requested_memory),
+            pod_count=len(node.pods) + len(node.system_pods),
+            taints=self.pools[node.pool].node_taints
+            + ((_TO_BE_DELETED,) if node.phase is NodePhase.DRAINING else ()),
+        )
+
     def _node_ready(self, node: Node) -> None:
-        node.phase = NodePhase.READY
+        self._set_phase(node, NodePhase.READY)
         self.log("node", node=node.name, pool=node.pool, event="ready")
+        # A node still provisioning has not registered with the API server: the scheduler
+        # sees it from now on, and pods waiting for room are woken (a NodeAdd event).
+        self.cache.upsert(self._node_view(node))
+        self.queue.on_event(ClusterEvent.NODE_ADD, self.env.now)
 
     def delete_node(self, node: Node, reason: str) -> None:
         """Taint ToBeDeletedByClusterAutoscaler, evict its pods (the ReplicaSet replaces
         them), delete the VM once they are gone. A node not yet Ready is simply deleted."""
         if node.phase in (NodePhase.DRAINING, NodePhase.DELETED):
             return
-        node.phase = NodePhase.DRAINING
+        was_ready = node.phase is NodePhase.READY
+        self._set_phase(node, NodePhase.DRAINING)
+        if was_ready:
+            self.cache.upsert(self._node_view(node))
         self.log("node", node=node.name, pool=node.pool, event="draining", reason=reason)
         for pod in list(node.pods):
             self.delete_pod(pod, reason="evicted by the cluster autoscaler")
@@ -152,14 +210,15 @@ class World:
     def _remove_node(self, node: Node) -> Generator[Any, Any, None]:
         while node.pods:
             yield self.env.timeout(1.0)
-        node.phase = NodePhase.DELETED
+        self._set_phase(node, NodePhase.DELETED)
         node.deleted_at = self.env.now
-        self.nodes.remove(node)
+        del self._nodes[node.name]
+        self.cache.remove(node.name)
         self.retired_nodes.append(node)
         self.log("node", node=node.name, pool=node.pool, event="deleted")
 
     def node_named(self, name: str) -> Node | None:
-        return next((n for n in self.nodes if n.name == name), None)
+        return self._nodes.get(name)
 
     # --- pods ---------------------------------------------------------------------------------
 
@@ -174,7 +233,17 @@ class World:
             memory_request=requests.memory or 0,
             cpu_limit=limits.cpu,
         )
-        self.pods.append(pod)
+        pod.view = sched.PodView(
+            name=pod.name,
+            requests=cat.Resources(pod.cpu_request, pod.memory_request),
+            node_selector=spec.nodeSelector,
+            created_at=pod.created,
+            owner_name=spec.name,
+        )
+        self._pods[pod.name] = pod
+        self.active_count += 1
+        self.pending_count += 1
+        self.queue.add(pod.name, self.env.now, priority=pod.view.priority)
         self.log("pod", pod=pod.name, event="created")
         return pod
 
@@ -186,15 +255,16 @@ class World:
             if node is None:
                 self.schedule_pending()
                 continue
+            self.queue.delete(pod.name)
             self._bind(pod, node)
             node.images.add(self.scenario.deployment.image)
             started = self.env.now - WARM_START_AGE
             pod.start_time = started
-            pod.phase = PodPhase.RUNNING
+            self._running(pod)
             self._server(pod)  # the model server's port is open
             assert pod.server is not None
             pod.server.cold_left = 0  # it has been serving long before t=0
-            pod.ready, pod.ready_transition = True, started + 21.0
+            self._ready(pod, started + 21.0)
             self.plane.add_endpoint(self._server(pod))
             self.log(
                 "pod",
@@ -206,17 +276,31 @@ class World:
             )
 
     def active_pods(self) -> list[Pod]:
-        return [p for p in self.pods if not p.terminating]
+        return [p for p in self._pods.values() if not p.terminating]
+
+    def pending_pods(self) -> list[Pod]:
+        """Pods the scheduler has not bound yet (in one of its queues), oldest first."""
+        return [self._pods[name] for name in self.queue.names()]
+
+    def _running(self, pod: Pod) -> None:
+        pod.phase = PodPhase.RUNNING
+        if not pod.terminating:
+            self.pending_count -= 1
+
+    def _ready(self, pod: Pod, since: float) -> None:
+        pod.ready, pod.ready_transition = True, since
+        if not pod.terminating:
+            self.ready_count += 1
 
     def reconcile_replicaset(self) -> None:
         """replica_set.go manageReplicas: create the missing pods or delete the excess."""
-        active = self.active_pods()
-        diff = len(active) - self.replicas
+        diff = self.active_count - self.replicas
         if diff < 0:
             for _ in range(-diff):
                 self._new_pod()
             self.schedule_pending()
         elif diff > 0:
+            active = self.active_pods()
             ranks = [
                 PodRank(
                     name=p.name,
@@ -238,6 +322,11 @@ class World:
             return
         self.sync()
         pod.deletion_at = self.env.now
+        self.active_count -= 1
+        self.ready_count -= pod.ready
+        self.pending_count -= pod.phase is PodPhase.PENDING
+        if pod.node is None:
+            self.queue.delete(pod.name)  # the scheduler skips a pod being deleted
         self.log(
             "pod",
             pod=pod.name,
@@ -265,60 +354,67 @@ class World:
             yield self.env.timeout(serving.shutdown_time)
         node = pod.node
         if node is not None and pod in node.pods:
-            node.pods.remove(pod)
+            node.unbind(pod)
+            if node.name in self.cache:
+                assert pod.view is not None
+                self.cache.unbind(node.name, pod.view)
             self._rebalance(node)
-        self.pods.remove(pod)
+            # Its requests are free: pods that failed for room may fit (AssignedPodDelete).
+            self.queue.on_event(ClusterEvent.ASSIGNED_POD_DELETE, self.env.now)
+        del self._pods[pod.name]
         self.log("pod", pod=pod.name, node=node.name if node else None, event="deleted")
         self.schedule_pending()
 
     # --- scheduling ---------------------------------------------------------------------------
 
     def _fit(self, pod: Pod) -> Node | None:
-        # A node still provisioning has not registered with the API server: the scheduler
-        # cannot see it. The CA taints a node it deletes (ToBeDeletedByClusterAutoscaler).
-        views = [
-            sched.NodeView(
-                name=n.name,
-                pool=n.pool,
-                labels=n.labels,
-                allocatable=cat.Resources(n.alloc_cpu, n.alloc_memory),
-                requested=cat.Resources(n.requested_cpu, n.requested_memory),
-                pod_count=len(n.pods) + len(n.system_pods),
-                taints=self.pools[n.pool].node_taints
-                + ((_TO_BE_DELETED,) if n.phase is NodePhase.DRAINING else ()),
-            )
-            for n in self.nodes
-            if n.phase in (NodePhase.READY, NodePhase.DRAINING)
-        ]
-        placement = sched.schedule(self.pod_view(pod), views, scoring=self.scenario.cluster.scoring)
+        """One scheduling cycle for ``pod`` on the cached node views (Ready and draining
+        nodes, in O(log nodes)); logs the FitError when it changes."""
+        placement = self.cache.schedule(self.pod_view(pod))
         if placement.node is None:
             if placement.message != pod.unschedulable_reason:
                 pod.unschedulable_reason = placement.message
                 self.log("unschedulable", pod=pod.name, reason=placement.message)
+            self._last_failure = placement.reasons
             return None
-        return next(n for n in self.nodes if n.name == placement.node)
+        return self._nodes[placement.node]
 
     def pod_view(self, pod: Pod) -> sched.PodView:
-        return sched.PodView(
-            name=pod.name,
-            requests=cat.Resources(pod.cpu_request, pod.memory_request),
-            node_selector=self.scenario.deployment.nodeSelector,
-            created_at=pod.created,
-            owner_name=self.scenario.deployment.name,
-        )
+        assert pod.view is not None
+        return pod.view
 
     def schedule_pending(self) -> None:
-        for pod in sorted(self.pods, key=lambda p: p.created):
-            if pod.node is None and not pod.terminating:
-                node = self._fit(pod)
-                if node is not None:
-                    self._bind(pod, node)
-                    self.env.process(self._kubelet(pod))
+        """kube-scheduler's scheduleOne for each pod in activeQ, highest priority and oldest
+        first; a pod that fits nowhere waits in the unschedulable pool (sim.cluster.queue)."""
+        queue, now = self.queue, self.env.now
+        while (name := queue.pop()) is not None:
+            pod = self._pods[name]
+            node = self._fit(pod)
+            if node is None:
+                queue.unschedulable(name, now, self._last_failure)
+                continue
+            queue.delete(name)
+            self._bind(pod, node)
+            self.env.process(self._kubelet(pod))
+
+    def run_scheduling_queue(self) -> Generator[Any, Any, None]:
+        """The queue's timers: backoffQ flushed every second (flushBackoffQCompleted), the
+        unschedulable pool every 30 s (flushUnschedulablePodsLeftover); what they free is
+        scheduled at once."""
+        ticks_per_leftover = round(LEFTOVER_FLUSH_PERIOD / BACKOFF_FLUSH_PERIOD)
+        for tick in itertools.count(1):
+            yield self.env.timeout(BACKOFF_FLUSH_PERIOD)
+            moved = self.queue.flush_backoff(self.env.now)
+            if tick % ticks_per_leftover == 0:
+                moved += self.queue.flush_leftover(self.env.now)
+            if moved:
+                self.schedule_pending()
 
     def _bind(self, pod: Pod, node: Node) -> None:
         pod.node = node
         pod.unschedulable_reason = None
-        node.pods.append(pod)
+        node.bind(pod)
+        self.cache.bind(node.name, self.pod_view(pod))
         self.log("pod", pod=pod.name, node=node.name, event="scheduled")
 
     # --- kubelet ------------------------------------------------------------------------------
@@ -340,7 +436,7 @@ class World:
         yield env.timeout(spec.startup.container_create)
         if pod.terminating:
             return
-        pod.phase = PodPhase.RUNNING
+        self._running(pod)
         started = env.now
         self.log("pod", pod=pod.name, node=node.name, event="started")
         yield env.timeout(spec.startup.server_start)
@@ -369,7 +465,7 @@ class World:
             yield env.timeout(max(0.0, ready_at - env.now))
         if pod.terminating:
             return
-        pod.ready, pod.ready_transition = True, env.now
+        self._ready(pod, env.now)
         self.log("pod", pod=pod.name, node=node.name, event="ready")
         yield env.timeout(spec.startup.endpoint_propagation)
         if pod.terminating or pod.server is None:

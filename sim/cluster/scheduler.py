@@ -273,21 +273,35 @@ def fit_error_message(num_nodes: int, fits: Iterable[NodeFit]) -> str:
     Reasons are counted over nodes, formatted ``"%v %v"`` and sorted as strings (so "10 ..."
     sorts before "2 ..."), as pkg/scheduler/framework/types.go does.
     """
-    if num_nodes == 0:
-        return NO_NODES_MESSAGE
     histogram: Counter[str] = Counter()
     for fit in fits:
         histogram.update(fit.reasons)
-    parts = sorted(f"{count} {reason}" for reason, count in histogram.items())
+    return fit_error_from_histogram(num_nodes, histogram)
+
+
+def fit_error_from_histogram(num_nodes: int, histogram: Mapping[str, int]) -> str:
+    """:func:`fit_error_message` from reason counts already summed over the nodes."""
+    if num_nodes == 0:
+        return NO_NODES_MESSAGE
+    parts = sorted(f"{count} {reason}" for reason, count in histogram.items() if count > 0)
     return f"0/{num_nodes} nodes are available: {', '.join(parts)}."
 
 
 def preemption_message(num_nodes: int, fits: Iterable[NodeFit]) -> str:
     """DefaultPreemption's PostFilter message when no lower-priority pod could be evicted."""
-    histogram: Counter[str] = Counter()
+    resolvable = unresolvable = 0
     for fit in fits:
-        histogram[REASON_NO_VICTIMS if fit.resolvable else REASON_PREEMPTION_NOT_HELPFUL] += 1
-    parts = sorted(f"{count} {reason}" for reason, count in histogram.items())
+        if fit.resolvable:
+            resolvable += 1
+        else:
+            unresolvable += 1
+    return preemption_from_counts(num_nodes, resolvable, unresolvable)
+
+
+def preemption_from_counts(num_nodes: int, resolvable: int, unresolvable: int) -> str:
+    """:func:`preemption_message` from the counts of resolvable and unresolvable failures."""
+    histogram = {REASON_NO_VICTIMS: resolvable, REASON_PREEMPTION_NOT_HELPFUL: unresolvable}
+    parts = sorted(f"{count} {reason}" for reason, count in histogram.items() if count > 0)
     return f"preemption: 0/{num_nodes} nodes are available: {', '.join(parts)}."
 
 
