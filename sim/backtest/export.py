@@ -209,6 +209,9 @@ def _request_counter(
     """TF Serving's request counter, summed over the Deployment's pods, once a second."""
     total = {"OK": 0.0, "UNAVAILABLE": 0.0}
     columns = {"OK": trace.columns["completed_rps"], "UNAVAILABLE": trace.columns["failed_rps"]}
+    for status in columns:  # the counter is 0 at the run's start; row t counts [t, t + 1)
+        labels = {**ns, "model_name": model, "entrypoint": "REST", "status": status}
+        out.add(n.REQUESTS, labels, round(start, 3), 0.0)
     for i, t in enumerate(trace.columns["t"]):
         if t is None:
             continue

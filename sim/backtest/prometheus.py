@@ -40,8 +40,11 @@ OPTIONAL = (
 
 def _client(url: str, timeout: float) -> Any:
     from prometheus_api_client import PrometheusConnect
+    from urllib3.util.retry import Retry
 
-    return PrometheusConnect(url=url, disable_ssl=True, timeout=timeout)
+    # Two quick retries on connection errors and 5xx (the client's default backs off ~6 s).
+    retry = Retry(total=2, backoff_factor=0.1, status_forcelist=(502, 503, 504))
+    return PrometheusConnect(url=url, disable_ssl=True, timeout=timeout, retry=retry)
 
 
 def _ask(url: str, query: str, call: Any) -> Any:
@@ -93,13 +96,14 @@ def fetch(
 def request_rate(
     url: str, query: str, *, start: float, end: float, timeout: float = 30.0
 ) -> list[float]:
-    """The per-second value of ``query`` (e.g. ``sum(rate(...[1m]))``), one per second from
-    ``start``; a second with no value is refused (say which)."""
+    """The request rate of each second [start + s, start + s + 1): ``query`` evaluated at
+    the second's end (e.g. ``sum(idelta(:tensorflow:serving:request_count[2s]))`` for a
+    counter scraped every second); a second with no value is refused (say which)."""
     client = _client(url, timeout)
     seconds = math.ceil(end - start)
     values: dict[int, float] = {}
     for chunk in range(0, seconds, MAX_POINTS):
-        lo, hi = start + chunk, start + min(seconds, chunk + MAX_POINTS) - 1
+        lo, hi = start + chunk + 1, start + min(seconds, chunk + MAX_POINTS)
         result = _ask(
             url,
             query,
@@ -115,7 +119,7 @@ def request_rate(
                 f"--requests {query!r}: returned {len(result)} series; wrap it in sum(...)"
             )
         for ts, value in result[0]["values"] if result else []:
-            values[round(float(ts) - start)] = float(value)
+            values[round(float(ts) - start) - 1] = float(value)
     gaps = [s for s in range(seconds) if s not in values]
     if gaps:
         raise UserError(
