@@ -100,8 +100,8 @@ def fidelity(
         int, typer.Option(help="simulated ladders pooled (seeds seed, seed+1, ...)", min=1)
     ] = 8,
     discipline: Annotated[
-        str, typer.Option(help="fifo or ps: how requests in flight share X(c, n)")
-    ] = "fifo",
+        str, typer.Option(help="inter_op, fifo or ps: how requests in flight share X(c, n)")
+    ] = "inter_op",
     debug: Annotated[bool, typer.Option("--debug", help="show tracebacks")] = False,
 ) -> None:
     """Real against simulated, per user count: req/s, p50, p95, p99 and server CPU (exit 1
@@ -126,8 +126,8 @@ def fidelity(
             )
         bounds = fid.Bounds(max_error_rps, max_error_latency)
         claim(out, "fidelity", force=force)
-        if discipline not in ("fifo", "ps"):
-            raise CloudError(f"--discipline must be fifo or ps, got {discipline!r}")
+        if discipline not in ("inter_op", "fifo", "ps"):
+            raise CloudError(f"--discipline must be inter_op, fifo or ps, got {discipline!r}")
         with tempfile.TemporaryDirectory(prefix="scalelab-fidelity-") as tmp:
             result = _measure(
                 console,

@@ -61,6 +61,7 @@ class DataPlane:
         *,
         routing: np.random.Generator,
         service: np.random.Generator,
+        order: np.random.Generator,
         timeout: float,
     ) -> None:
         self.recorder = recorder
@@ -76,6 +77,7 @@ class DataPlane:
         self._route_i = 0
         self._demand_buf: list[float] = []
         self._demand_i = 0
+        self._order, self._order_buf, self._order_i = order, list[float](), 0
         self._users: list[User] = []
         self._arrivals: list[float] = []
         self._arrival_i = 0
@@ -298,14 +300,14 @@ class DataPlane:
             server.queue.append((work, next(self._seq), t, user, seq))
             return
         server.advance(t)
-        if server.fifo:
-            jobs.append([work, next(self._seq), t, user, seq, server.clock])  # type: ignore[arg-type]
-        else:
-            heapq.heappush(jobs, (server.virtual + work, next(self._seq), t, user, seq))
+        server.push(work, next(self._seq), t, user, seq)
         if server.node is not None and server.node.contended(server):
             self._split(server.node)
         elif n and server.quota is None:
             if server.fifo:
+                if n < server.width:
+                    self._reschedule(server)  # the oldest now share among one more
+                    return
                 # The newest request changes nobody else's rate: the scheduled completion
                 # stays first unless the new one, at its own lane's rate, would beat it.
                 rate = server.lane_rate[n] if n < server.top else 0.0
@@ -347,7 +349,16 @@ class DataPlane:
 
     def _complete(self, server: Server, t: float) -> None:
         server.advance(t)
-        _, order, t0, user, seq = server.pop_done() if server.fifo else heapq.heappop(server.jobs)
+        if not server.fifo:
+            _, order, t0, user, seq = heapq.heappop(server.jobs)
+        elif server.random_entry and len(server.jobs) > server.width:
+            i = self._order_i
+            if i >= len(self._order_buf):
+                self._order_buf, i = self._order.random(_BLOCK).tolist(), 0
+            self._order_i = i + 1
+            _, order, t0, user, seq = server.pop_done(self._order_buf[i])
+        else:
+            _, order, t0, user, seq = server.pop_done()
         node = server.node
         if server.batching is not None:
             for _, _, r0, ruser, rseq in server.members.pop(order):

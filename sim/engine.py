@@ -79,6 +79,7 @@ def simulate(
         recorder,
         routing=stream(seed, "routing"),
         service=stream(seed, "serving"),
+        order=stream(seed, "serving-order"),
         timeout=scenario.serving.request_timeout,
     )
     world = World(env, scenario, plane, seed)

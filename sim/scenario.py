@@ -337,11 +337,17 @@ class Serving(Strict):
         ge=1,
         description="--tensorflow_intra_op_parallelism; default: all node vCPUs (TF Serving)",
     )
-    discipline: Literal["fifo", "ps"] = Field(
-        "fifo",
-        description="how requests in flight share the measured throughput X(c, n): fifo, the "
-        "k-th oldest progresses at X(k) - X(k-1) (the oldest as if alone; measured closer to "
-        "a served ResNet101 by scalelab fidelity); ps, each at X(n)/n (processor sharing)",
+    inter_op_threads: int | None = Field(
+        None,
+        ge=1,
+        description="--tensorflow_inter_op_parallelism; default: all node vCPUs (TensorFlow)",
+    )
+    discipline: Literal["inter_op", "fifo", "ps"] = Field(
+        "inter_op",
+        description="how requests in flight share the measured throughput X(c, n): inter_op, "
+        "the oldest m = inter-op threads share X(m) and each one after gets X(k) - X(k-1) "
+        "(a Session::Run progresses only on an inter-op thread); fifo, m = 1 (the oldest as "
+        "if alone); ps, every request at X(n)/n (processor sharing)",
     )
     batching: Batching | None = None
     warmup: bool = Field(

@@ -44,6 +44,7 @@ def make_plane(seconds: int, timeout: float = 1e9, seed: int = 1) -> DataPlane:
         RequestRecorder(seconds),
         routing=stream(seed, "routing"),
         service=stream(seed, "serving"),
+        order=stream(seed, "serving-order"),
         timeout=timeout,
     )
 

@@ -26,6 +26,7 @@ def plane(seconds: int = 600) -> DataPlane:
         RequestRecorder(seconds),
         routing=stream(1, "routing"),
         service=stream(1, "serving"),
+        order=stream(1, "serving-order"),
         timeout=1e9,
     )
 
@@ -207,10 +208,28 @@ def test_the_built_server_reads_the_profile_at_its_cores() -> None:
     assert server.top == 16  # the tables reach as far as requests can be in flight
     assert server.cores == server.cores_alone == 2.0
     assert (server.quota, server.weight, server.last) == (1.5, 2.0, 3.0)
-    # work spread per requests in flight: the measured latency spread at that n
+    # The default discipline, inter_op: TensorFlow's inter-op pool has a thread per vCPU, so 4
+    # requests progress together and a freed place goes to a waiting one at random.
+    assert server.fifo and server.width == 4 and server.random_entry
+    # work spread: the latency spread measured with that many in flight, up to the 4 that
+    # progress together (beyond, the model makes the waiting's spread itself)
     assert server.spread[1] == pytest.approx(profile.sigma(2.0))
-    assert server.spread[4] == pytest.approx(profile.spread(2.0, 4))
-    assert server.fifo  # the scenario's default discipline
+    assert server.spread[3] == pytest.approx(profile.spread(2.0, 3))
+    assert server.spread[9] == pytest.approx(profile.spread(2.0, 4))
+    assert profile.spread(2.0, 9) != profile.spread(2.0, 4)
+    fifo = build_server(
+        "pod", Serving(discipline="fifo"), profile, vcpus=4, cores=2.0, now=0, quota=None, weight=1
+    )
+    assert (fifo.width, fifo.random_entry) == (1, False)
+    assert fifo.spread[9] == pytest.approx(profile.spread(2.0, 9))
+    two = build_server(
+        "pod", Serving(inter_op_threads=2), profile, vcpus=4, cores=2.0, now=0, quota=None, weight=1
+    )
+    assert two.width == 2  # --tensorflow_inter_op_parallelism set
+    ps = build_server(
+        "pod", Serving(discipline="ps"), profile, vcpus=4, cores=2.0, now=0, quota=None, weight=1
+    )
+    assert not ps.fifo
     assert server.overhead == 0.02
     assert server.cold_left == 1 and server.cold_factor == ASSUMED_COLD_FACTOR
     for n in range(1, 17):

@@ -133,7 +133,7 @@ def simulate_ladder(
     seed: int = 1,
     rest_threads: int | None = None,
     timeout: float = 30.0,
-    discipline: str = "fifo",
+    discipline: str = "inter_op",
 ) -> list[Rung]:
     """The ladder on one warm server with ``cores`` to itself: users are added over each rung's
     first second (or stopped, newest first, as Locust does) and send their first request at
@@ -143,6 +143,7 @@ def simulate_ladder(
         log,  # type: ignore[arg-type]
         routing=stream(seed, "routing"),
         service=stream(seed, "service-times"),
+        order=stream(seed, "service-order"),
         timeout=timeout,
     )
     # A warm pod with the node's cores to itself, as the scenario's serving settings build it.
@@ -162,10 +163,11 @@ def simulate_ladder(
     t = 0.0
     users = 0
     for step in steps:
-        # As cloud.ladder starts them: one by one, evenly over the rung's first second.
+        # As cloud.ladder starts them: one by one, 1 / spawn_rate apart with spawn_rate = the
+        # rung's users (Locust's runner.start(users, spawn_rate)).
         adding = step.users - users
         for i in range(max(adding, 0)):
-            plane.advance_to(t + i / adding)
+            plane.advance_to(t + i / step.users)
             plane.spawn_user(waits(users))
             users += 1
         while users > step.users:

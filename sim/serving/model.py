@@ -26,6 +26,18 @@ def cores_alone(serving: spec.Serving, free: float) -> float:
     return free if threads is None else min(free, float(threads))
 
 
+def width(serving: spec.Serving, vcpus: float) -> int | None:
+    """Requests that progress together (see :mod:`sim.serving.server`); None: all of them."""
+    if serving.discipline == "fifo":
+        return 1
+    if serving.discipline == "ps":
+        return None
+    # TF Serving's --tensorflow_inter_op_parallelism, 0 (default): TensorFlow picks the number
+    # of schedulable CPUs (tensorflow/core/common_runtime/process_util.cc,
+    # DefaultNumInterOpThreads), which in a container without a CPU limit is the node's.
+    return serving.inter_op_threads or max(1, int(vcpus))
+
+
 def build_server(
     name: str,
     serving: spec.Serving,
@@ -51,11 +63,15 @@ def build_server(
             cost=functools.cache(functools.partial(profile.batch_cost, cores)),
         )
     in_flight = max(threads, batching.num_batch_threads if batching else 0)
+    m = width(serving, vcpus)
+    # Under inter_op the model makes the waiting's share of the spread itself (random entry
+    # among the m); only the spread measured with at most m in flight is the work's own.
+    spread_at = min if serving.discipline == "inter_op" else (lambda n, _m: n)
     return Server(
         name,
         tables=functools.partial(profile.tables, size=in_flight + 1),
         cores=cores,
-        sigma=[profile.spread(cores, n) for n in range(in_flight + 1)],
+        sigma=[profile.spread(cores, spread_at(n, m or n)) for n in range(in_flight + 1)],
         overhead=profile.overhead_s,
         threads=threads,
         now=now,
@@ -64,5 +80,6 @@ def build_server(
         cold_factor=cold_factor(serving, profile),
         batching=batching,
         weight=weight,
-        fifo=serving.discipline == "fifo",
+        width=m,
+        random_entry=serving.discipline == "inter_op",
     )

@@ -2,10 +2,14 @@
 
 A server with c cores and n requests in flight completes X(c, n) requests per second in total
 and burns U(c, n) cores, both read from the profile's measured ladders (``Profile.tables``).
-How the n requests share X is the discipline: ``ps`` gives each X(n)/n (one virtual-work clock
-orders completions in a heap, O(log n) per arrival and completion); ``fifo`` gives the k-th
-oldest X(k) - X(k-1) (O(1) per arrival, completions settle the positions that move up). A
-request's work has mean 1 and the lognormal spread of latencies measured with as many in
+How the n requests share X is the discipline, set by ``width`` m, the requests that progress
+together: the oldest min(n, m) share X(min(n, m)) equally, and the k-th oldest beyond them gets
+X(k) - X(k-1) (what is left of the server's throughput). m = 1 is FIFO (the oldest runs as if
+alone), m >= n is processor sharing; TensorFlow's inter-op pool sets m on a real server (each
+Session::Run needs an inter-op thread to run its ops). Arrivals cost O(1) once m requests are in
+flight (O(m) below), completions settle the positions whose rate changes. ``width=None`` is
+plain processor sharing on a virtual-work clock (a heap, O(log n) per arrival and completion).
+A request's work has mean 1 and the lognormal spread of latencies measured with as many in
 flight.
 """
 
@@ -89,14 +93,17 @@ class Server:
         "overhead",
         "queue",
         "quota",
+        "random_entry",
         "rate",
         "served",
+        "shared",
         "spread",
         "tables",
         "threads",
         "top",
         "virtual",
         "weight",
+        "width",
         "work_median",
     )
 
@@ -115,20 +122,24 @@ class Server:
         cold_factor: float = 1.0,
         batching: BatchingConfig | None = None,
         weight: float = 1.0,
-        fifo: bool = False,
+        width: int | None = None,
+        random_entry: bool = False,
     ) -> None:
         self.name = name
         self.tables = tables
         self.overhead = overhead
         self.threads = threads
-        self.fifo = fifo
-        self.clock = 0.0  # seconds the server has run (fifo's reference for work done)
+        self.fifo = width is not None  # positions in arrival order (else the virtual clock)
+        self.clock = 0.0  # seconds the server has run (the positions' reference for work done)
         self.cores_alone = self.cores = cores
         self.rate, self.burn = tables(cores)
         self.burn_alone = self.burn
         self.top = len(self.rate) - 1
-        self.lanes = self._lanes()
-        self.lane_rate = self._lane_rates()
+        if width is not None and width < 1:
+            raise ValueError(f"width must be at least 1, got {width}")
+        self.width = min(width or 1, self.top)
+        self.random_entry = random_entry and width is not None
+        self._set_rates()
         # A request joining k - 1 others draws lognormal work of mean 1 with spread[k]: the
         # latency spread measured with k in flight (or one sigma for every k).
         spread = [sigma] * (self.top + 1) if isinstance(sigma, float | int) else list(sigma)
@@ -164,77 +175,114 @@ class Server:
     def set_cores(self, cores: float, *, alone: bool = False) -> None:
         """New cores from now on (the caller has advanced the server to now)."""
         if self.fifo and self.jobs:
-            self._settle(0, self.lanes[-1][0] + 1 if self.lanes else 0)
+            self._settle(0, len(self.jobs))
         self.cores = cores
         self.rate, self.burn = self.tables(cores)
         if alone:
             self.cores_alone, self.burn_alone = cores, self.burn
-        self.lanes = self._lanes()
-        self.lane_rate = self._lane_rates()
+        self._set_rates()
 
-    def _lane_rates(self) -> list[float]:
-        """The rate of the request at each arrival-order index (0 where it only waits)."""
-        rates = [0.0] * (self.top + 1)
-        for i, r in self.lanes:
-            rates[i] = r
-        return rates
-
-    def _lanes(self) -> list[tuple[int, float]]:
-        """Under ``fifo``: the k-th request in arrival order progresses at X(k) - X(k-1), with X
-        made non-decreasing (the oldest runs as if alone, the next gets what that leaves of the
-        server's throughput, and so on). Kept as (index in arrival order, rate) for the
-        positions that progress at all: past the plateau requests only wait, and are never
-        visited."""
-        lanes = []
-        best = 0.0
-        for n in range(1, self.top + 1):
+    def _set_rates(self) -> None:
+        """The positions' rates from X made non-decreasing: ``shared[s]``, each of the oldest s
+        when s <= m progress together; ``lanes``, (position, X(k) - X(k-1)) for positions k - 1
+        >= m that progress at all (past the plateau requests only wait and are never visited);
+        ``lane_rate``, the same by position (0 below m and where a request only waits)."""
+        m, best = self.width, 0.0
+        self.shared = [0.0]
+        for s in range(1, m + 1):
+            best = max(best, self.rate[s] * s)
+            self.shared.append(best / s)
+        self.lanes = []
+        self.lane_rate = [0.0] * (self.top + 1)
+        for n in range(m + 1, self.top + 1):
             x = self.rate[n] * n
             if x > best:
-                lanes.append((n - 1, x - best))
+                self.lanes.append((n - 1, x - best))
+                self.lane_rate[n - 1] = x - best
                 best = x
-        return lanes
 
-    # Under ``fifo`` a job is [work left at its mark, order, sent at, user, seq, mark], the
-    # mark a reading of ``clock`` (running seconds): its work left now is work - rate x (clock -
-    # mark), where rate is its position's. Positions change only when an older job completes,
-    # so an arrival costs O(1) and only completions and new cores settle the jobs in lanes.
+    # With positions (``fifo``) a job is [work left at its mark, order, sent at, user, seq,
+    # mark], the mark a reading of ``clock`` (running seconds): its work left now is work -
+    # rate x (clock - mark), where rate is its position's. A rate changes only when the job
+    # moves up (an older one completes) or, among the oldest m, when the count sharing changes;
+    # the jobs concerned are settled first.
 
     def push(self, work: float, order: int, t0: float, user: User | None, seq: int) -> None:
         """A request (or batch) starts; the server has been advanced to now."""
         if self.fifo:
+            n = len(self.jobs)
+            if 0 < n < self.width:
+                self._settle(0, n)
             self.jobs.append([work, order, t0, user, seq, self.clock])  # type: ignore[arg-type]
         else:
             heapq.heappush(self.jobs, (self.virtual + work, order, t0, user, seq))
 
     def _settle(self, start: int, stop: int) -> None:
         """Work left as of now for the jobs at positions ``start`` to ``stop`` - 1."""
-        jobs, rates, clock = self.jobs, self.lane_rate, self.clock
-        for i in range(start, min(stop, len(jobs))):
+        jobs, lane_rate, clock, m = self.jobs, self.lane_rate, self.clock, self.width
+        n = len(jobs)
+        shared = self.shared[n if n < m else m]
+        for i in range(start, min(stop, n)):
             job: Any = jobs[i]
-            job[0] -= rates[i] * (clock - job[5])
+            job[0] -= (shared if i < m else lane_rate[i]) * (clock - job[5])
             job[5] = clock
 
-    def pop_done(self) -> Job:
-        """Under ``fifo``: the request whose completion was scheduled; the younger ones move up
-        a position, so those in or entering a lane are settled first."""
-        jobs, head = self.jobs, self.head
-        for i, _ in self.lanes:
+    def pop_done(self, pick: float = -1.0) -> Job:
+        """With positions: the request whose completion was scheduled. The younger ones move up
+        a position, and with m or fewer in flight the oldest share among one fewer: the jobs
+        whose rate changes are settled first.
+
+        ``pick``, uniform in [0, 1) (``random_entry``): which waiting request takes a freed
+        place among the m, instead of the oldest. TensorFlow runs ops on Eigen's
+        NonBlockingThreadPool, whose Schedule() from outside the pool pushes to the back of a
+        random thread's queue; a thread pops its own queue's front and, when that is empty,
+        steals the back of another's (Eigen ThreadPool/NonBlockingThreadPool.h). So the k-th
+        oldest waiting request is next with probability (1/m)(1 - 1/m)^(k-1), and the newest
+        when none waits in the freed queue. Assumption: each completion draws queue membership
+        afresh (a request's queue is not remembered)."""
+        jobs, head, m = self.jobs, self.head, self.width
+        n = len(jobs)
+        for i in range(n if n < m else m):
             if jobs[i][1] == head:
-                self._settle(i + 1, self.lanes[-1][0] + 2)
-                return tuple(jobs.pop(i)[:5])  # type: ignore[return-value]
-        raise LookupError(f"{self.name}: the scheduled request {head} is not in flight")
+                break
+        else:
+            for i, _ in self.lanes:
+                if i < n and jobs[i][1] == head:
+                    break
+            else:
+                raise LookupError(f"{self.name}: the scheduled request {head} is not in flight")
+        last = self.lanes[-1][0] + 2 if self.lanes else m + 1
+        self._settle(0 if n <= m else max(i + 1, m), last)
+        done = jobs.pop(i)
+        if pick >= 0.0 and i < m < n:
+            # The n - m waiting are now at positions m - 1 .. n - 2; the one chosen moves to
+            # m - 1 and the others keep their order. Those it passes were settled above (or
+            # wait at rate 0); its own work left is current, so its mark is now.
+            g = int(math.log(1.0 - pick) / math.log(1.0 - 1.0 / m)) if m > 1 else 0
+            j = m - 1 + (g if g < n - m else n - m - 1)
+            if j != m - 1:
+                jobs.insert(m - 1, jobs.pop(j))
+            jobs[m - 1][5] = self.clock  # type: ignore[index]
+        return tuple(done[:5])  # type: ignore[return-value]
 
     def next_done(self) -> tuple[Job, float, float] | None:
-        """Under ``fifo``: the request to complete next, its rate and work left (None when
+        """With positions: the request to complete next, its rate and work left (None when
         nothing progresses)."""
         best: Job | None = None
         best_t, best_r, best_left = math.inf, 0.0, 0.0
-        jobs, clock = self.jobs, self.clock
+        jobs, clock, m = self.jobs, self.clock, self.width
         n = len(jobs)
+        k = n if n < m else m
+        r = self.shared[k]
+        for i in range(k):
+            job: Any = jobs[i]
+            left = job[0] - r * (clock - job[5])
+            if left < best_t * r:
+                best, best_t, best_r, best_left = job, left / r, r, left
         for i, r in self.lanes:
             if i >= n:
                 break
-            job: Any = jobs[i]
+            job = jobs[i]
             left = job[0] - r * (clock - job[5])
             if left < best_t * r:
                 best, best_t, best_r, best_left = job, left / r, r, left
