@@ -283,8 +283,8 @@ def _print_summary(summary: dict[str, Any], out: Path) -> None:
     for cause in summary.get("causes") or []:
         Console().print(f"- {cause}", highlight=False, markup=False)
     name = summary["scenario"]
-    files = ("trace.csv", "events.jsonl", "summary.json", "report.html", "pods.csv")
-    files += (f"{name}_stats.csv", f"{name}_stats_history.csv", f"{name}_failures.csv")
+    files = ["trace.csv", "events.jsonl", "summary.json", "report.html", "pods.csv"]
+    files += [f"{name}_stats.csv", f"{name}_stats_history.csv", f"{name}_failures.csv"]
     Console().print(f"wrote {out}/: " + ", ".join(f for f in files if (out / f).exists()))
 
 

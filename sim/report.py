@@ -420,19 +420,20 @@ def timeline_figure(trace: Trace, title: str) -> go.Figure:
 
 
 def pods_figure(pods: dict[str, list[Any]], duration: float) -> go.Figure | None:
-    """In flight, completed req/s, CPU and connected users per pod."""
+    """In flight, completed req/s, CPU and connected users (closed loop only) per pod."""
     if not pods or not pods.get("t"):
         return None
     unit, div = time_unit(duration)
     names = sorted(set(pods["pod"]))
-    metrics = (
+    metrics = [
         ("in_flight", "requests in flight"),
         ("completed_rps", "completed req/s"),
         ("cpu_cores", "CPU (cores)"),
-        ("users", "connected Locust users"),
-    )
+    ]
+    if any(pods.get("users") or []):
+        metrics.append(("users", "connected Locust users"))
     fig = make_subplots(
-        rows=4,
+        rows=len(metrics),
         cols=1,
         shared_xaxes=True,
         vertical_spacing=0.05,
@@ -470,10 +471,13 @@ def pods_figure(pods: dict[str, list[Any]], duration: float) -> go.Figure | None
                 r,
                 1,
             )
-    for r in (1, 4):
-        fig.update_yaxes(tickformat="d", rangemode="tozero", row=r, col=1)
-    fig.update_xaxes(title_text=f"time ({unit})", row=4, col=1)
-    fig.update_layout(height=900, hovermode="x unified", margin={"l": 60, "r": 30, "t": 40})
+    for r, (column, _) in enumerate(metrics, start=1):
+        if column in ("in_flight", "users"):
+            fig.update_yaxes(tickformat="d", rangemode="tozero", row=r, col=1)
+    fig.update_xaxes(title_text=f"time ({unit})", row=len(metrics), col=1)
+    fig.update_layout(
+        height=230 * len(metrics), hovermode="x unified", margin={"l": 60, "r": 30, "t": 40}
+    )
     return fig
 
 

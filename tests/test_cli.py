@@ -23,7 +23,7 @@ def scalelab(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_run_writes_the_four_outputs(tmp_path: Path) -> None:
+def test_run_writes_its_outputs(tmp_path: Path) -> None:
     out = tmp_path / "lab"
     done = scalelab("run", str(LAB), "--out", str(out), "--set", "duration=5m", "--seed", "3")
     assert done.returncode == 0, done.stderr
@@ -32,6 +32,10 @@ def test_run_writes_the_four_outputs(tmp_path: Path) -> None:
         "events.jsonl",
         "summary.json",
         "report.html",
+        "pods.csv",
+        "gsp777_stats.csv",  # Locust's --csv files
+        "gsp777_stats_history.csv",
+        "gsp777_failures.csv",
         ".scalelab",  # the marker: what scalelab wrote here
     }
     summary = json.loads((out / "summary.json").read_text())
@@ -39,7 +43,7 @@ def test_run_writes_the_four_outputs(tmp_path: Path) -> None:
     header = (out / "trace.csv").read_text().splitlines()[0]
     assert header.startswith("t,users,offered_rps,completed_rps,failed_rps,latency_p50")
     assert len((out / "trace.csv").read_text().splitlines()) == 301
-    assert "data:image/png;base64," in (out / "report.html").read_text()
+    assert 'class="plotly-graph-div"' in (out / "report.html").read_text()
     assert "requests ok / failed" in done.stdout
 
 
