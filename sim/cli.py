@@ -120,6 +120,7 @@ def run(
             keep=keep,
             max_cost=max_cost,
             no_lb=no_lb,
+            force=force,
         )
         return
     cluster_only = {
@@ -166,18 +167,31 @@ def _run_on_cluster(
     seed: int | None,
     debug: bool,
     quiet: bool,
+    force: bool = False,
     **options: Any,
 ) -> None:
+    from sim.outputs import changed, mark, snapshot
     from sim.plugins import backends, run_backend
 
     if backend not in backends():
         hint = "" if len(backends()) > 1 else " (install them with: pip install 'scalelab[gke]')"
         fail(ValueError(f"--backend {backend!r}: allowed {', '.join(backends())}{hint}"), debug)
     target = out or Path("out") / f"{scenario.name}-{backend}"
+    command = f"run --backend {backend}"
+    try:
+        claim(target, command, force=force)
+    except UserError as error:
+        fail(error, debug)
+    before = snapshot(target)
     try:
         trace = run_backend(backend, scenario, target, seed=seed, **options)
     except UserError as error:
         fail(error, debug)
+    finally:
+        # The backend writes as it goes (its ledger first); whatever it wrote is scalelab's.
+        written = changed(target, before)
+        if written:
+            mark(target, command, written)
     if trace is not None:
         if not quiet:
             _print_summary(trace.summary, target)
@@ -209,16 +223,28 @@ def compare(
         Path | None, typer.Option(help="report directory [default: out/compare-A-vs-B]")
     ] = None,
     window: Annotated[float, typer.Option(help="step length when users do not step (s)")] = 60.0,
+    force: Annotated[
+        bool, typer.Option(help="write into a non-empty --out that is not a scalelab output")
+    ] = False,
     debug: DebugOption = False,
 ) -> None:
     """Fidelity of B against A: scale-event times, timelines, per-step errors, cost."""
-    from sim.compare import compare_dirs
+    from sim.compare import Comparison, compare_dirs
 
     target = out or Path("out") / f"compare-{a.name}-vs-{b.name}"
+    results: list[Comparison] = []
     try:
-        result = compare_dirs(a, b, target, window_s=window)
+        claim(target, "compare", force=force)
+        publish(
+            target,
+            "compare",
+            lambda staging: results.append(compare_dirs(a, b, staging, window_s=window)),
+        )
+    except UserError as error:
+        fail(error, debug)
     except (OSError, ValueError, KeyError) as error:
         fail(ValueError(f"cannot compare {a} and {b}: {error}"), debug)
+    result = results[0]
     print(result.render())
     print(f"wrote {target}/compare.json, report.html")
 

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from sim.cli import app
 from sim.errors import UserError
-from sim.outputs import MARK, claim, publish
+from sim.outputs import MARK, changed, claim, mark, publish, snapshot
 
 LAB = Path(__file__).resolve().parents[1] / "scenarios" / "gsp777.yaml"
 
@@ -26,7 +26,8 @@ def test_a_new_directory_gets_the_run_and_its_marker(tmp_path: Path) -> None:
     assert done.exit_code == 0, done.output  # type: ignore[attr-defined]
     names = {"trace.csv", "events.jsonl", "summary.json", "report.html"}
     assert names <= {p.name for p in out.iterdir()}
-    assert set(json.loads((out / MARK).read_text())["files"]) == names
+    written = {p.name for p in out.iterdir()} - {MARK}
+    assert set(json.loads((out / MARK).read_text())["files"]) == written  # all it wrote, only
 
 
 def test_rerunning_replaces_the_run_and_keeps_the_users_files(tmp_path: Path) -> None:
@@ -112,3 +113,127 @@ def test_an_empty_scenario_is_refused_not_run_with_defaults(tmp_path: Path, text
     assert done.exit_code == 2
     assert "empty scenario" in " ".join(done.output.split())
     assert not out.exists()
+
+
+# --- every command that writes: a file the user put there survives ---------------------------
+
+ROOT = LAB.parents[1]
+PROFILE = ROOT / "sim" / "serving" / "profiles" / "resnet101-cpu-amd-epyc-genoa.yaml"
+SWEEP = ["--set", "duration=2m", "--vary", "hpa.minReplicas=1,2", "--seeds", "1", "-j", "1"]
+
+
+def invoke(*args: str) -> object:
+    return CliRunner().invoke(app, list(args))
+
+
+def users_dir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "notes.md").write_text("mine")
+    return path
+
+
+def test_sweep_refuses_a_foreign_out_and_forced_keeps_the_users_file(tmp_path: Path) -> None:
+    out = users_dir(tmp_path / "mine")
+    refused = invoke("sweep", str(LAB), *SWEEP, "--out", str(out), "-q")
+    assert refused.exit_code == 2 and "not a scalelab output" in refused.output  # type: ignore[attr-defined]
+    assert sorted(p.name for p in out.iterdir()) == ["notes.md"]  # nothing ran, nothing written
+    forced = invoke("sweep", str(LAB), *SWEEP, "--out", str(out), "-q", "--force")
+    assert forced.exit_code == 0, forced.output  # type: ignore[attr-defined]
+    assert (out / "notes.md").read_text() == "mine" and (out / "results.csv").exists()
+    listed = set(json.loads((out / MARK).read_text())["files"])
+    assert "cache" in listed and "notes.md" not in listed
+    again = invoke("sweep", str(LAB), *SWEEP, "--out", str(out), "-q")  # marked now: no --force
+    assert again.exit_code == 0 and (out / "notes.md").read_text() == "mine"  # type: ignore[attr-defined]
+
+
+def test_tune_refuses_a_foreign_out_before_anything_runs(tmp_path: Path) -> None:
+    out = users_dir(tmp_path / "mine")
+    done = invoke(
+        "tune", str(LAB), "--vary", "hpa.minReplicas=1:2", "--slo", "p95<=9s", "--out", str(out)
+    )
+    assert done.exit_code == 2 and "not a scalelab output" in " ".join(done.output.split())  # type: ignore[attr-defined]
+    assert sorted(p.name for p in out.iterdir()) == ["notes.md"]
+
+
+def test_compare_refuses_a_foreign_out_and_forced_keeps_the_users_file(tmp_path: Path) -> None:
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert run("--out", str(a)).exit_code == 0  # type: ignore[attr-defined]
+    assert run("--out", str(b), "--seed", "2").exit_code == 0  # type: ignore[attr-defined]
+    out = users_dir(tmp_path / "report")
+    refused = invoke("compare", str(a), str(b), "--out", str(out))
+    assert refused.exit_code == 2 and "not a scalelab output" in refused.output  # type: ignore[attr-defined]
+    assert sorted(p.name for p in out.iterdir()) == ["notes.md"]
+    forced = invoke("compare", str(a), str(b), "--out", str(out), "--force")
+    assert forced.exit_code == 0, forced.output  # type: ignore[attr-defined]
+    assert (out / "notes.md").read_text() == "mine" and (out / "compare.json").exists()
+    fresh = tmp_path / "new" / "deeper"
+    broken = invoke("compare", str(a), str(tmp_path / "nothing"), "--out", str(fresh))
+    assert broken.exit_code == 2 and not (tmp_path / "new").exists()  # type: ignore[attr-defined]
+
+
+def test_calibrate_never_replaces_a_file_it_did_not_write(tmp_path: Path) -> None:
+    mine = tmp_path / "profile.yaml"
+    mine.write_text("my hand-made notes\n")
+    derive = ["calibrate", "--derive-from", str(PROFILE), "--machine-type", "e2-standard-4"]
+    refused = invoke(*derive, "--out", str(mine))
+    assert refused.exit_code == 2, refused.output  # type: ignore[attr-defined]
+    assert "not written by scalelab calibrate" in " ".join(refused.output.split())  # type: ignore[attr-defined]
+    assert mine.read_text() == "my hand-made notes\n"
+    ours = tmp_path / "derived.yaml"
+    for _ in range(2):  # new, then its own earlier profile: replaced without --force
+        done = invoke(*derive, "--out", str(ours))
+        assert done.exit_code == 0, done.output  # type: ignore[attr-defined]
+    assert ours.read_text().startswith("# scalelab latency profile")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["derived.yaml", "profile.yaml"]
+
+
+def test_calibrates_default_name_steps_aside_from_a_users_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sim.serving.calibrate.cli import _free_default
+
+    monkeypatch.chdir(tmp_path)
+    Path("cpu.yaml").write_text("mine")
+    assert _free_default(Path("cpu.yaml")) == Path("cpu-2.yaml")
+    Path("cpu-2.yaml").write_text("# scalelab latency profile (schema 3).\n")
+    assert _free_default(Path("cpu-2.yaml")) == Path("cpu-2.yaml")  # its own: replaced
+
+
+def test_a_real_cluster_run_refuses_a_foreign_out_and_marks_what_it_wrote(
+    tmp_path: Path,
+) -> None:
+    out = users_dir(tmp_path / "gke")
+    args = ["run", str(LAB), "--backend", "gke", "--dry-run", "--out", str(out)]
+    refused = invoke(*args)
+    assert refused.exit_code == 2 and "not a scalelab output" in refused.output  # type: ignore[attr-defined]
+    assert sorted(p.name for p in out.iterdir()) == ["notes.md"]
+    forced = invoke(*args, "--force")
+    assert forced.exit_code == 0, forced.output  # type: ignore[attr-defined]
+    assert sorted(p.name for p in out.iterdir()) == ["notes.md"]  # a dry run writes nothing
+
+
+def test_what_a_backend_wrote_as_it_went_is_marked_and_nothing_else(tmp_path: Path) -> None:
+    out = users_dir(tmp_path / "gke")
+    (out / "old-ledger.jsonl").write_text("{}")
+    before = snapshot(out)
+    (out / "cloud-ledger.jsonl").write_text("{}")  # what a real run writes as it goes
+    (out / "old-ledger.jsonl").write_text('{"more": 1}')
+    written = changed(out, before)
+    assert written == ["cloud-ledger.jsonl", "old-ledger.jsonl"]
+    mark(out, "run --backend gke", written)
+    (out / "cloud-ledger.jsonl").unlink()
+    (out / "trace.csv").write_text("t")
+    mark(out, "run --backend gke", ["trace.csv"])  # merged with those still there
+    assert json.loads((out / MARK).read_text())["files"] == ["old-ledger.jsonl", "trace.csv"]
+    claim(out, "run")  # marked: a rerun may write here
+
+
+def test_outputs_get_the_ordinary_umask_mode(tmp_path: Path) -> None:
+    old = os.umask(0o027)
+    try:
+        out = tmp_path / "new" / "run"
+        assert run("--out", str(out)).exit_code == 0  # type: ignore[attr-defined]
+    finally:
+        os.umask(old)
+    assert (out.stat().st_mode & 0o777, out.parent.stat().st_mode & 0o777) == (0o750, 0o750)
+    assert {p.stat().st_mode & 0o777 for p in out.iterdir()} == {0o640}

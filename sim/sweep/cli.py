@@ -23,7 +23,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from sim.console import err, fail
-from sim.errors import Problem, ScenarioError
+from sim.errors import Problem, ScenarioError, UserError
+from sim.outputs import claim, mark
 
 if TYPE_CHECKING:
     from sim.sweep.axes import Axis
@@ -89,6 +90,9 @@ FreshOption = Annotated[
     bool, typer.Option("--fresh", help="rerun every point instead of reusing cached runs")
 ]
 QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="no table, no progress")]
+ForceOption = Annotated[
+    bool, typer.Option(help="write into a non-empty --out that is not a scalelab output")
+]
 DebugOption = Annotated[bool, typer.Option("--debug", help="show tracebacks")]
 
 
@@ -143,6 +147,7 @@ def prepare(
     recommend: bool,
     budget: int | None = None,
     skip_invalid: bool = False,
+    force: bool = False,
 ) -> Setup:
     """Parse and validate all inputs; raises ScenarioError (or its SweepError) on bad input."""
     from sim.loader import parse_override
@@ -191,6 +196,11 @@ def prepare(
         raise _problem("--executor", "executor", executor, "local or dask")
     if scheduler is not None and executor != "dask":
         raise _problem("--scheduler", "scheduler", scheduler, "goes with --executor dask")
+    target = out or Path("out") / f"{base.scenario.name}-{kind}"
+    try:
+        claim(target, kind, force=force)
+    except UserError as error:
+        raise _problem("--out", "out", str(target), str(error)) from None
     first = base.scenario.seed
     setup = Setup(
         kind=kind,
@@ -198,7 +208,7 @@ def prepare(
         axes=axes,
         seeds=tuple(range(first, first + n_seeds)),
         slo=objectives,
-        out=out or Path("out") / f"{base.scenario.name}-{kind}",
+        out=target,
         jobs=n_jobs,
         executor=executor,
         scheduler=scheduler,
@@ -271,6 +281,7 @@ def execute(setup: Setup, fresh: bool, progress: bool, **tune_options: Any) -> t
 
     study = Study(setup.base, setup.seeds, setup.slo)
     executor = _connect(setup) if setup.executor == "dask" else None
+    mark(setup.out, setup.kind, ["cache"])  # an interrupted sweep's --out resumes, unrefused
     cache = RunCache(setup.out / "cache")
     runner = Runner(lambda: executor or _connect(setup), cache=cache, reuse=not fresh)
     if setup.kind == "sweep":
@@ -489,6 +500,7 @@ def sweep(
     ] = False,
     top: TopOption = 20,
     fresh: FreshOption = False,
+    force: ForceOption = False,
     quiet: QuietOption = False,
     debug: DebugOption = False,
 ) -> None:
@@ -522,6 +534,7 @@ def sweep(
         "executor": executor,
         "scheduler": scheduler,
         "skip_invalid": skip_invalid,
+        "force": force,
     }
     _main("sweep", scenario, options, {}, recommend, top, fresh, quiet, debug)
 
@@ -554,6 +567,7 @@ def tune(
     recommend: RecommendOption = False,
     top: TopOption = 20,
     fresh: FreshOption = False,
+    force: ForceOption = False,
     quiet: QuietOption = False,
     debug: DebugOption = False,
 ) -> None:
@@ -584,6 +598,7 @@ def tune(
         "executor": executor,
         "scheduler": scheduler,
         "budget": budget,
+        "force": force,
     }
     tune_options = {"batch": batch, "sampler_seed": sampler_seed}
     _main("tune", scenario, options, tune_options, recommend, top, fresh, quiet, debug)

@@ -1,16 +1,16 @@
 """What a finished sweep or tune writes: the results tables, report.html, sweep.json and the
-recommendation, staged in a temp directory and moved into place file by file, so a failure
-never leaves a mix of old and new outputs (stale recommendation files are removed)."""
+recommendation, staged and moved into place file by file by :func:`sim.outputs.publish`, so a
+failure never leaves a mix of old and new outputs, stale recommendation files are removed,
+and nothing scalelab did not write is touched."""
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from sim.outputs import publish
 
 if TYPE_CHECKING:
     from sim.sweep.axes import Axis
@@ -57,14 +57,13 @@ def write_outputs(setup: Setup, study: Study, meta: dict[str, Any], recommend: b
     chosen = rec.choose(ranked) if study.slo is not None else None
     rows = [row for p in sorted(study.points, key=lambda p: p.index) for row in study.rows(p)]
     rows += baseline.rows
-    setup.out.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=setup.out))
     written: list[str] = []
-    try:
+
+    def write(staging: Path) -> None:
         (staging / "results.csv").write_text(csv_text(rows))
         write_parquet(rows, staging / "results.parquet")
         (staging / "points.csv").write_text(csv_text([point_row(r) for r in ranked]))
-        written += ["results.csv", "results.parquet", "points.csv"]
+        written.extend(["results.csv", "results.parquet", "points.csv"])
         if recommend and chosen is not None and study.slo is not None:
             scenario = rec.recommended_scenario(chosen, study.slo)
             written.append("recommended.yaml")
@@ -123,14 +122,10 @@ def write_outputs(setup: Setup, study: Study, meta: dict[str, Any], recommend: b
         summary = _sweep_json(setup, study, meta, ranked, baseline, chosen)
         (staging / "sweep.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
         written.append("sweep.json")
-        for name in OUTPUT_FILES:
-            target = setup.out / name
-            if name in written:
-                os.replace(staging / name, target)
-            elif target.exists():
-                target.unlink()  # from an earlier sweep; it would not match these results
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+
+    # Files of an earlier output these results lack (a stale recommendation) are removed; the
+    # cache stays; nothing scalelab did not write is touched (sim.outputs).
+    publish(setup.out, setup.kind, write, keep=["cache"])
     return Outcome(ranked, baseline, chosen, written)
 
 

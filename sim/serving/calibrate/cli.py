@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shlex
 import sys
 import time
@@ -321,9 +322,20 @@ def calibrate(
             rich_help_panel=_DERIVE,
         ),
     ] = 1.0,
+    force: Annotated[
+        bool, typer.Option(help="replace an --out file that is not a scalelab profile")
+    ] = False,
     debug: Annotated[bool, typer.Option("--debug", help="show tracebacks")] = False,
 ) -> None:
     """Measure a model's throughput curves into a latency profile (see --help)."""
+    from sim.errors import UserError
+    from sim.outputs import claim_file, publish_file
+
+    try:
+        if out is not None:  # before anything runs: calibrating takes minutes
+            claim_file(out, "--out", "calibrate", is_profile_file, force=force)
+    except UserError as error:
+        fail(error, debug)
     try:
         if endpoint and derive_from:
             raise CalibrationError("--endpoint and --derive-from are different modes; pick one")
@@ -383,9 +395,11 @@ def calibrate(
                 family,
                 command,
             )
-        from sim.serving.profile import dump_profile
+        from sim.serving.profile import dump_profile, profile_from_dict
 
-        target = dump_profile(data, out or Path(f"{data['name']}.yaml"))
+        target = out or _free_default(Path(f"{data['name']}.yaml"))
+        profile = profile_from_dict(data, str(target))  # invalid data: nothing written
+        publish_file(target, lambda temp: dump_profile(profile, temp))
         for notice in data["provenance"].get("warnings") or []:
             err.print(
                 f"[yellow]warning:[/yellow] {escape(notice)}", highlight=False, soft_wrap=True
@@ -393,6 +407,37 @@ def calibrate(
     except (CalibrationError, ValueError, OSError) as error:
         fail(error, debug)
     print(summary(target, data))
+
+
+def is_profile_file(path: Path) -> bool:
+    """A profile scalelab wrote: its YAML header, or JSON with a schema and a provenance."""
+    try:
+        text = path.read_text("utf-8")
+    except (OSError, UnicodeDecodeError):
+        return False
+    if text.startswith("# scalelab latency profile"):
+        return True
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return False
+    return isinstance(data, dict) and "schema" in data and "provenance" in data
+
+
+def _free_default(path: Path) -> Path:
+    """The default ``NAME.yaml``, or ``NAME-2.yaml``... when a file scalelab did not write
+    holds the name (the measurement is not thrown away; the summary names the file)."""
+    candidate, n = path, 1
+    while candidate.exists() and not (candidate.is_file() and is_profile_file(candidate)):
+        n += 1
+        candidate = path.with_name(f"{path.stem}-{n}{path.suffix}")
+    if candidate != path:
+        err.print(
+            f"{path} exists and is not a scalelab profile: writing {candidate} instead",
+            highlight=False,
+            markup=False,
+        )
+    return candidate
 
 
 @dataclass(frozen=True)
