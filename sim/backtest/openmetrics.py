@@ -86,15 +86,18 @@ def read(path: Path) -> SeriesSet:
         rows.append((head, value, ts, number))
     _check_structure(path, "\n".join(firsts) + "\n", heads)
     out = SeriesSet()
+    targets = {head: out.series(name, labels) for head, (name, labels) in heads.items()}
     for head, value, ts, number in rows:
-        name, labels = heads[head]
+        series = targets[head]
         try:
-            out.add(name, labels, float(ts), float(value))
+            at, number_value = float(ts), float(value)
         except ValueError:
             raise UserError(
                 f"--openmetrics {path}:{number}: value {value!r} or timestamp {ts!r} is not a "
                 "number"
             ) from None
+        series.times.append(at)
+        series.values.append(number_value)
     return out
 
 

@@ -41,11 +41,15 @@ class SeriesSet:
         self._series: dict[tuple[str, Labels], Series] = {}
 
     def add(self, name: str, labels: Mapping[str, str], t: float, value: float) -> None:
+        self.series(name, labels).add(t, value)
+
+    def series(self, name: str, labels: Mapping[str, str]) -> Series:
+        """The series of that name and labels, created empty if new."""
         key = (name, labels_of(labels))
         series = self._series.get(key)
         if series is None:
             series = self._series[key] = Series(name, key[1])
-        series.add(t, value)
+        return series
 
     def extend(self, series: Iterable[Series]) -> None:
         for s in series:
