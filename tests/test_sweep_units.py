@@ -385,3 +385,16 @@ def test_recommended_files_read_back(tmp_path: Path) -> None:
         exclude={"scaleTargetRef"}
     )
     assert hpa_manifest(load_scenario(tmp_path / "r.yaml")) == manifest
+
+
+def test_skip_invalid_judges_combinations_not_each_value_against_the_base() -> None:
+    """minReplicas=5 is invalid beside the lab's maxReplicas=4, valid with maxReplicas=6."""
+    base = load_base(LAB)
+    axes = [parse_vary("hpa.minReplicas=1,3,5", "x"), parse_vary("hpa.maxReplicas=4,6", "x")]
+    points = grid_points(base, axes, skip_invalid=True)
+    pairs = {(p.scenario.hpa.minReplicas, p.scenario.hpa.maxReplicas) for p in points}  # type: ignore[union-attr]
+    assert pairs == {(1, 4), (3, 4), (1, 6), (3, 6), (5, 6)}
+    with pytest.raises(SweepError, match="minReplicas=5 maxReplicas=4"):
+        grid_points(base, axes)  # without --skip-invalid the bad combination is listed
+    with pytest.raises(SweepError, match=r"maxReplicas \(4\) must be .* minReplicas \(7\)"):
+        grid_points(base, [parse_vary("hpa.minReplicas=7,8", "x")], skip_invalid=True)

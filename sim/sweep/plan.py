@@ -117,8 +117,11 @@ def build_point(base: Base, index: int, values: Values) -> Point:
     return Point(index, values, scenario, scenario_sha256(scenario))
 
 
-def check_axes(base: Base, axes: Sequence[Axis]) -> None:
-    """Each axis alone, at each of its values (a range's ends), must give a valid scenario."""
+def check_axes(base: Base, axes: Sequence[Axis], each_value: bool = True) -> None:
+    """Axes must not overlap or repeat a --set; with ``each_value``, each axis alone at each of
+    its values (a range's ends) must give a valid scenario. A grid with --skip-invalid judges
+    combinations instead: minReplicas=5 is invalid beside the base's maxReplicas=4, yet valid
+    with maxReplicas=6 from another axis."""
     problems: list[Problem] = []
     sources: list[str] = []
     seen: list[str] = []
@@ -137,7 +140,7 @@ def check_axes(base: Base, axes: Sequence[Axis]) -> None:
                 axis.origin, axis.path, axis.path, "is also given with --set; keep one of the two"
             )
         seen.append(axis.path)
-        for value in axis.probes():
+        for value in axis.probes() if each_value else ():
             try:
                 build_point(base, 0, ((axis.path, value),))
             except SweepError as err:
@@ -165,8 +168,10 @@ def _merge(problems: list[Problem]) -> list[Problem]:
 
 
 def grid_points(base: Base, axes: Sequence[Axis], skip_invalid: bool = False) -> list[Point]:
-    """Every combination of the axes' values, validated; invalid ones are an error (listed)."""
-    check_axes(base, axes)
+    """Every combination of the axes' values, validated; invalid ones are an error (listed),
+    or with ``skip_invalid`` left out. When none is valid, an axis value that is invalid on
+    its own is named as such (a typo'd path once, with its fix)."""
+    check_axes(base, axes, each_value=False)
     points: list[Point] = []
     bad: list[Problem] = []
     grids = [axis.grid() for axis in axes]
@@ -177,6 +182,8 @@ def grid_points(base: Base, axes: Sequence[Axis], skip_invalid: bool = False) ->
         except SweepError as err:
             first = err.problems[0] if err.problems else Problem("", "", "invalid")
             bad.append(Problem(label(values), first.given, f"{first.field}: {first.allowed}"))
+    if not points:
+        check_axes(base, axes)
     if bad and not skip_invalid:
         shown = bad[:10]
         if len(bad) > 10:
@@ -186,5 +193,8 @@ def grid_points(base: Base, axes: Sequence[Axis], skip_invalid: bool = False) ->
         )
         raise SweepError(f"{base.source}: {len(bad)} combinations of the axes", shown)
     if not points:
-        raise sweep_error(base.source, "", len(bad), "no valid point to run")
+        raise SweepError(
+            f"{base.source}: no valid combination of the axes to run",
+            [*_merge(bad)[:10], Problem("", len(bad), "combinations, all invalid")],
+        )
     return points
