@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 from cloud.errors import Aborted, CloudError, UnsupportedScenarioError
 from cloud.plan import REST_PORT, Plan, make_plan
 from cloud.settings import CloudSettings
-from cloud.teardown import Ledger, Say, TeardownReport, sigterm_as_interrupt
+from cloud.teardown import Ledger, Say, TeardownReport, quiet, sigterm_as_interrupt
 from sim.scenario import ClusterAutoscaler, HPAController, Metrics, Scenario
 
 if TYPE_CHECKING:
@@ -167,7 +167,7 @@ class Backend(ABC):
         self.settings = settings
         self.run_id = run_id
         self.out = out
-        self.say = say
+        self.say = quiet(say) or print
         self.seed = scenario.seed if seed is None else seed
         self.ledger = Ledger(
             out / "cloud-ledger.jsonl" if journal else None,
@@ -176,6 +176,7 @@ class Backend(ABC):
         )
         self.teardown_report: TeardownReport | None = None
         self.started = time.time()
+        self.load_balancer_since: float | None = None
 
     # --- capabilities ------------------------------------------------------------------------
 
@@ -276,8 +277,42 @@ class Backend(ABC):
     def run(
         self, *, no_lb: bool = False, keep: bool = False, max_cost: float | None = None
     ) -> Trace:
-        """The whole run; on Ctrl-C, SIGTERM, an error or ``max_cost``, tear down (unless
-        ``keep``), write what was observed, and raise :class:`Aborted` saying what was removed."""
+        """The whole run; on Ctrl-C, SIGTERM, SIGHUP, an error or ``max_cost``, tear down
+        (unless ``keep``), write what was observed, and raise :class:`Aborted` saying what was
+        removed. The signal handlers stay in place until the teardown is over."""
+        with sigterm_as_interrupt():
+            return self._run(no_lb=no_lb, keep=keep, max_cost=max_cost)
+
+    @property
+    def billing_started(self) -> float | None:
+        """When the first thing this run pays for was created (the cluster, on gke)."""
+        return self.ledger.entries[0].created_at if self.ledger.entries else None
+
+    def cost_so_far(self, now: float) -> float:
+        """Before the load starts: the initial nodes and the cluster fee since creation, plus
+        the load balancer since its Service was created (cloud.plan.standing_cost_per_hour)."""
+        from cloud.plan import LOAD_BALANCER_PER_HOUR, standing_cost_per_hour
+
+        started = self.billing_started
+        cost = 0.0
+        if started is not None:
+            cost += standing_cost_per_hour(self.scenario, self.name) * (now - started) / 3600
+        if self.load_balancer_since is not None:
+            cost += LOAD_BALANCER_PER_HOUR * (now - self.load_balancer_since) / 3600
+        return cost
+
+    def _guard(self, max_cost: float | None) -> None:
+        from cloud.session import CostLimitReached
+
+        if max_cost is None:
+            return
+        cost = self.cost_so_far(time.time())
+        if cost >= max_cost:
+            raise CostLimitReached(
+                f"--max-cost ${max_cost:.2f} reached (${cost:.2f} before the load started)"
+            )
+
+    def _run(self, *, no_lb: bool, keep: bool, max_cost: float | None) -> Trace:
         from cloud.session import Session
 
         session: Session | None = None
@@ -286,39 +321,43 @@ class Backend(ABC):
         error: BaseException | None = None
         trace: Trace | None = None
         try:
-            with sigterm_as_interrupt():
-                self.provision()
-                kube = self.connect()
-                from cloud.manifests import build_objects
-                from cloud.workload import apply, wait_model_available
+            self.provision()
+            self._guard(max_cost)
+            kube = self.connect()
+            from cloud.manifests import build_objects
+            from cloud.workload import apply, wait_model_available
 
-                objects = build_objects(
-                    self.scenario, self.settings, run_id=self.run_id, no_lb=no_lb
+            objects = build_objects(self.scenario, self.settings, run_id=self.run_id, no_lb=no_lb)
+            apply(kube, objects, self.ledger, self.say)
+            if not no_lb:
+                self.load_balancer_since = time.time()
+            self._guard(max_cost)
+            url, close = self.endpoint(kube, no_lb=no_lb)
+            self._guard(max_cost)
+            if self.scenario.start == "warm":
+                wait_model_available(
+                    url,
+                    self.scenario.deployment.model_name,
+                    self.settings.model_ready_timeout,
+                    self.say,
                 )
-                apply(kube, objects, self.ledger, self.say)
-                url, close = self.endpoint(kube, no_lb=no_lb)
-                if self.scenario.start == "warm":
-                    wait_model_available(
-                        url,
-                        self.scenario.deployment.model_name,
-                        self.settings.model_ready_timeout,
-                        self.say,
-                    )
-                session = Session(
-                    self.scenario,
-                    self.settings,
-                    kube,
-                    endpoint=url,
-                    out=self.out,
-                    say=self.say,
-                    seed=self.seed,
-                    backend=self.name,
-                    run_id=self.run_id,
-                    max_cost=max_cost,
-                    pools=self._counted_pools(),
-                    backend_started=self.started,
-                )
-                session.run()
+                self._guard(max_cost)
+            session = Session(
+                self.scenario,
+                self.settings,
+                kube,
+                endpoint=url,
+                out=self.out,
+                say=self.say,
+                seed=self.seed,
+                backend=self.name,
+                run_id=self.run_id,
+                max_cost=max_cost,
+                pools=self._counted_pools(),
+                billing_started=self.billing_started,
+                load_balancer_since=self.load_balancer_since,
+            )
+            session.run()
         except KeyboardInterrupt:
             reason = "interrupted"
         except Aborted as err:

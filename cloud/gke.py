@@ -40,6 +40,18 @@ def _not_found(err: BaseException) -> bool:
     return isinstance(err, exceptions.NotFound)
 
 
+def _busy(err: BaseException) -> bool:
+    """GKE's answer to a change while an operation runs on the cluster: HTTP 400
+    FAILED_PRECONDITION, "Operation ... is currently creating cluster X. Please wait and try
+    again once it is done." (the REST transport raises it as BadRequest)."""
+    from google.api_core import exceptions
+
+    if not isinstance(err, exceptions.BadRequest | exceptions.FailedPrecondition):
+        return False
+    text = str(err)
+    return "currently" in text or "try again" in text or "FAILED_PRECONDITION" in text
+
+
 def gke_labels(run_id: str) -> dict[str, str]:
     return {GKE_MANAGED_BY_LABEL: MANAGED_BY, GKE_RUN_ID_LABEL: run_id}
 
@@ -147,8 +159,10 @@ class GKE:
     def cluster_path(self, name: str) -> str:
         return f"{self.parent}/clusters/{name}"
 
-    def wait(self, operation: Any, what: str, timeout: float) -> Any:
-        """Poll an Operation until DONE, printing its progress; raise on its error."""
+    def wait(self, operation: Any, what: str, timeout: float, *, check: bool = True) -> Any:
+        """Poll an Operation until DONE, printing its progress; raise on its error (unless not
+        ``check``: an operation that only has to be over, such as a failed create before the
+        delete that cleans it up)."""
         c = container_v1()
         deadline = time.monotonic() + timeout
         started = time.monotonic()
@@ -167,7 +181,7 @@ class GKE:
                 last = state
         # status_message: "if an error has occurred, a textual description" (deprecated for
         # ``error``, a google.rpc.Status); either one means the operation failed.
-        if operation.error.code or operation.status_message:
+        if check and (operation.error.code or operation.status_message):
             raise CloudError(
                 f"{what} failed: {operation.error.message or operation.status_message}"
             )
@@ -181,9 +195,54 @@ class GKE:
                 return None
             raise
 
-    def delete_cluster(self, name: str, timeout: float) -> None:
-        operation = self.client.delete_cluster(name=self.cluster_path(name))
-        self.wait(operation, f"deleting cluster {name}", timeout)
+    def running_operations(self, cluster: str) -> list[Any]:
+        """Operations not yet DONE on a cluster or its node pools (``targetLink`` names it)."""
+        c = container_v1()
+        done = c.Operation.Status.DONE
+        found = self.client.list_operations(parent=self.parent).operations
+        suffix = f"/clusters/{cluster}"
+        return [
+            op
+            for op in found
+            if op.status != done
+            and (op.target_link.endswith(suffix) or f"{suffix}/" in op.target_link)
+        ]
+
+    def delete_cluster(self, name: str, timeout: float, pending: str | None = None) -> None:
+        """Delete, first waiting out any operation still running on the cluster (its create
+        after a Ctrl-C, an upgrade): until it is DONE, GKE refuses the delete with 400
+        FAILED_PRECONDITION. ``pending`` is an operation known to be running (the create)."""
+        c = container_v1()
+        deadline = time.monotonic() + timeout
+        waiting = [] if pending is None else [pending]
+        while True:
+            for op_name in waiting:
+                operation = self.client.get_operation(name=f"{self.parent}/operations/{op_name}")
+                if operation.status != c.Operation.Status.DONE:
+                    self.say(
+                        f"cluster {name}: waiting for operation {op_name} "
+                        f"({operation.operation_type.name.lower()}) before deleting it"
+                    )
+                    self.wait(
+                        operation,
+                        f"waiting for {op_name} on cluster {name}",
+                        max(0.0, deadline - time.monotonic()),
+                        check=False,
+                    )
+            try:
+                operation = self.client.delete_cluster(name=self.cluster_path(name))
+                break
+            except Exception as err:
+                if not _busy(err):
+                    raise
+                if time.monotonic() > deadline:
+                    raise CloudError(
+                        f"cluster {name} still busy after {timeout:.0f} s; GKE said: {err}"
+                    ) from err
+                waiting = [op.name for op in self.running_operations(name)]
+                if not waiting:
+                    self._sleep(self.poll_s)
+        self.wait(operation, f"deleting cluster {name}", max(0.0, deadline - time.monotonic()))
 
     def ensure_cluster(
         self,
@@ -200,12 +259,20 @@ class GKE:
         if existing is None:
             request = cluster_request(scenario, settings, run_id, self.project)
             self.say(f"creating cluster {name} in {self.location}")
-            operation = self.client.create_cluster(request=request)
-            ledger.record(
-                f"GKE cluster {self.cluster_path(name)}",
-                functools.partial(self.delete_cluster, name, timeout),
-                _not_found,
-            )
+            # In the ledger before the call: a Ctrl-C while it is in flight may leave a cluster
+            # that GKE accepted; if none was made, teardown finds it already gone (404).
+            pending: list[str] = []
+
+            def delete() -> None:
+                self.delete_cluster(name, timeout, pending[0] if pending else None)
+
+            entry = ledger.record(f"GKE cluster {self.cluster_path(name)}", delete, _not_found)
+            try:
+                operation = self.client.create_cluster(request=request)
+            except Exception:
+                ledger.forget(entry)  # refused (e.g. 409: someone else's cluster): not ours
+                raise
+            pending.append(operation.name)
             self.wait(operation, f"creating cluster {name}", timeout)
             return self.client.get_cluster(name=self.cluster_path(name))
         self.say(f"reusing cluster {name} (it is not deleted afterwards)")

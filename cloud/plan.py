@@ -19,6 +19,11 @@ CONFIGMAP_NAME = "tfserving-configs"
 """The lab's ConfigMap (GSP777 tf-serving/configmap.yaml)."""
 GRPC_PORT = 8500
 REST_PORT = 8501
+LOAD_BALANCER_PER_HOUR = 0.025
+"""The LoadBalancer Service's forwarding rule (an external passthrough Network Load Balancer),
+us-central1, within the first five rules of a project
+(https://cloud.google.com/vpc/network-pricing#lb). Assumed: its per-GB data processing is not
+counted (the lab's JPEG posts are ~61 KB each)."""
 
 
 @dataclass(frozen=True)
@@ -96,16 +101,29 @@ class CostEstimate:
         return f"${self.low:.2f} to ${self.high:.2f} (run {self.hours * 60:.0f} min)"
 
 
+def standing_cost_per_hour(scenario: Scenario, backend: str) -> float:
+    """USD per hour of the cluster at its initial size: the initial nodes, and GKE's fee when
+    the scenario counts it (what is billed from creation until the load starts)."""
+    autoscaling = scenario.cluster.autoscaler.enabled
+    nodes = sum(
+        pool_plan(p, autoscaling).price_per_hour * p.start_nodes for p in scenario.cluster.pools
+    )
+    fee = GKE_CLUSTER_FEE_PER_HOUR if scenario.cluster.management_fee and backend == "gke" else 0
+    return nodes + fee
+
+
 def estimate_cost(
     pools: list[PoolPlan],
     duration_s: float,
     *,
     overhead_s: float,
     management_fee: bool,
+    load_balancer: bool = False,
 ) -> CostEstimate:
     hours, overhead = duration_s / 3600, overhead_s / 3600
     setup = sum(p.initial_nodes * p.price_per_hour for p in pools) * overhead
     fee = GKE_CLUSTER_FEE_PER_HOUR * (hours + overhead) if management_fee else 0.0
+    fee += LOAD_BALANCER_PER_HOUR * hours if load_balancer else 0.0
     low = sum(p.min_nodes * p.price_per_hour for p in pools) * hours
     high = sum(p.max_nodes * p.price_per_hour for p in pools) * hours
     return CostEstimate(round(low + setup + fee, 4), round(high + setup + fee, 4), hours)
@@ -196,6 +214,7 @@ def make_plan(
         scenario.duration,
         overhead_s=overhead,
         management_fee=scenario.cluster.management_fee and backend == "gke",
+        load_balancer=not no_lb,
     )
     if max_cost is not None:
         verdict = "may reach" if cost.high >= max_cost else "stays under"

@@ -4,8 +4,9 @@ t = 0 is when the Locust child started (the simulator's t = 0 is the load's star
 second ``s`` the trace takes Locust's sample for ``[s, s+1)`` and the cluster's state as last
 observed at or before ``s`` (the first observation fills the seconds before it). Cost: the
 ``cost_usd`` column bills the observed nodes from t = 0, per second with a one-minute
-minimum (sim.cluster.cost); the ``--max-cost`` guard also counts the set-up time before t = 0
-at the initial nodes' price, since that is billed too.
+minimum (sim.cluster.cost); the ``--max-cost`` guard also counts the set-up time from the
+cluster's creation to t = 0 at the initial nodes' price and the cluster fee, and the load
+balancer's hourly price from its Service's creation, since those are billed too.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any
 from cloud.errors import Aborted, CloudError
 from cloud.load import LoadProcess, LoadSpec
 from cloud.observe import Snapshot, Tracker, read_snapshot
-from cloud.plan import pool_plan
+from cloud.plan import LOAD_BALANCER_PER_HOUR, standing_cost_per_hour
 from cloud.settings import CloudSettings
 from cloud.teardown import Say
 from sim import __version__
@@ -59,7 +60,8 @@ class Session:
         run_id: str,
         max_cost: float | None = None,
         pools: tuple[str, ...] | None = None,
-        backend_started: float | None = None,
+        billing_started: float | None = None,
+        load_balancer_since: float | None = None,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
         python: str | None = None,
@@ -69,7 +71,8 @@ class Session:
         self.seed, self.backend, self.run_id = seed, backend, run_id
         self.max_cost = max_cost
         self.clock, self.sleep = clock, sleep
-        self.backend_started = backend_started if backend_started is not None else clock()
+        self.billing_started = billing_started
+        self.load_balancer_since = load_balancer_since
         self.tracker = Tracker(
             deployment=scenario.deployment.name,
             pools=pools,
@@ -109,13 +112,20 @@ class Session:
         return snap
 
     def guard_cost(self, t: float) -> float:
-        return self.setup_cost + self.tracker.cost(t)
+        """What the run has cost by ``t``: set-up, the nodes observed, the load balancer."""
+        assert self.t0 is not None
+        balancer = 0.0
+        if self.load_balancer_since is not None:
+            hours = max(0.0, self.t0 + t - self.load_balancer_since) / 3600
+            balancer = LOAD_BALANCER_PER_HOUR * hours
+        return self.setup_cost + self.tracker.cost(t) + balancer
 
     def run(self) -> None:
         """Start Locust, poll until the scenario's duration, then let Locust finish."""
         self.say(f"load: {self.scenario.duration:g} s of Locust against {self.endpoint}")
         self.t0 = self.load.start()
-        self.setup_cost = self._setup_cost(self.t0 - self.backend_started)
+        if self.billing_started is not None:
+            self.setup_cost = self._setup_cost(self.t0 - self.billing_started)
         interval = self.settings.observe_interval
         failures = 0
         next_poll = self.t0
@@ -154,12 +164,7 @@ class Session:
     def _setup_cost(self, seconds: float) -> float:
         if seconds <= 0:
             return 0.0
-        autoscaling = self.scenario.cluster.autoscaler.enabled
-        per_hour = sum(
-            pool_plan(p, autoscaling).price_per_hour * p.start_nodes
-            for p in self.scenario.cluster.pools
-        )
-        return per_hour * seconds / 3600
+        return standing_cost_per_hour(self.scenario, self.backend) * seconds / 3600
 
     # --- the trace ----------------------------------------------------------------------------
 

@@ -90,9 +90,16 @@ class Ledger:
         description: str,
         delete: Callable[[], object],
         gone: Callable[[BaseException], bool] | None = None,
-    ) -> None:
-        self.entries.append(Entry(description, delete, gone or (lambda _err: False)))
-        self._write({"event": "created", "what": description, "t": time.time()})
+    ) -> Entry:
+        entry = Entry(description, delete, gone or (lambda _err: False))
+        self.entries.append(entry)
+        self._write({"event": "created", "what": description, "t": entry.created_at})
+        return entry
+
+    def forget(self, entry: Entry) -> None:
+        """The create was refused after all: nothing of ours to delete."""
+        self.entries.remove(entry)
+        self._write({"event": "not created", "what": entry.description})
 
     def _write(self, record: dict[str, Any]) -> None:
         if self.journal is not None:
@@ -108,6 +115,7 @@ class Ledger:
         """Delete every entry, newest first; one failure never stops the others."""
         report = TeardownReport()
         remaining: list[Entry] = []
+        say = quiet(say)
         with shield_interrupts(say):
             for entry in reversed(self.entries):
                 outcome, detail = self._delete(entry, say)
@@ -138,39 +146,64 @@ class Ledger:
         return Outcome.FAILED, f"{type(error).__name__}: {error}"
 
 
-@contextlib.contextmanager
-def shield_interrupts(say: Say | None = None) -> Iterator[None]:
-    """Ctrl-C during teardown would leave things running: tell the user and carry on.
+STOP_SIGNALS: tuple[signal.Signals, ...] = tuple(
+    getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name)
+)
+"""Signals that end a run like Ctrl-C: SIGTERM (CI cancel, ``kill``), SIGHUP (the terminal was
+closed)."""
 
-    Only the main thread can own signal handlers; elsewhere this does nothing.
-    """
+
+def quiet(say: Say | None) -> Say | None:
+    """``say`` that cannot stop a teardown: after SIGHUP the terminal is gone and writing to
+    it raises OSError (EIO); the ledger's journal still records every outcome."""
+    if say is None:
+        return None
+
+    def safe(text: str) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            say(text)
+
+    return safe
+
+
+@contextlib.contextmanager
+def _handlers(signals: tuple[signal.Signals, ...], handler: Any) -> Iterator[None]:
+    """Install ``handler`` for ``signals`` and restore the previous ones after; only the main
+    thread can own signal handlers, elsewhere this does nothing."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-
-    def refuse(_signum: int, _frame: FrameType | None) -> None:
-        if say is not None:
-            say("teardown in progress: it finishes first so nothing is left running")
-
-    previous = signal.signal(signal.SIGINT, refuse)
+    previous = {sig: signal.signal(sig, handler) for sig in signals}
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+@contextlib.contextmanager
+def shield_interrupts(say: Say | None = None) -> Iterator[None]:
+    """Ctrl-C, SIGTERM or SIGHUP during teardown would leave things running: tell the user (if
+    the terminal is still there) and carry on."""
+    tell = quiet(say)
+
+    def refuse(signum: int, _frame: FrameType | None) -> None:
+        if tell is not None:
+            name = signal.Signals(signum).name
+            tell(f"{name} during teardown: it finishes first so nothing is left running")
+
+    with _handlers((signal.SIGINT, *STOP_SIGNALS), refuse):
+        yield
 
 
 @contextlib.contextmanager
 def sigterm_as_interrupt() -> Iterator[None]:
-    """A SIGTERM (CI cancel, ``kill``) tears down like Ctrl-C does."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
+    """SIGTERM and SIGHUP tear down like Ctrl-C does (the run raises KeyboardInterrupt); keep
+    this around the teardown too, so a second signal meets :func:`shield_interrupts` rather
+    than the default action (which would kill the process mid-delete)."""
 
-    def interrupt(_signum: int, _frame: FrameType | None) -> None:
-        raise KeyboardInterrupt("SIGTERM")
+    def interrupt(signum: int, _frame: FrameType | None) -> None:
+        raise KeyboardInterrupt(signal.Signals(signum).name)
 
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
+    with _handlers(STOP_SIGNALS, interrupt):
         yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)

@@ -299,15 +299,28 @@ class FakeKubeAPI:
 
 @dataclass
 class FakeGKE:
-    """GKE's REST API: clusters, node pools and operations (each DONE on its first poll)."""
+    """GKE's REST API: clusters, node pools and long-running operations, as strict as GKE is
+    where the backend relies on it:
+
+    - an operation stays RUNNING for ``operation_polls`` reads, then is DONE (its effect, such
+      as a deleted cluster disappearing, happens then);
+    - while an operation runs on a cluster, deleting it is a 400 FAILED_PRECONDITION
+      ("Operation ... is currently creating cluster ... Please wait and try again once it is
+      done."), as GKE answers;
+    - creating a cluster that exists is a 409 ALREADY_EXISTS;
+    - a request without ``Authorization: Bearer <token>`` is a 403 (None: no check).
+    """
 
     clusters: dict[str, dict[str, Any]] = field(default_factory=dict)
     operations: dict[str, dict[str, Any]] = field(default_factory=dict)
     failures: list[Failure] = field(default_factory=list)
     requests: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
     operation_error: str | None = None
+    operation_polls: int = 3
+    token: str | None = "gke-t0ken"
     lock: threading.Lock = field(default_factory=threading.Lock)
     _ops: Iterator[int] = field(default_factory=itertools.count)
+    _pending: dict[str, tuple[int, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.server = _Server(("127.0.0.1", 0), self._handler())
@@ -324,9 +337,11 @@ class FakeGKE:
         from google.cloud.container_v1.services.cluster_manager.transports.rest import (
             ClusterManagerRestTransport,
         )
+        from google.oauth2.credentials import Credentials
 
+        credentials = AnonymousCredentials() if self.token is None else Credentials(self.token)
         transport = ClusterManagerRestTransport(
-            host=self.host, credentials=AnonymousCredentials(), url_scheme="http"
+            host=self.host, credentials=credentials, url_scheme="http"
         )
         return container_v1.ClusterManagerClient(transport=transport)
 
@@ -337,19 +352,67 @@ class FakeGKE:
     def fail(self, method: str, pattern: str, status: int = 500, times: int = 1) -> None:
         self.failures.append(Failure(method, pattern, status, times))
 
-    def _operation(self, parent: str, kind: str, target: str) -> dict[str, Any]:
+    def running(self, cluster_path: str) -> list[dict[str, Any]]:
+        """Operations not yet DONE on a cluster (or its node pools)."""
+        return [
+            op
+            for key, op in self.operations.items()
+            if op["status"] != "DONE" and op["_cluster"] == cluster_path
+        ]
+
+    def _operation(
+        self, parent: str, kind: str, cluster_path: str, target: str, on_done: Any = None
+    ) -> dict[str, Any]:
         name = f"operation-{next(self._ops)}"
         op: dict[str, Any] = {
             "name": name,
             "operationType": kind,
             "status": "RUNNING",
-            "targetLink": target,
+            "selfLink": f"https://container.googleapis.com/v1/{parent}/operations/{name}",
+            "targetLink": f"https://container.googleapis.com/v1/{target}",
+            "_cluster": cluster_path,
         }
-        done = {**op, "status": "DONE"}
-        if self.operation_error:
-            done["error"] = {"code": 9, "message": self.operation_error}
-        self.operations[f"{parent}/operations/{name}"] = done
+        key = f"{parent}/operations/{name}"
+        self.operations[key] = op
+        self._pending[key] = (self.operation_polls, on_done)
+        if self.operation_polls <= 0:
+            self._finish(key)
         return op
+
+    def _finish(self, key: str) -> None:
+        op = self.operations[key]
+        _, on_done = self._pending.pop(key)
+        op["status"] = "DONE"
+        if self.operation_error:
+            op["error"] = {"code": 9, "message": self.operation_error}
+        if on_done is not None:
+            on_done()
+
+    def _poll(self, key: str) -> dict[str, Any] | None:
+        op = self.operations.get(key)
+        if op is not None and key in self._pending:
+            left, on_done = self._pending[key]
+            self._pending[key] = (left - 1, on_done)
+            if left - 1 <= 0:
+                self._finish(key)
+        return op
+
+    @staticmethod
+    def _public(op: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in op.items() if not k.startswith("_")}
+
+    def _busy(self, cluster_path: str) -> str | None:
+        """GKE's refusal while an operation runs on the cluster, or None."""
+        for op in self.running(cluster_path):
+            verb = {"CREATE_CLUSTER": "creating", "DELETE_CLUSTER": "deleting"}.get(
+                op["operationType"], "updating"
+            )
+            name = cluster_path.rsplit("/", 1)[-1]
+            return (
+                f"Operation {op['selfLink']} is currently {verb} cluster {name}. "
+                "Please wait and try again once it is done."
+            )
+        return None
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         gke = self
@@ -376,6 +439,15 @@ class FakeGKE:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = json.loads(self.rfile.read(length)) if length else {}
                 gke.requests.append((self.command, path, body))
+                if gke.token is not None and (
+                    self.headers.get("Authorization") != f"Bearer {gke.token}"
+                ):
+                    self._error(
+                        403,
+                        "PERMISSION_DENIED",
+                        "Request is missing required authentication credential.",
+                    )
+                    return None
                 for failure in gke.failures:
                     if (
                         failure.method == self.command
@@ -394,7 +466,18 @@ class FakeGKE:
                 path, _ = started
                 with gke.lock:
                     if "/operations/" in path:
-                        found = gke.operations.get(path)
+                        found = gke._poll(path)
+                        found = gke._public(found) if found is not None else None
+                    elif path.endswith("/operations"):
+                        parent = path.removesuffix("/operations")
+                        everywhere = parent.endswith("/locations/-")
+                        ops = [
+                            gke._public(op)
+                            for key, op in gke.operations.items()
+                            if everywhere or key.startswith(parent + "/")
+                        ]
+                        self._send(200, {"operations": ops})
+                        return
                     elif path.endswith("/clusters"):
                         parent = path.removesuffix("/clusters")
                         everywhere = parent.endswith("/locations/-")
@@ -421,31 +504,61 @@ class FakeGKE:
                 with gke.lock:
                     if path.endswith("/clusters"):
                         cluster = body["cluster"]
+                        key = f"{path}/{cluster['name']}"
+                        if key in gke.clusters:
+                            self._error(409, "ALREADY_EXISTS", f"Already exists: {key}.")
+                            return
                         cluster.update(
-                            status="RUNNING",
+                            status="PROVISIONING",
                             endpoint="127.0.0.1",
                             location=path.split("/")[3],
                             masterAuth={"clusterCaCertificate": "LS0tLS1CRUdJTg=="},
                             currentMasterVersion="1.33.5-gke.100",
                         )
-                        gke.clusters[f"{path}/{cluster['name']}"] = cluster
-                        op = gke._operation(parent, "CREATE_CLUSTER", cluster["name"])
+                        for pool in cluster.get("nodePools", []):
+                            # GKE fills in what was not sent (e.g. the location policy).
+                            pool.setdefault("autoscaling", {}).setdefault(
+                                "locationPolicy", "BALANCED"
+                            )
+                        gke.clusters[key] = cluster
+                        op = gke._operation(
+                            parent,
+                            "CREATE_CLUSTER",
+                            key,
+                            key,
+                            lambda c=cluster: c.update(status="RUNNING"),
+                        )
                     elif path.endswith("/nodePools"):
-                        cluster = gke.clusters[path.removesuffix("/nodePools")]
+                        key = path.removesuffix("/nodePools")
+                        busy = gke._busy(key)
+                        if busy:
+                            self._error(400, "FAILED_PRECONDITION", busy)
+                            return
+                        cluster = gke.clusters[key]
                         cluster.setdefault("nodePools", []).append(body["nodePool"])
-                        op = gke._operation(parent, "CREATE_NODE_POOL", body["nodePool"]["name"])
+                        target = f"{key}/nodePools/{body['nodePool']['name']}"
+                        op = gke._operation(parent, "CREATE_NODE_POOL", key, target)
                     elif path.endswith(":setAutoscaling"):
-                        cluster_path, _, pool = path.removesuffix(":setAutoscaling").rpartition(
+                        key, _, pool = path.removesuffix(":setAutoscaling").rpartition(
                             "/nodePools/"
                         )
-                        for p in gke.clusters[cluster_path]["nodePools"]:
+                        busy = gke._busy(key)
+                        if busy:
+                            self._error(400, "FAILED_PRECONDITION", busy)
+                            return
+                        for p in gke.clusters[key]["nodePools"]:
                             if p["name"] == pool:
-                                p["autoscaling"] = body["autoscaling"]
-                        op = gke._operation(parent, "SET_NODE_POOL_SIZE", pool)
+                                p["autoscaling"] = {
+                                    "locationPolicy": "BALANCED",
+                                    **body["autoscaling"],
+                                }
+                        op = gke._operation(
+                            parent, "SET_NODE_POOL_SIZE", key, f"{key}/nodePools/{pool}"
+                        )
                     else:
                         self._error(404, "NOT_FOUND", path)
                         return
-                self._send(200, op)
+                self._send(200, gke._public(op))
 
             def do_DELETE(self) -> None:
                 started = self._start()
@@ -454,19 +567,31 @@ class FakeGKE:
                 path, _ = started
                 parent = "/".join(path.split("/")[:4])
                 with gke.lock:
-                    if "/nodePools/" in path:
-                        cluster_path, _, pool = path.rpartition("/nodePools/")
-                        pools = gke.clusters[cluster_path]["nodePools"]
-                        gke.clusters[cluster_path]["nodePools"] = [
-                            p for p in pools if p["name"] != pool
-                        ]
-                        op = gke._operation(parent, "DELETE_NODE_POOL", pool)
-                    elif path in gke.clusters:
-                        del gke.clusters[path]
-                        op = gke._operation(parent, "DELETE_CLUSTER", path)
-                    else:
+                    key = path.rpartition("/nodePools/")[0] if "/nodePools/" in path else path
+                    if key not in gke.clusters:
                         self._error(404, "NOT_FOUND", f"{path} not found")
                         return
-                self._send(200, op)
+                    busy = gke._busy(key)
+                    if busy:
+                        self._error(400, "FAILED_PRECONDITION", busy)
+                        return
+                    if "/nodePools/" in path:
+                        pool = path.rpartition("/nodePools/")[2]
+                        cluster = gke.clusters[key]
+
+                        def drop(c: dict[str, Any] = cluster, pool: str = pool) -> None:
+                            c["nodePools"] = [p for p in c["nodePools"] if p["name"] != pool]
+
+                        op = gke._operation(parent, "DELETE_NODE_POOL", key, path, drop)
+                    else:
+                        gke.clusters[key]["status"] = "STOPPING"
+                        op = gke._operation(
+                            parent,
+                            "DELETE_CLUSTER",
+                            key,
+                            path,
+                            lambda k=key: gke.clusters.pop(k, None),
+                        )
+                self._send(200, gke._public(op))
 
         return Handler

@@ -302,3 +302,60 @@ def test_the_golden_file_is_what_this_gcloud_sends() -> None:
     fresh = capture(gcloud)
     golden = json.loads(GOLDEN.read_text())["request"]
     assert fresh == golden
+
+
+# --- no cluster left billing --------------------------------------------------------------
+
+
+def test_ctrl_c_while_creating_waits_for_the_create_then_deletes(fake_gke: FakeGKE) -> None:
+    """GKE refuses a delete while the create runs (400 FAILED_PRECONDITION); teardown waits for
+    the saved create operation instead of giving up after its retries."""
+    said: list[str] = []
+    interrupts = iter([KeyboardInterrupt()])
+
+    def sleep(_s: float) -> None:
+        err = next(interrupts, None)
+        if err is not None:
+            raise err
+
+    gke = GKE(fake_gke.client(), "proj", "us-central1-a", say=said.append, poll_s=0, sleep=sleep)
+    ledger = Ledger(attempts=1, sleep=lambda s: None)
+    with pytest.raises(KeyboardInterrupt):
+        gke.ensure_cluster(load_scenario(LAB), SETTINGS, "r", ledger)
+    key = "projects/proj/locations/us-central1-a/clusters/lab"
+    assert fake_gke.clusters[key]["status"] == "PROVISIONING"
+    report = ledger.teardown(said.append)
+    assert report.ok, report.render()
+    assert fake_gke.clusters == {}
+    assert any("waiting for operation operation-0 (create_cluster)" in s for s in said)
+    deletes = [p for m, p, _ in fake_gke.requests if m == "DELETE"]
+    assert deletes == ["projects/proj/locations/us-central1-a/clusters/lab"]  # no refused try
+
+
+def test_cleanup_waits_for_an_operation_it_did_not_start(fake_gke: FakeGKE) -> None:
+    gke = gke_for(fake_gke, [])
+    gke.ensure_cluster(load_scenario(LAB), SETTINGS, "run-9", Ledger())
+    fake_gke.operation_polls = 4
+    gke.client.set_node_pool_autoscaling(  # someone's change, still RUNNING
+        request=c.SetNodePoolAutoscalingRequest(
+            name="projects/proj/locations/us-central1-a/clusters/lab/nodePools/default-pool",
+            autoscaling=c.NodePoolAutoscaling(enabled=True, min_node_count=1, max_node_count=4),
+        )
+    )
+    found = cluster_leftovers(GKE(gke.client, "proj", "-", say=print, poll_s=0), timeout=60)
+    found[0][1]()
+    assert fake_gke.clusters == {}
+    refused = [
+        p for m, p, _ in fake_gke.requests if m == "DELETE"
+    ]  # the first try met the running operation (400), the second went through
+    assert len(refused) == 2
+
+
+def test_a_cluster_created_meanwhile_by_someone_else_is_not_ours(fake_gke: FakeGKE) -> None:
+    gke = gke_for(fake_gke, [])
+    gke.ensure_cluster(load_scenario(LAB), SETTINGS, "theirs", Ledger())
+    gke.get = lambda name: None  # type: ignore[method-assign]  # the race: gone at our look
+    ledger = Ledger()
+    with pytest.raises(Exception, match="Already exists"):
+        gke.ensure_cluster(load_scenario(LAB), SETTINGS, "ours", ledger)
+    assert ledger.entries == []  # 409: nothing to delete

@@ -4,6 +4,9 @@ injected at the API (the real kubernetes client against a local fake API server)
 from __future__ import annotations
 
 import json
+import os
+import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,8 +19,10 @@ import cloud.workload
 from cloud.backend import TeardownIncompleteError, backend_class
 from cloud.cli import register
 from cloud.errors import Aborted
+from cloud.plan import LOAD_BALANCER_PER_HOUR
 from cloud.settings import CloudSettings
-from cloud.teardown import Ledger, Outcome
+from cloud.teardown import STOP_SIGNALS, Ledger, Outcome
+from sim.cluster.cost import GKE_CLUSTER_FEE_PER_HOUR
 from sim.loader import load_scenario
 from tests.cloud_fakes import FakeKubeAPI
 
@@ -102,7 +107,14 @@ def labelled(api: FakeKubeAPI) -> list[str]:
     ]
 
 
-def run_kube(api: FakeKubeAPI, tmp_path: Path, *, keep: bool = False, **extra: object) -> list[str]:
+def run_kube(
+    api: FakeKubeAPI,
+    tmp_path: Path,
+    *,
+    keep: bool = False,
+    max_cost: float | None = None,
+    **extra: object,
+) -> list[str]:
     said: list[str] = []
     backend = backend_class("kube")(
         load_scenario(LAB),
@@ -111,7 +123,7 @@ def run_kube(api: FakeKubeAPI, tmp_path: Path, *, keep: bool = False, **extra: o
         out=tmp_path / "run",
         say=said.append,
     )
-    backend.run(keep=keep)
+    backend.run(keep=keep, max_cost=max_cost)
     return said
 
 
@@ -231,3 +243,55 @@ def test_a_cluster_too_old_for_the_scenario_is_refused_before_creating(
     with pytest.raises(Aborted, match=r"runs Kubernetes 1\.32; .*needs 1\.35 or newer"):
         backend.run()
     assert not [m for m, _ in fake_api.requests if m == "POST"]
+
+
+def test_sighup_tears_down_and_signals_during_teardown_do_not_stop_it(
+    fake_api: FakeKubeAPI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A closed terminal (SIGHUP) ends the run like Ctrl-C; from then on writing to it fails,
+    and a SIGTERM or SIGHUP in the middle of the teardown neither kills it nor stops it."""
+    hung_up: list[bool] = []
+
+    def hang_up(*args: object, **kwargs: object) -> None:
+        hung_up.append(True)
+        os.kill(os.getpid(), signal.SIGHUP)
+        time.sleep(5)  # the handler interrupts this
+
+    def say(text: str) -> None:
+        if text.startswith("deleting Deployment"):
+            os.kill(os.getpid(), signal.SIGTERM)
+            os.kill(os.getpid(), signal.SIGHUP)
+        if hung_up:
+            raise OSError(5, "Input/output error")
+
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, *STOP_SIGNALS)}
+    monkeypatch.setattr(cloud.workload, "wait_model_available", hang_up)
+    backend = backend_class("kube")(
+        load_scenario(LAB), settings_for(fake_api, tmp_path), run_id="t", out=tmp_path, say=say
+    )
+    with pytest.raises(Aborted, match=r"run stopped \(interrupted\)"):
+        backend.run()
+    assert labelled(fake_api) == []
+    journal = (tmp_path / "cloud-ledger.jsonl").read_text()
+    assert journal.count('"removed"') == 5
+    assert {sig: signal.getsignal(sig) for sig in before} == before
+
+
+def test_max_cost_counts_from_creation_with_the_load_balancer(
+    fake_api: FakeKubeAPI, tmp_path: Path
+) -> None:
+    backend = backend_class("gke")(
+        load_scenario(LAB), CloudSettings(), run_id="t", out=tmp_path, journal=False
+    )
+    assert backend.cost_so_far(time.time()) == 0.0  # nothing created, nothing billed
+    backend.ledger.record("GKE cluster c", lambda: None)
+    backend.ledger.entries[0].created_at -= 3600
+    now = backend.ledger.entries[0].created_at + 3600
+    one_hour = 0.189999 + GKE_CLUSTER_FEE_PER_HOUR  # one n1-standard-4 and the cluster fee
+    assert backend.cost_so_far(now) == pytest.approx(one_hour)
+    backend.load_balancer_since = now - 1800
+    assert backend.cost_so_far(now) == pytest.approx(one_hour + LOAD_BALANCER_PER_HOUR / 2)
+    # A real run stops before the load when set-up alone reaches the limit.
+    with pytest.raises(Aborted, match=r"--max-cost \$0.00 reached .* before the load started"):
+        run_kube(fake_api, tmp_path, max_cost=1e-9)
+    assert labelled(fake_api) == []
