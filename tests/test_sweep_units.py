@@ -398,3 +398,95 @@ def test_skip_invalid_judges_combinations_not_each_value_against_the_base() -> N
         grid_points(base, axes)  # without --skip-invalid the bad combination is listed
     with pytest.raises(SweepError, match=r"maxReplicas \(4\) must be .* minReplicas \(7\)"):
         grid_points(base, [parse_vary("hpa.minReplicas=7,8", "x")], skip_invalid=True)
+
+
+# --- load axes are conditions; the recommendation file; intervals straddling the SLO ----------
+
+
+def _at(values: tuple, index: int, cost: float, p95s: tuple[float, float], base: Any) -> Any:
+    point = Point(index, values, base.scenario, f"sha{index}")
+    rows = [
+        run_row(
+            point,
+            seed,
+            {"summary": {"cost_usd": cost, "latency_p95": p95, "requests_total": 10,
+                         "requests_failed": 0}, "p95": [p95]},
+            SLO,
+        )
+        for seed, p95 in zip((1, 2), p95s, strict=True)
+    ]  # fmt: skip
+    return summarize(point, rows, SLO)
+
+
+def test_load_axes_are_conditions_the_setting_must_hold_under_all() -> None:
+    from sim.sweep.recommend import choose_setting
+
+    base = load_base(LAB)
+    low, high = ("load.scale", 0.5), ("load.scale", 1)
+    one, two = ("hpa.minReplicas", 1), ("hpa.minReplicas", 2)
+    results = [
+        _at((low, one), 0, 0.10, (1.0, 1.1), base),  # cheapest, but only at half the traffic
+        _at((high, one), 1, 0.20, (2.5, 2.6), base),
+        _at((low, two), 2, 0.30, (0.8, 0.9), base),
+        _at((high, two), 3, 0.40, (1.5, 1.9), base),
+    ]
+    ranked = rank_points(results, SLO)
+    assert ranked[0].point.values == (low, one)  # what the old rule "recommended"
+    chosen, levels = choose_setting(ranked, base, SLO)
+    assert chosen is not None and chosen.point.values == (two,)
+    assert levels == [(low,), (high,)]
+    assert chosen.mean("cost_usd") == pytest.approx(0.35)  # over both load levels
+    assert chosen.worst("latency_p95") == pytest.approx(1.9) and len(chosen.rows) == 4
+    assert chosen.point.scenario.hpa is not None and chosen.point.scenario.hpa.minReplicas == 2
+    missing = [r for r in ranked if r.point.values != (high, two)]  # two lacks a load level
+    assert choose_setting(missing, base, SLO)[0] is None
+
+
+def test_a_95_interval_straddling_the_limit_is_named() -> None:
+    from sim.sweep.recommend import straddling
+
+    base = load_base(LAB)
+    wide = _at((("hpa.minReplicas", 1),), 0, 0.1, (1.5, 2.4), base)  # mean 1.95, limit inside
+    assert straddling(wide, SLO) and straddling(wide, SLO)[0].startswith("p95 1.95 ±")
+    narrow = _at((("hpa.minReplicas", 1),), 0, 0.1, (1.0, 1.1), base)
+    assert straddling(narrow, SLO) == []
+
+
+def test_recommended_yaml_is_the_base_with_only_the_changed_fields(tmp_path: Path) -> None:
+    from sim.sweep.recommend import recommended_data, write_recommendation
+
+    (tmp_path / "scn").mkdir()
+    (tmp_path / "scn" / "rates.csv").write_text("t,rps\n0,0.5\n60,1\n")
+    source = tmp_path / "scn" / "s.yaml"
+    source.write_text(
+        "name: s\nduration: 5m\nhpa: {minReplicas: 1, maxReplicas: 4}\n"
+        "load: {kind: open_loop, rate: {kind: replay, file: rates.csv}}\n"
+    )
+    base = load_base(source)
+    out = tmp_path / "out" / "sweep"
+    out.mkdir(parents=True)
+    data, scenario = recommended_data(base, (("hpa.maxReplicas", 6),), SLO, out)
+    assert data["hpa"] == {"minReplicas": 1, "maxReplicas": 6}
+    assert set(data) == {"name", "duration", "hpa", "load", "description", "slo"}  # no defaults
+    assert data["load"]["rate"]["file"] == "../../scn/rates.csv"  # still found from out/
+    header = "Recommended by scalelab sweep over s.yaml\nChanged: hpa.maxReplicas=6"
+    write_recommendation(scenario, out / "recommended.yaml", out / "hpa.yaml", data, header)
+    text = (out / "recommended.yaml").read_text()
+    assert text.startswith("# Recommended by scalelab sweep over s.yaml\n# Changed:")
+    reread = load_scenario(out / "recommended.yaml")
+    assert reread.hpa is not None and reread.hpa.maxReplicas == 6
+    assert reread.load.rate.rate(61) == 1.0  # type: ignore[union-attr]
+
+
+def test_the_pareto_list_merges_ties(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from sim.cli import app
+
+    args = ["sweep", str(LAB), "--set", "duration=2m", "--vary", "hpa.maxReplicas=4,5"]
+    args += ["--seeds", "1", "-j", "1", "--slo", "p95<=100s", "--out", str(tmp_path / "s")]
+    done = CliRunner().invoke(app, args)
+    assert done.exit_code == 0, done.output
+    front = next(x for x in done.output.splitlines() if x.startswith("Pareto front"))
+    # in 2 minutes the lab never asks for a 4th replica: equal cost and p95, one entry
+    assert front.endswith("maxReplicas=4 = maxReplicas=5")

@@ -388,14 +388,34 @@ def print_results(setup: Setup, study: Study, outcome: Outcome, top: int) -> Non
         highlight=False,
         markup=False,
     )
-    front = [
-        label(r.point.values)
-        for r in sorted(
-            (r for r in outcome.ranked if r.pareto), key=lambda r: r.mean("cost_usd") or 0
-        )
-    ]
+    ties: dict[tuple[float | None, float | None], list[str]] = {}
+    for r in sorted((r for r in outcome.ranked if r.pareto), key=lambda r: r.mean("cost_usd") or 0):
+        ties.setdefault((r.mean("cost_usd"), r.mean(metrics[0])), []).append(label(r.point.values))
+    front = [" = ".join(labels) for labels in ties.values()]  # equal cost and metric: one entry
     console.print(
         f"Pareto front (cost vs {metrics[0]}): " + "; ".join(front), highlight=False, markup=False
+    )
+    if study.slo is not None:
+        _warn_straddling(outcome.ranked, study.slo)
+
+
+def _warn_straddling(ranked: list[Any], slo: SLOSpec) -> None:
+    """Points whose 95% interval straddles an SLO limit: more seeds would say which side."""
+    from sim.sweep.plan import label
+    from sim.sweep.recommend import straddling
+
+    found = [(r, straddling(r, slo)) for r in ranked]
+    found = [(r, what) for r, what in found if what]
+    if not found:
+        return
+    shown = "; ".join(f"{label(r.point.values)}: {', '.join(w)}" for r, w in found[:5])
+    more = f" and {len(found) - 5} more" if len(found) > 5 else ""
+    err.print(
+        f"warning: {len(found)} point(s) have a 95% interval straddling an SLO limit, so these "
+        f"seeds cannot tell whether they meet it (more --seeds would): {shown}{more}",
+        highlight=False,
+        markup=False,
+        soft_wrap=True,
     )
 
 
@@ -426,12 +446,15 @@ def print_recommendation(study: Study, outcome: Outcome, out: Path) -> bool:
     console = _stdout()
     cost = chosen.mean("cost_usd") or 0.0
     base_cost = outcome.baseline.mean("cost_usd")
-    versus = ""
-    if base_cost:
+    versus, runs, held = "", f"{len(study.seeds)} seeds", ""
+    if outcome.levels:  # load axes are conditions: the setting held under each of them
+        runs += f" x {len(outcome.levels)} load levels"
+        held = " at every load level (" + "; ".join(label(v) for v in outcome.levels) + ")"
+    elif base_cost:
         versus = f" (baseline {base_cost:.4f} USD, {(cost - base_cost) / base_cost:+.1%})"
     console.print(
         f"recommended: {label(chosen.point.values)}: {cost:.4f} USD per run, mean of "
-        f"{len(study.seeds)} seeds{versus}; meets {study.slo.text()} in every seed",
+        f"{runs}{versus}; meets {study.slo.text()} in every seed{held}",
         highlight=False,
         markup=False,
     )

@@ -6,7 +6,7 @@ and nothing scalelab did not write is touched."""
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -15,7 +15,7 @@ from sim.outputs import publish
 if TYPE_CHECKING:
     from sim.sweep.axes import Axis
     from sim.sweep.cli import Setup
-    from sim.sweep.plan import Point
+    from sim.sweep.plan import Point, Values
     from sim.sweep.results import PointResult
     from sim.sweep.study import Study
 
@@ -37,6 +37,7 @@ class Outcome:
     baseline: PointResult
     chosen: PointResult | None
     written: list[str]
+    levels: list[Values] = field(default_factory=list)  # load levels the choice held at
 
 
 def _trace_for(point: Point, seed: int) -> Any:
@@ -54,7 +55,9 @@ def write_outputs(setup: Setup, study: Study, meta: dict[str, Any], recommend: b
 
     ranked = study.ranked()
     baseline = study.result(study.baseline)
-    chosen = rec.choose(ranked) if study.slo is not None else None
+    chosen, levels = (
+        rec.choose_setting(ranked, setup.base, study.slo) if study.slo is not None else (None, [])
+    )
     rows = [row for p in sorted(study.points, key=lambda p: p.index) for row in study.rows(p)]
     rows += baseline.rows
     written: list[str] = []
@@ -65,10 +68,18 @@ def write_outputs(setup: Setup, study: Study, meta: dict[str, Any], recommend: b
         (staging / "points.csv").write_text(csv_text([point_row(r) for r in ranked]))
         written.extend(["results.csv", "results.parquet", "points.csv"])
         if recommend and chosen is not None and study.slo is not None:
-            scenario = rec.recommended_scenario(chosen, study.slo)
+            # staging and setup.out share a parent: paths re-pointed from one hold from both
+            data, scenario = rec.recommended_data(
+                setup.base, chosen.point.values, study.slo, setup.out
+            )
+            header = _recommendation_header(setup, study, chosen, levels)
             written.append("recommended.yaml")
             if rec.write_recommendation(
-                scenario, staging / "recommended.yaml", staging / "recommended-hpa.yaml"
+                scenario,
+                staging / "recommended.yaml",
+                staging / "recommended-hpa.yaml",
+                data=data,
+                header=header,
             ):
                 written.append("recommended-hpa.yaml")
         shown = chosen or (ranked[0] if ranked else None)
@@ -126,7 +137,28 @@ def write_outputs(setup: Setup, study: Study, meta: dict[str, Any], recommend: b
     # Files of an earlier output these results lack (a stale recommendation) are removed; the
     # cache stays; nothing scalelab did not write is touched (sim.outputs).
     publish(setup.out, setup.kind, write, keep=["cache"])
-    return Outcome(ranked, baseline, chosen, written)
+    return Outcome(ranked, baseline, chosen, written, levels)
+
+
+def _recommendation_header(
+    setup: Setup, study: Study, chosen: PointResult, levels: list[Values]
+) -> str:
+    """The comment atop recommended.yaml: which sweep chose it, and what changed."""
+    from sim.sweep.plan import label
+
+    assert study.slo is not None
+    changed = ", ".join(f"{p}={v}" for p, v in chosen.point.values) or "nothing"
+    held = ""
+    if levels:
+        held = " at every load level (" + "; ".join(label(v) for v in levels) + ")"
+    return (
+        f"Recommended by scalelab {setup.kind} over {setup.base.source}: axes "
+        + "; ".join(_axis_text(a) for a in setup.axes)
+        + f"; seeds {', '.join(map(str, study.seeds))}.\n"
+        f"Changed from {setup.base.source}: {changed}.\n"
+        f"Meets {study.slo.text()} in every seed{held}; the results are in "
+        f"{setup.out}/sweep.json."
+    )
 
 
 def _axis_text(axis: Axis) -> str:
