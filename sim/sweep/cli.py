@@ -484,6 +484,10 @@ def _main(
 ) -> None:
     try:
         setup = prepare(kind, scenario, recommend=recommend, **options)
+        from sim.lint import scenario_notes
+
+        for note in scenario_notes(setup.base.scenario, setup.base.data):
+            err.print(f"warning: {note}", highlight=False, markup=False, soft_wrap=True)
         progress = not quiet and sys.stderr.isatty()
         study, meta = execute(setup, fresh, progress, **tune_options)
     except ScenarioError as error:
