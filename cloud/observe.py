@@ -204,13 +204,23 @@ def hpa_state(hpa: Any) -> HPAState:
 
 
 def kube_event(event: Any, t0: float) -> KubeEvent:
-    """A CoreV1Event; ``key`` changes each time the event recurs (its count goes up)."""
+    """A CoreV1Event; ``key`` changes each time the event recurs. A recurring event is either
+    counted in ``count`` (the legacy recorder) or, from the events.k8s.io recorder that
+    kube-scheduler and the HPA use, in ``series.count`` with ``series.lastObservedTime``
+    while ``count`` stays unset (k8s.io/client-go/tools/events, event_broadcaster.go)."""
     meta = event.metadata
-    stamp = event.last_timestamp or event.event_time or meta.creation_timestamp
+    series = event.series
+    count = (series.count if series is not None else None) or event.count or 1
+    stamp = (
+        (series.last_observed_time if series is not None else None)
+        or event.last_timestamp
+        or event.event_time
+        or meta.creation_timestamp
+    )
     source = (event.source.component if event.source else None) or event.reporting_component or ""
     involved = event.involved_object
     return KubeEvent(
-        key=f"{meta.uid or meta.name}/{event.count or 1}",
+        key=f"{meta.uid or meta.name}/{count}",
         t=_rel(stamp, t0),
         reason=event.reason or "",
         kind=involved.kind or "",

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from cloud.errors import CloudError
+
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 """Kubernetes' recommended label (https://kubernetes.io/docs/concepts/overview/working-with-objects/common-labels/)."""
 MANAGED_BY = "scalelab"
@@ -82,8 +84,9 @@ class CloudSettings:
     """The JPEG the lab posts; default: the packaged grace_hopper.jpg."""
     batching: BatchingParameters | None = None
     """Used when the scenario does not say (it has no batching field yet)."""
-    observe_interval: float = 5.0
-    """Seconds between reads of the HPA, pods, nodes and metrics (assumed; HPA syncs every 15 s)."""
+    observe_interval: float = 1.0
+    """Seconds between reads of the HPA, pods, nodes and metrics: the trace's rows are 1 s, as
+    the simulator's (SCALELAB_OBSERVE_INTERVAL changes it; each read is ~7 API calls)."""
     client_timeout: float = 60.0
     """Locust's per-request timeout; TF Serving's own REST timeout is the scenario's."""
     model_ready_timeout: float = 900.0
@@ -120,6 +123,10 @@ class CloudSettings:
         ):
             if env.get(var):
                 found[name] = env[var]
+        if env.get("SCALELAB_OBSERVE_INTERVAL"):
+            found["observe_interval"] = _seconds(
+                "SCALELAB_OBSERVE_INTERVAL", env["SCALELAB_OBSERVE_INTERVAL"]
+            )
         if env.get("SCALELAB_GKE_OAUTH_SCOPES"):
             found["node_oauth_scopes"] = tuple(
                 _scope(s) for s in env["SCALELAB_GKE_OAUTH_SCOPES"].split(",") if s.strip()
@@ -129,6 +136,16 @@ class CloudSettings:
 
     def with_(self, **changes: Any) -> CloudSettings:
         return replace(self, **changes)
+
+
+def _seconds(var: str, text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0:
+        raise CloudError(f"{var}={text!r}: expected a number of seconds above 0, e.g. 1 or 0.5")
+    return value
 
 
 def _scope(name: str) -> str:

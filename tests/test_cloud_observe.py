@@ -11,6 +11,7 @@ import pytest
 from kubernetes import client as k8s
 
 from cloud.credentials import kubeconfig_api_client
+from cloud.errors import CloudError
 from cloud.observe import (
     CAGroup,
     HPAState,
@@ -28,6 +29,7 @@ from cloud.observe import (
     pool_of_group,
     read_snapshot,
 )
+from cloud.settings import CloudSettings
 from cloud.workload import Kube
 from tests.cloud_fakes import FakeKubeAPI
 
@@ -207,6 +209,28 @@ def test_event_key_changes_when_it_recurs() -> None:
     )
     event.count = 2
     assert kube_event(event, T0S).key != first.key
+
+
+def test_an_event_series_recurs_through_series_count() -> None:
+    """The events.k8s.io recorder (kube-scheduler's FailedScheduling) leaves ``count`` unset
+    and counts repeats in ``series``; each repeat is new, dated by its last observation."""
+    event = make_event("p", "FailedScheduling", "0/1 nodes", 12.5, source="default-scheduler")
+    event.count, event.last_timestamp = None, None
+    event.event_time = at(12.5)
+    first = kube_event(event, T0S)
+    event.series = k8s.CoreV1EventSeries(count=2, last_observed_time=at(42.0))
+    second = kube_event(event, T0S)
+    event.series = k8s.CoreV1EventSeries(count=3, last_observed_time=at(72.0))
+    third = kube_event(event, T0S)
+    assert len({first.key, second.key, third.key}) == 3
+    assert (first.t, second.t, third.t) == (12.5, 42.0, 72.0)
+
+
+def test_the_default_observer_matches_the_traces_resolution() -> None:
+    assert CloudSettings().observe_interval == 1.0
+    assert CloudSettings.from_env({"SCALELAB_OBSERVE_INTERVAL": "0.5"}).observe_interval == 0.5
+    with pytest.raises(CloudError, match="SCALELAB_OBSERVE_INTERVAL='0': expected a number"):
+        CloudSettings.from_env({"SCALELAB_OBSERVE_INTERVAL": "0"})
 
 
 COUNTS = "ready=1 unready=0 (resourceUnready=0) notStarted=0 longNotStarted=0 registered=1"
