@@ -50,6 +50,7 @@ from sim.cluster.ca.model import (
 from sim.cluster.ca.options import AutoscalerOptions
 from sim.cluster.ca.scaledown import Candidate, find_unneeded, select_for_deletion
 from sim.cluster.ca.scaleup import MAX_TOTAL_REASON, scale_up
+from sim.cluster.schedcache import PodClass, pod_class
 from sim.cluster.scheduler import NodeView, OwnerKind, PodView, first_fit
 
 
@@ -128,6 +129,41 @@ def _all_pods_new(pods: list[PodView], now: float, options: AutoscalerOptions) -
     return bool(gpu) and min(gpu) + options.unschedulable_gpu_pod_time_buffer > now
 
 
+def filter_out_schedulable(
+    pods: list[PodView],
+    views: dict[str, NodeView],
+    fake: dict[str, NodeView],
+    injected: dict[str, list[PodView]],
+) -> list[PodView]:
+    """Place ``pods`` first fit on the Ready ``views``, then the upcoming nodes' templates
+    (``fake``), updating both and recording in ``injected`` what went to Ready nodes; return
+    the pods that fit nowhere (podlistprocessor/filter_out_schedulable.go).
+
+    Equivalent pods resume where the last one landed (upstream hints by equivalence group):
+    the nodes before it failed one and have only filled up since, so the result is first fit.
+    """
+    to_help: list[PodView] = []
+    order = [*views, *fake]
+    targets = [views[k] if k in views else fake[k] for k in order]
+    resume: dict[PodClass, int] = {}
+    for pod in pods:
+        key = pod_class(pod)
+        index = first_fit(pod, targets, resume.get(key, 0))
+        if index is None:
+            resume[key] = len(targets)
+            to_help.append(pod)
+            continue
+        resume[key] = index
+        name = order[index]
+        targets[index] = targets[index].with_pod(pod)
+        if name in views:
+            views[name] = targets[index]
+            injected[name].append(pod)
+        else:
+            fake[name] = targets[index]
+    return to_help
+
+
 def decide(
     snapshot: ClusterSnapshot,
     state: AutoscalerState,
@@ -175,20 +211,7 @@ def decide(
     ]
     candidates_pending = [p for p in (*snapshot.pending, *drained_pods) if not is_daemon(p)]
     candidates_pending.sort(key=lambda p: -p.priority)  # stable: equal priority keeps order
-    to_help: list[PodView] = []
-    order = [*views, *fake]
-    for pod in candidates_pending:
-        targets = [views[k] if k in views else fake[k] for k in order]
-        index = first_fit(pod, targets)
-        if index is None:
-            to_help.append(pod)
-            continue
-        name = order[index]
-        if name in views:
-            views[name] = views[name].with_pod(pod)
-            injected[name].append(pod)
-        else:
-            fake[name] = fake[name].with_pod(pod)
+    to_help = filter_out_schedulable(candidates_pending, views, fake, injected)
     if opts.new_pod_scale_up_delay > 0:
         to_help = [p for p in to_help if now - p.created_at >= opts.new_pod_scale_up_delay]
 

@@ -357,9 +357,15 @@ def schedule(
     return Placement(chosen, scores=scores)
 
 
-def first_fit(pod: PodView, nodes: Sequence[NodeView]) -> int | None:
-    """Index of the first node ``pod`` passes the filters on, or None (the CA's simulations)."""
-    for i, node in enumerate(nodes):
-        if filter_node(pod, node).fits:
+def first_fit(pod: PodView, nodes: Sequence[NodeView], start: int = 0) -> int | None:
+    """Index of the first node from ``start`` that ``pod`` passes the filters on, or None
+    (the CA's simulations).
+
+    A node that failed a pod fails it again once it holds more pods (every filter here is
+    monotone in the node's load), so callers placing identical pods one after another onto
+    nodes that only fill up may start where the previous one landed.
+    """
+    for i in range(start, len(nodes)):
+        if filter_node(pod, nodes[i]).fits:
             return i
     return None

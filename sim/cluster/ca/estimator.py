@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
-from sim.cluster.scheduler import NodeView, PodView, filter_node
+from sim.cluster.scheduler import NodeView, PodView, filter_node, first_fit
 
 
 @dataclass(frozen=True)
@@ -53,13 +53,19 @@ def estimate(
         return True
 
     for group in ordered:
-        remaining = list(group)
         # tryToScheduleOnExistingNodes: stop at the group's first pod that fits no new node.
-        while remaining and any(place(remaining[0], i) for i in range(len(nodes))):
-            remaining.pop(0)
+        # The group's pods are equivalent and nodes only fill up, so each search resumes at
+        # the node the previous pod landed on (first fit all the same).
+        taken, start = 0, 0
+        while taken < len(group):
+            index = first_fit(group[taken], nodes, start)
+            if index is None:
+                break
+            place(group[taken], index)
+            taken, start = taken + 1, index
         if not can_add:
             continue
-        for pod in remaining:
+        for pod in group[taken:]:
             if nodes and place(pod, len(nodes) - 1):
                 continue
             if nodes and not has_pods[-1]:

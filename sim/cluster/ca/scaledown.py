@@ -30,7 +30,8 @@ from sim.cluster.ca.drainability import DrainContext, Rules, pods_to_move
 from sim.cluster.ca.model import NodePool, UnremovableReason, is_daemon
 from sim.cluster.ca.options import AutoscalerOptions
 from sim.cluster.catalog import GPU_RESOURCE, sum_resources
-from sim.cluster.scheduler import NodeView, PodView, first_fit
+from sim.cluster.schedcache import PodClass, pod_class
+from sim.cluster.scheduler import NodeView, PodView, filter_node
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +118,10 @@ def find_unneeded(
     """Which ``candidates`` could go, each assuming the ones before it went too."""
     result = UnneededResult()
     dest = dict(destinations)
+    order = sorted(dest)  # first fit by node name; removed nodes are skipped
+    # Per pod class, the nodes of ``order`` before this index fail it in ``dest`` (or are
+    # gone): ``dest`` only fills up and shrinks, so that stays true for later candidates.
+    known_full: dict[PodClass, int] = {}
     ctx = DrainContext(now)
     threshold = options.timings.utilization_threshold
     for cand in candidates:
@@ -142,23 +147,55 @@ def find_unneeded(
             )
             result.recheck_until[cand.name] = recheck
             continue
-        trial = {name: view for name, view in dest.items() if name != cand.name}
-        order = sorted(trial)
-        placed = True
-        for pod in to_move.movable:
-            views = [trial[name] for name in order]
-            index = first_fit(pod, views)
-            if index is None:
-                placed = False
-                break
-            trial[order[index]] = views[index].with_pod(pod)
-        if not placed:
+        moved = _move_pods(to_move.movable, cand.name, dest, order, known_full)
+        if moved is None:
             result.unremovable[cand.name] = UnremovableReason.NO_PLACE_TO_MOVE_PODS
             result.recheck_until[cand.name] = recheck
             continue
-        dest = trial  # commit: the pods moved, the node is gone
+        dest.update(moved)  # commit: the pods moved, the node is gone
+        dest.pop(cand.name, None)
         result.removable.append(NodeToRemove(cand.name, cand.pool.name, to_move.movable, util))
     return result
+
+
+def _move_pods(
+    pods: Sequence[PodView],
+    leaving: str,
+    dest: Mapping[str, NodeView],
+    order: Sequence[str],
+    known_full: dict[PodClass, int],
+) -> dict[str, NodeView] | None:
+    """Place ``pods`` first fit by name on ``dest`` without node ``leaving``: the changed
+    nodes, or None when one pod fits nowhere. ``dest`` is left as it was."""
+    changed: dict[str, NodeView] = {}
+    resume: dict[PodClass, int] = {}  # within this trial, equivalent pods resume here
+    for pod in pods:
+        key = pod_class(pod)
+        from_known = key not in resume
+        i = known_full.get(key, 0) if from_known else resume[key]
+        while i < len(order):
+            name = order[i]
+            view = changed.get(name)
+            if view is None and name in dest and name != leaving:
+                if filter_node(pod, dest[name]).fits:
+                    break
+                if from_known:
+                    known_full[key] = i + 1
+            elif view is not None:
+                if filter_node(pod, view).fits:
+                    break
+                from_known = False
+            elif name == leaving:
+                from_known = False
+            elif from_known:  # removed from dest for good
+                known_full[key] = i + 1
+            i += 1
+        if i == len(order):
+            return None
+        resume[key] = i
+        name = order[i]
+        changed[name] = (changed.get(name) or dest[name]).with_pod(pod)
+    return changed
 
 
 @dataclass(frozen=True)
