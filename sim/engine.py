@@ -20,7 +20,6 @@ from sim.diagnosis import causes
 from sim.loader import scenario_sha256
 from sim.loadgen import locust_runner, open_loop_source
 from sim.locust_csv import from_recorder
-from sim.objects import PodPhase
 from sim.podseries import PodSeries
 from sim.recorder import RequestRecorder
 from sim.rng import stream
@@ -117,16 +116,18 @@ def simulate(
             if t > env.now:
                 yield env.timeout(t - env.now)
             world.sync()
-            pods = world.active_pods()
-            nodes = world.nodes
+            # The world keeps these counts as pods and nodes change: no walk over them here.
+            phases = world.node_phases
             gauges["t"].append(t)
             gauges["users"].append(plane.active_users())
             gauges["replicas_desired"].append(world.replicas)
-            gauges["replicas_current"].append(len(pods))
-            gauges["replicas_ready"].append(sum(1 for p in pods if p.ready))
-            gauges["replicas_pending"].append(sum(1 for p in pods if p.phase is PodPhase.PENDING))
-            gauges["nodes_ready"].append(sum(1 for n in nodes if n.phase is NodePhase.READY))
-            gauges["nodes_provisioning"].append(sum(1 for n in nodes if n.phase.upcoming))
+            gauges["replicas_current"].append(world.active_count)
+            gauges["replicas_ready"].append(world.ready_count)
+            gauges["replicas_pending"].append(world.pending_count)
+            gauges["nodes_ready"].append(phases[NodePhase.READY])
+            gauges["nodes_provisioning"].append(
+                phases[NodePhase.REQUESTED] + phases[NodePhase.PROVISIONING]
+            )
             gauges["cpu_utilization"].append(
                 cpu_utilization(hpa_loop.last) if hpa_loop is not None else None
             )
