@@ -21,11 +21,18 @@ Per second, from Locust's ``stats.total``: completed = new requests - new failur
 new failures, and p50/p95/p99 from the difference of its response-time histograms with
 Locust's own ``calculate_response_time_percentile`` (ms -> s). Locust counts failed requests'
 times in its histogram; the simulator's latencies are of completed requests only.
+
+With ``csv_name`` the child also runs Locust's own ``StatsCSVFileWriter`` (what ``locust --csv
+NAME`` runs, locust/main.py), writing ``NAME_stats.csv``, ``NAME_stats_history.csv``,
+``NAME_failures.csv`` and ``NAME_exceptions.csv`` beside the spec file, once a second; after the
+load stops it writes them once more, so the files hold the final totals (Locust's own shutdown
+only closes them, up to a second stale).
 """
 
 from __future__ import annotations
 
 import base64
+import csv
 import json
 import os
 import signal
@@ -81,6 +88,7 @@ class LoadSpec:
     seed: int
     duration: float
     client_timeout: float = 60.0
+    csv_name: str | None = None  # Locust's --csv prefix, a file name beside the spec file
 
     @classmethod
     def for_scenario(
@@ -102,6 +110,7 @@ class LoadSpec:
             seed=scenario.seed if seed is None else seed,
             duration=scenario.duration,
             client_timeout=client_timeout,
+            csv_name=scenario.name,
         )
 
 
@@ -213,6 +222,28 @@ def _emit(record: dict[str, Any]) -> None:
     sys.stdout.flush()
 
 
+def _final_csv_rows(writer: Any) -> None:  # pragma: no cover - runs in the child
+    """One more pass of Locust's ``StatsCSVFileWriter.stats_writer`` loop body, so the files
+    hold the final totals: each overwritten file rewritten whole (its header, then the current
+    rows), one more history row appended; then closed."""
+    for handle, header, rows in (
+        (writer.requests_csv_filehandle, writer.requests_csv_columns, writer._requests_data_rows),
+        (writer.failures_csv_filehandle, writer.failures_columns, writer._failures_data_rows),
+        (
+            writer.exceptions_csv_filehandle,
+            writer.exceptions_columns,
+            writer._exceptions_data_rows,
+        ),
+    ):
+        handle.seek(0)
+        handle.truncate()
+        out = csv.writer(handle)
+        out.writerow(header)
+        rows(out)
+    writer._stats_history_data_rows(writer.stats_history_csv_writer, time.time())
+    writer.close_files()
+
+
 def child_main(spec_path: str) -> int:  # pragma: no cover - runs in the child (tested e2e)
     """Run the load described in ``spec_path``; print JSON lines (started, sample..., total)."""
     spec = LoadSpec(**json.loads(Path(spec_path).read_text()))
@@ -296,6 +327,13 @@ def child_main(spec_path: str) -> int:  # pragma: no cover - runs in the child (
     def ms(value: int) -> float:
         return round(value / 1000.0, 6)
 
+    csv_writer: Any = None
+    if spec.csv_name:
+        from locust.stats import PERCENTILES_TO_REPORT, StatsCSVFileWriter
+
+        base = str(Path(spec_path).resolve().parent / spec.csv_name)
+        csv_writer = StatsCSVFileWriter(env, PERCENTILES_TO_REPORT, base, full_history=False)
+        csv_greenlet = gevent.spawn(csv_writer.stats_writer)
     start = time.time()
     _emit({"kind": "started", "start_unix": start})
     if isinstance(load, LocustLoad):
@@ -335,6 +373,9 @@ def child_main(spec_path: str) -> int:  # pragma: no cover - runs in the child (
         if os.getppid() != parent:
             break
     runner.quit()
+    if csv_writer is not None:
+        csv_greenlet.kill()
+        _final_csv_rows(csv_writer)
     stats = env.stats.total
     errors = sorted(env.stats.errors.values(), key=lambda e: -e.occurrences)[:10]
     _emit(

@@ -5,6 +5,7 @@ four outputs come out in the simulator's schema. Bounded: seconds of load, three
 
 from __future__ import annotations
 
+import csv
 import json
 import socket
 import threading
@@ -27,6 +28,7 @@ from cloud.workload import PortForwarder
 from sim.compare import compare
 from sim.engine import simulate
 from sim.loader import build_scenario
+from sim.locust_csv import FAILURES_COLUMNS
 from sim.serving.profile import profile_for
 from sim.trace import COLUMNS, Trace
 from tests.cloud_fakes import FakeKubeAPI, api_json
@@ -217,6 +219,7 @@ def scenario(**load: Any) -> Any:
 
 def settings(api: FakeKubeAPI, serving: RunningServer, tmp_path: Path) -> CloudSettings:
     return CloudSettings(
+        delete_poll_s=0.01,
         kubeconfig=str(api.kubeconfig(tmp_path / "kubeconfig")),
         namespace=NS,
         endpoint=serving.url,
@@ -224,6 +227,14 @@ def settings(api: FakeKubeAPI, serving: RunningServer, tmp_path: Path) -> CloudS
         observe_interval=1.0,
         teardown_backoff_s=0.01,
     )
+
+
+def locust_csv(out: Path, name: str) -> list[list[list[str]]]:
+    """The rows of Locust's _stats, _stats_history and _failures files."""
+    return [
+        list(csv.reader((out / f"{name}_{kind}.csv").open()))
+        for kind in ("stats", "stats_history", "failures")
+    ]
 
 
 def managed(api: FakeKubeAPI) -> list[str]:
@@ -296,6 +307,20 @@ def test_locust_against_the_stand_in_makes_a_trace(
     # And the real trace compares with a simulation of the same scenario.
     fidelity = compare(simulate(lab), written)
     assert fidelity.timelines["replicas_desired"] is not None and fidelity.steps
+    # Locust's own CSV files, as the simulator writes them, holding the final totals.
+    stats, history, failures = locust_csv(out, "e2e")
+    assert stats[0][:4] == ["Type", "Name", "Request Count", "Failure Count"]
+    assert stats[0][-1] == "100%" and history[0][:2] == ["Timestamp", "User Count"]
+    assert failures == [list(FAILURES_COLUMNS)]
+    rows = {r[1]: r for r in stats[1:]}
+    assert set(rows) == {"/v1/models/image_classifier/versions/1:predict", "Aggregated"}
+    total = summary["requests_ok"] + summary["requests_failed"]
+    assert int(rows["Aggregated"][2]) == total and rows["Aggregated"][0] == ""
+    # One history row a second (plus Locust's first at start and the final one), cumulative.
+    counts = [int(r[history[0].index("Total Request Count")]) for r in history[1:]]
+    assert len(history) - 1 >= 8 and counts == sorted(counts) and counts[-1] == total
+    stamps = [int(r[0]) for r in history[1:]]
+    assert stamps == sorted(stamps) and stamps[-1] - stamps[0] >= 7
 
 
 def test_open_loop_stopped_by_the_cost_guard(
@@ -319,6 +344,9 @@ def test_open_loop_stopped_by_the_cost_guard(
     assert time.monotonic() - started < 30
     summary = json.loads((out / "summary.json").read_text())
     assert "max-cost" in summary["aborted"]
+    stats, _, _ = locust_csv(out, "e2e")  # the stopped load's totals are written too
+    sent = summary["requests_ok"] + summary["requests_failed"]
+    assert int(stats[-1][2]) == sent and stats[-1][1] == "Aggregated"
     assert managed(fake_api) == []
     assert [
         p
