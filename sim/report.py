@@ -1,10 +1,10 @@
 """report.html: one self-contained, offline page that explains a run.
 
-Interactive Plotly figures (zoom, hover, legend toggles; plotly.js is inlined once), "why it
-went wrong" from :mod:`sim.diagnosis`, the summary with units, the settings that shaped the run,
-failures by reason, a per-pod view, and the event story as a filterable ``kubectl get
-events`` table (:mod:`sim.events`). Reads only the Trace, so a real cluster's run gets the same
-page.
+Interactive Plotly figures (zoom, hover, legend toggles; plotly.js inlined once by
+:mod:`sim.page`), "why it went wrong" from :mod:`sim.diagnosis`, the summary with units, the
+settings that shaped the run, failures by reason, a per-pod view, and the event story as a
+filterable ``kubectl get events`` table (:mod:`sim.events`). Reads only the Trace, so a real
+cluster's run gets the same page.
 """
 
 from __future__ import annotations
@@ -17,11 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import plotly.graph_objects as go
-from plotly.offline import get_plotlyjs
 from plotly.subplots import make_subplots
 
 from sim.diagnosis import causes as find_causes
 from sim.events import KINDS, StoryRow, clock, story
+from sim.page import figure_div, page, table
 from sim.trace import Trace
 
 # Assumption: a moving average over ~1/150 of the run (at least 5 s) shows the throughput's
@@ -131,8 +131,7 @@ def summary_rows(summary: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 def _table(rows: Sequence[tuple[str, str]], css: str = "kv") -> str:
-    body = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in rows)
-    return f'<table class="{css}">{body}</table>'
+    return table(rows, css)
 
 
 def settings_rows(settings: dict[str, Any] | None) -> list[tuple[str, str]]:
@@ -511,13 +510,6 @@ r.style.display=ok?'':'none';if(ok)n++;});count.textContent=n+' of '+rows.length
 kind.onchange=apply;text.oninput=apply;apply();})();</script>"""
 
 
-_CSS = """body{font-family:system-ui,sans-serif;margin:1.5em 2em;color:#222}
-table{border-collapse:collapse;margin:.5em 0}th,td{border:1px solid #ddd;padding:3px 9px;
-text-align:left;font-size:13px;vertical-align:top}table.kv td{text-align:right;
-font-variant-numeric:tabular-nums}tr.warning td{background:#fff4e5}ul.causes li{margin:.3em 0}
-.filters{margin:.5em 0}h2{margin-top:1.4em}"""
-
-
 def render(trace: Trace, title: str) -> str:
     """The page's HTML."""
     summary = trace.summary
@@ -534,36 +526,20 @@ def render(trace: Trace, title: str) -> str:
     failures_html = (
         _table([(k, _fmt(v)) for k, v in failures.items()]) if failures else "<p>none</p>"
     )
-    figures = [timeline_figure(trace, title)]
+    timelines = figure_div(timeline_figure(trace, title), "timelines")
     pods = pods_figure(trace.pods or {}, duration)
-    parts = [
-        fig.to_html(
-            full_html=False,
-            include_plotlyjs=False,
-            config={"responsive": True, "displaylogo": False},
-        )
-        for fig in figures
-    ]
     pods_html = (
-        pods.to_html(full_html=False, include_plotlyjs=False, config={"displaylogo": False})
-        if pods is not None
-        else "<p>No per-pod series in this run.</p>"
+        figure_div(pods, "pods") if pods is not None else "<p>No per-pod series in this run.</p>"
     )
-    data = json.dumps({"title": title, "figures": len(figures) + (pods is not None)})
-    return f"""<!doctype html>
-<html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
-<style>{_CSS}</style>
-<script type="text/javascript">{get_plotlyjs()}</script></head>
-<body data-report='{html.escape(data)}'><h1>{html.escape(title)}</h1>
-<h2>Why it went wrong</h2>{causes_html}
+    data = json.dumps({"title": title, "figures": 1 + (pods is not None)})
+    body = f"""<h2>Why it went wrong</h2>{causes_html}
 <h2>Summary</h2>{_table(summary_rows(summary))}
 <h2>Settings</h2>{_table(settings_rows(summary.get("settings")), "settings")}
 <h2>Failed requests by reason</h2>{failures_html}
-<h2>Timelines</h2>{"".join(parts)}
+<h2>Timelines</h2>{timelines}
 <h2>Per pod</h2>{pods_html}
-<h2>Events</h2>{events_table(story(trace.events), duration)}
-</body></html>
-"""
+<h2>Events</h2>{events_table(story(trace.events), duration)}"""
+    return page(title, body, f"data-report='{html.escape(data)}'")
 
 
 def write_report(trace: Trace, path: Path, title: str) -> None:

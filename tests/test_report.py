@@ -184,7 +184,7 @@ def test_report_is_one_offline_page_with_every_part(lab: Trace) -> None:
     page = render(lab, "lab")
     assert page.count('<script type="text/javascript">/**') <= 1
     assert "https://cdn" not in page.split("</head>")[1]  # plotly.js inline, no CDN
-    plots = re.findall(r'<div id="([0-9a-f-]+)" class="plotly-graph-div"', page)
+    plots = re.findall(r'<div id="([\w-]+)" class="plotly-graph-div"', page)
     assert len(plots) == 2  # timelines and per pod
     assert page.count("<tr data-kind=") == len(story(lab.events))
     for heading in ("Why it went wrong", "Summary", "Settings", "Per pod", "Events"):
