@@ -328,7 +328,14 @@ class Backend(ABC):
             from cloud.workload import apply, wait_model_available
 
             objects = build_objects(self.scenario, self.settings, run_id=self.run_id, no_lb=no_lb)
-            apply(kube, objects, self.ledger, self.say)
+            apply(
+                kube,
+                objects,
+                self.ledger,
+                self.say,
+                delete_timeout=self.settings.delete_timeout,
+                poll_s=self.settings.delete_poll_s,
+            )
             if not no_lb:
                 self.load_balancer_since = time.time()
             self._guard(max_cost)

@@ -133,6 +133,32 @@ def cluster_request(scenario: Scenario, settings: CloudSettings, run_id: str, pr
     )
 
 
+def autoscaling_fields(autoscaling: Any) -> tuple[bool, int, int]:
+    """The ``NodePoolAutoscaling`` fields scalelab sets; a real pool reports more (GKE fills
+    in ``location_policy``, for one), which must not count as a difference."""
+    return (
+        bool(autoscaling.enabled),
+        int(autoscaling.min_node_count),
+        int(autoscaling.max_node_count),
+    )
+
+
+def check_profile(cluster: Any, scenario: Scenario, name: str) -> None:
+    """A reused cluster must run the scenario's autoscaling profile (unset means balanced,
+    GKE's default); scalelab does not change a cluster-wide setting it did not create."""
+    c = container_v1()
+    have = cluster.autoscaling.autoscaling_profile
+    if have == c.ClusterAutoscaling.AutoscalingProfile.PROFILE_UNSPECIFIED:
+        have = c.ClusterAutoscaling.AutoscalingProfile.BALANCED
+    want = autoscaling_profile(scenario)
+    if have != want:
+        raise CloudError(
+            f"cluster {name} runs the cluster autoscaler's {have.name.lower()} profile, the "
+            f"scenario wants {want.name.lower()} (cluster.autoscaler.profile): use another "
+            "cluster_name (SCALELAB_GKE_CLUSTER) or change the scenario"
+        )
+
+
 class GKE:
     """Cluster operations over one ``ClusterManagerClient``."""
 
@@ -276,6 +302,7 @@ class GKE:
             self.wait(operation, f"creating cluster {name}", timeout)
             return self.client.get_cluster(name=self.cluster_path(name))
         self.say(f"reusing cluster {name} (it is not deleted afterwards)")
+        check_profile(existing, scenario, name)
         autoscaling = scenario.cluster.autoscaler.enabled
         have = {p.name: p for p in existing.node_pools}
         for pool in scenario.cluster.pools:
@@ -303,8 +330,8 @@ class GKE:
                     f"the scenario wants {plan.gce_machine_type}: use another cluster_name "
                     "(SCALELAB_GKE_CLUSTER) or pool name"
                 )
-            wanted = node_pool(plan, run_id, pool.labels).autoscaling
-            if current.autoscaling != wanted:
+            wanted = node_pool(plan, run_id, pool.labels, settings).autoscaling
+            if autoscaling_fields(current.autoscaling) != autoscaling_fields(wanted):
                 self._set_autoscaling(pool_name, wanted, timeout)
                 ledger.record(
                     f"autoscaling of {pool_name} (restored to what it was)",

@@ -92,6 +92,11 @@ class CloudSettings:
     model_ready_timeout: float = 900.0
     load_balancer_timeout: float = 600.0
     operation_timeout: float = 1800.0
+    delete_timeout: float = 600.0
+    """How long a deleted Namespace or LoadBalancer Service may take to go (assumed: GKE
+    removes a forwarding rule in a few minutes)."""
+    delete_poll_s: float = 2.0
+    """Seconds between reads while waiting for a delete to finish."""
     cluster_overhead_s: float = 480.0
     """Cluster create + delete time billed at the initial nodes, for the cost estimate
     (assumed: ~6 min create, ~2 min delete)."""

@@ -110,8 +110,11 @@ def _calls(kube: Kube, obj: Any) -> tuple[Callable[[], Any], Callable[[], Any]]:
 
 def wait_gone(read: Callable[[], Any], timeout: float, interval: float = 2.0) -> None:
     """Poll ``read`` until it raises 404: a LoadBalancer Service's finalizer
-    (service.kubernetes.io/load-balancer-cleanup) holds it until the cloud LB is deleted."""
+    (service.kubernetes.io/load-balancer-cleanup) holds it until the cloud LB is deleted, a
+    Namespace stays Terminating until its contents are gone. Reads start 0.05 s apart and
+    back off to ``interval``."""
     deadline = time.monotonic() + timeout
+    delay = min(0.05, interval)
     while time.monotonic() < deadline:
         try:
             read()
@@ -119,8 +122,14 @@ def wait_gone(read: Callable[[], Any], timeout: float, interval: float = 2.0) ->
             if err.status == 404:
                 return
             raise
-        time.sleep(max(0.0, min(interval, deadline - time.monotonic())))
-    raise CloudError(f"still present after {timeout:.0f} s")
+        time.sleep(max(0.0, min(delay, deadline - time.monotonic())))
+        delay = min(delay * 2, interval)
+    raise CloudError(f"still present after {timeout:.0f} s (a finalizer not done?)")
+
+
+def _namespace_terminating(kube: Kube, name: str) -> bool:
+    namespace = kube.core.read_namespace(name)
+    return bool(namespace.status and namespace.status.phase == "Terminating")
 
 
 def apply(
@@ -129,10 +138,17 @@ def apply(
     ledger: Ledger,
     say: Say,
     *,
-    service_delete_timeout: float = 300.0,
+    delete_timeout: float = 600.0,
+    poll_s: float = 2.0,
 ) -> None:
     """Create each object, recording it for teardown; an existing namespace is reused (and
-    kept), any other existing object is an error that points at ``scalelab cloud cleanup``."""
+    kept), any other existing object is an error that points at ``scalelab cloud cleanup``.
+
+    A namespace still Terminating (a previous run's teardown) is waited for, then created:
+    the API server refuses new objects in it with 403 (NamespaceLifecycle admission). Deletes
+    of a Namespace or a LoadBalancer Service wait until the object is gone (the namespace
+    controller, the service.kubernetes.io/load-balancer-cleanup finalizer), so the next run
+    finds neither half-deleted."""
     for obj in objects:
         create, delete = _calls(kube, obj)
         what = _describe(obj)
@@ -140,31 +156,49 @@ def apply(
             create()
         except ApiException as err:
             if _is_conflict(err) and obj.kind == "Namespace":
-                say(f"reusing existing {what} (it is not deleted afterwards)")
-                continue
-            if _is_conflict(err):
+                name = obj.metadata.name
+                if not _namespace_terminating(kube, name):
+                    say(f"reusing existing {what} (it is not deleted afterwards)")
+                    continue
+                say(f"{what} is still Terminating (an earlier teardown): waiting for it to go")
+                wait_gone(lambda n=name: kube.core.read_namespace(n), delete_timeout, poll_s)
+                create()
+            elif _is_conflict(err):
                 raise CloudError(
                     f"{what} already exists (a previous run kept with --keep?); remove it with "
                     "'scalelab cloud cleanup' or kubectl, then run again"
                 ) from None
-            raise CloudError(
-                f"creating {what} failed: HTTP {err.status} {err.reason}: {err.body}"
-            ) from None
-        if obj.kind == "Service" and obj.spec.type == "LoadBalancer":
-            name, ns = obj.metadata.name, obj.metadata.namespace
+            else:
+                raise CloudError(
+                    f"creating {what} failed: HTTP {err.status} {err.reason}: {err.body}"
+                ) from None
+        read = _reader(kube, obj)
+        if read is not None:
 
             def delete_and_wait(
-                delete: Callable[[], Any] = delete, name: str = name, ns: str = ns
+                delete: Callable[[], Any] = delete, read: Callable[[], Any] = read
             ) -> None:
-                delete()
-                wait_gone(
-                    lambda: kube.core.read_namespaced_service(name, ns), service_delete_timeout
-                )
+                try:
+                    delete()
+                except ApiException as err:
+                    if not _is_conflict(err):  # 409: a Namespace already Terminating
+                        raise
+                wait_gone(read, delete_timeout, poll_s)
 
             ledger.record(what, delete_and_wait, is_not_found)
         else:
             ledger.record(what, delete, is_not_found)
         say(f"created {what}")
+
+
+def _reader(kube: Kube, obj: Any) -> Callable[[], Any] | None:
+    """How to read back an object whose delete finishes later (None: gone at once)."""
+    name, ns = obj.metadata.name, obj.metadata.namespace
+    if obj.kind == "Namespace":
+        return lambda: kube.core.read_namespace(name)
+    if obj.kind == "Service" and obj.spec.type == "LoadBalancer":
+        return lambda: kube.core.read_namespaced_service(name, ns)
+    return None
 
 
 def load_balancer_url(
@@ -326,19 +360,46 @@ def _ready(pod: Any) -> bool:
 # --- leftovers ------------------------------------------------------------------------------
 
 
-def leftovers(kube: Kube, run_id: str | None = None) -> list[tuple[str, Callable[[], Any]]]:
-    """Every object labelled as scalelab's (optionally of one run), in teardown order:
-    HPAs, Services, Deployments, ConfigMaps, then labelled namespaces."""
+def leftovers(
+    kube: Kube,
+    run_id: str | None = None,
+    *,
+    keep: Callable[[str], bool] = lambda _run: False,
+    delete_timeout: float = 600.0,
+    poll_s: float = 2.0,
+) -> list[tuple[str, Callable[[], Any]]]:
+    """Every object labelled as scalelab's (optionally of one run; ``keep(run_id)`` spares a
+    run still in progress), in teardown order: HPAs, Services, Deployments, ConfigMaps, then
+    labelled namespaces. LoadBalancer Services and Namespaces are waited for until gone."""
     from cloud.settings import MANAGED_BY, MANAGED_BY_LABEL, RUN_ID_LABEL
 
     selector = f"{MANAGED_BY_LABEL}={MANAGED_BY}" + (f",{RUN_ID_LABEL}={run_id}" if run_id else "")
     options = k8s.V1DeleteOptions(propagation_policy="Background")
     found: list[tuple[str, Callable[[], Any]]] = []
 
-    def add(kind: str, items: list[Any], delete: Callable[[str, str], Any]) -> None:
+    def spared(item: Any) -> bool:
+        return keep(str((item.metadata.labels or {}).get(RUN_ID_LABEL, "")))
+
+    def add(
+        kind: str,
+        items: list[Any],
+        delete: Callable[[str, str], Any],
+        read: Callable[[str, str], Any] | None = None,
+    ) -> None:
         for item in items:
+            if spared(item):
+                continue
             name, ns = item.metadata.name, item.metadata.namespace
-            found.append((f"{kind} {name} in namespace {ns}", functools.partial(delete, name, ns)))
+            call = functools.partial(delete, name, ns)
+            if read is not None and getattr(item.spec, "type", None) == "LoadBalancer":
+                call = functools.partial(
+                    _delete_and_wait,
+                    call,
+                    functools.partial(read, name, ns),
+                    delete_timeout,
+                    poll_s,
+                )
+            found.append((f"{kind} {name} in namespace {ns}", call))
 
     add(
         "HorizontalPodAutoscaler",
@@ -355,6 +416,7 @@ def leftovers(kube: Kube, run_id: str | None = None) -> list[tuple[str, Callable
         lambda n, ns: kube.core.delete_namespaced_service(
             n, ns, body=options, _preload_content=False
         ),
+        kube.core.read_namespaced_service,
     )
     add(
         "Deployment",
@@ -372,13 +434,51 @@ def leftovers(kube: Kube, run_id: str | None = None) -> list[tuple[str, Callable
     )
     namespaces: list[Any] = kube.core.list_namespace(label_selector=selector).items
     for item in namespaces:
+        if spared(item):
+            continue
         name = str(item.metadata.name)
+        delete = functools.partial(
+            kube.core.delete_namespace, name, body=options, _preload_content=False
+        )
+        read = functools.partial(kube.core.read_namespace, name)
         found.append(
             (
                 f"Namespace {name}",
-                functools.partial(
-                    kube.core.delete_namespace, name, body=options, _preload_content=False
-                ),
+                functools.partial(_delete_and_wait, delete, read, delete_timeout, poll_s),
+            )
+        )
+    return found
+
+
+def _delete_and_wait(
+    delete: Callable[[], Any], read: Callable[[], Any], timeout: float, poll_s: float
+) -> None:
+    try:
+        delete()
+    except ApiException as err:
+        if not _is_conflict(err):  # 409: a Namespace already Terminating
+            raise
+    wait_gone(read, timeout, poll_s)
+
+
+def load_balancer_services(kube: Kube) -> list[tuple[str, Callable[[], Any]]]:
+    """Every LoadBalancer Service in a cluster, each with a delete that waits for its
+    finalizer: GKE does not promise to remove a cluster's load balancers when the cluster is
+    deleted (https://cloud.google.com/kubernetes-engine/docs/how-to/deleting-a-cluster)."""
+    options = k8s.V1DeleteOptions(propagation_policy="Background")
+    found = []
+    for svc in kube.core.list_service_for_all_namespaces().items:
+        if svc.spec is None or svc.spec.type != "LoadBalancer":
+            continue
+        name, ns = svc.metadata.name, svc.metadata.namespace
+        delete = functools.partial(
+            kube.core.delete_namespaced_service, name, ns, body=options, _preload_content=False
+        )
+        read = functools.partial(kube.core.read_namespaced_service, name, ns)
+        found.append(
+            (
+                f"LoadBalancer Service {name} in namespace {ns}",
+                functools.partial(_delete_and_wait, delete, read, 600.0, 2.0),
             )
         )
     return found

@@ -57,11 +57,16 @@ class FakeKubeAPI:
     requests: list[tuple[str, str]] = field(default_factory=list)
     version: tuple[str, str] = ("1", "33")
     metrics_server: bool = True
+    finalize_reads: int = 2
+    """A deleted Namespace (or a LoadBalancer Service, held by its
+    service.kubernetes.io/load-balancer-cleanup finalizer) is still served, with a
+    deletionTimestamp, until this many reads of it; the last read is a 404."""
     token: str | None = "t0ken"
     """Every request must carry ``Authorization: Bearer <token>``; GKE answers an anonymous
     call with 403 (system:anonymous has no RBAC rights). None: no check."""
     lock: threading.Lock = field(default_factory=threading.Lock)
     _uids: Iterator[int] = field(default_factory=itertools.count)
+    _finalizing: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.server = _Server(("127.0.0.1", 0), self._handler())
@@ -71,6 +76,82 @@ class FakeKubeAPI:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def terminating(self, path: str) -> bool:
+        with self.lock:
+            return path in self._finalizing
+
+    def _read_item(self, path: str) -> dict[str, Any] | None:
+        """GET of one object: a finalizing one goes away on its last read (with its contents,
+        for a Namespace), as the namespace controller or service controller finishes."""
+        with self.lock:
+            item = self.store.get(path)
+            if item is None or path not in self._finalizing:
+                return item
+            self._finalizing[path] -= 1
+            if self._finalizing[path] > 0:
+                return item
+            del self._finalizing[path]
+            namespace = re.fullmatch(r"/api/v1/namespaces/([^/]+)", path)
+            inside = f"/namespaces/{namespace.group(1)}/" if namespace else None
+            for key in [k for k in self.store if k == path or (inside and inside in k)]:
+                del self.store[key]
+                self._finalizing.pop(key, None)
+            return None
+
+    def _delete(self, path: str) -> tuple[int, dict[str, Any]]:
+        """(status, body) of a DELETE: a Namespace goes Terminating, a LoadBalancer Service
+        waits for its finalizer, anything else goes at once."""
+        with self.lock:
+            item = self.store.get(path)
+            if item is None:
+                return 404, {}
+            kind = item.get("kind")
+            if kind is None:
+                kind = "Namespace" if re.fullmatch(r"/api/v1/namespaces/[^/]+", path) else ""
+            balancer = kind == "Service" and (item.get("spec") or {}).get("type") == (
+                "LoadBalancer"
+            )
+            if path in self._finalizing:
+                if kind == "Namespace":  # as the API server answers a second delete
+                    return 409, {
+                        "reason": "Conflict",
+                        "message": "The system is ensuring all content is removed from this "
+                        "namespace. Upon completion, this namespace will automatically be "
+                        "purged by the system.",
+                    }
+                return 200, item
+            if kind == "Namespace" or balancer:
+                meta = item.setdefault("metadata", {})
+                meta["deletionTimestamp"] = _now()
+                if kind == "Namespace":
+                    item.setdefault("status", {})["phase"] = "Terminating"
+                    meta.setdefault("finalizers", ["kubernetes"])
+                else:
+                    meta["finalizers"] = ["service.kubernetes.io/load-balancer-cleanup"]
+                self._finalizing[path] = self.finalize_reads
+                return 200, item
+            del self.store[path]
+            return 200, item
+
+    def _admit(self, path: str) -> tuple[int, str, str] | None:
+        """NamespaceLifecycle admission for a create: the namespace must exist and not be
+        Terminating (plugin/pkg/admission/namespace/lifecycle/admission.go)."""
+        match = re.match(r"(/api/v1|/apis/[^/]+/[^/]+)/namespaces/([^/]+)/", path + "/")
+        if match is None or path.rstrip("/").endswith(f"/namespaces/{match.group(2)}"):
+            return None
+        ns = match.group(2)
+        with self.lock:
+            if f"/api/v1/namespaces/{ns}" not in self.store:
+                return 404, "NotFound", f'namespaces "{ns}" not found'
+            if f"/api/v1/namespaces/{ns}" in self._finalizing:
+                return (
+                    403,
+                    "Forbidden",
+                    f"unable to create new content in namespace {ns} because it is being "
+                    "terminated",
+                )
+        return None
 
     def close(self) -> None:
         self.server.shutdown()
@@ -232,7 +313,7 @@ class FakeKubeAPI:
                         },
                     )
                     return
-                item = api.get(path)
+                item = api._read_item(path)
                 if item is not None:
                     self._send(200, item)
                     return
@@ -262,6 +343,10 @@ class FakeKubeAPI:
                     return
                 path, _ = common
                 body = self._body()
+                refused = api._admit(path)
+                if refused is not None:
+                    self._status(*refused)
+                    return
                 meta = body.setdefault("metadata", {})
                 item_path = f"{path}/{meta['name']}"
                 with api.lock:
@@ -284,11 +369,12 @@ class FakeKubeAPI:
                     return
                 path, _ = common
                 self._body()
-                with api.lock:
-                    found = api.store.pop(path, None)
-                if found is None:
+                status, found = api._delete(path)
+                if status == 404:
                     self._status(404, "NotFound", f"{path} not found")
-                else:  # like a Namespace or a Service with finalizers: the object comes back
+                elif status != 200:
+                    self._status(status, found["reason"], found["message"])
+                else:  # the object comes back (a Namespace or a Service with finalizers too)
                     self._send(200, found)
 
         return Handler

@@ -359,3 +359,18 @@ def test_a_cluster_created_meanwhile_by_someone_else_is_not_ours(fake_gke: FakeG
     with pytest.raises(Exception, match="Already exists"):
         gke.ensure_cluster(load_scenario(LAB), SETTINGS, "ours", ledger)
     assert ledger.entries == []  # 409: nothing to delete
+
+
+def test_reuse_compares_the_fields_scalelab_sets_and_the_profile(fake_gke: FakeGKE) -> None:
+    """A real pool reports location_policy (GKE fills it in): not a difference to undo."""
+    gke = gke_for(fake_gke, [])
+    gke.ensure_cluster(load_scenario(LAB), SETTINGS, "old", Ledger())
+    pool = gke.get("lab").node_pools[0]
+    assert pool.autoscaling.location_policy == c.NodePoolAutoscaling.LocationPolicy.BALANCED
+    ledger = Ledger()
+    gke.ensure_cluster(load_scenario(LAB), SETTINGS, "new", ledger)
+    assert ledger.entries == []  # nothing changed, nothing to restore
+    assert not [p for m, p, _ in fake_gke.requests if p.endswith(":setAutoscaling")]
+    other = load_scenario(LAB, ["cluster.autoscaler.profile=optimize-utilization"])
+    with pytest.raises(CloudError, match="runs the cluster autoscaler's balanced profile"):
+        gke.ensure_cluster(other, SETTINGS, "new", Ledger())

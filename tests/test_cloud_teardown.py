@@ -88,6 +88,7 @@ def fake_api() -> Iterator[FakeKubeAPI]:
 
 def settings_for(api: FakeKubeAPI, tmp_path: Path, **extra: object) -> CloudSettings:
     return CloudSettings(
+        delete_poll_s=0.01,
         kubeconfig=str(api.kubeconfig(tmp_path / "kubeconfig")),
         namespace=NS,
         model_path="gs://bucket/model",
@@ -175,17 +176,18 @@ def test_ctrl_c_tears_down_and_says_what_was_removed(
 def test_failed_deletes_are_reported_and_cleanup_finds_them(
     fake_api: FakeKubeAPI, tmp_path: Path
 ) -> None:
-    fake_api.fail("DELETE", r"/deployments/image-classifier$", status=500, times=2)
-    with pytest.raises(Aborted, match="could not remove Deployment image-classifier"):
+    # A namespace's delete takes its contents with it: the namespace is what must fail.
+    fake_api.fail("DELETE", rf"/namespaces/{NS}$", status=500, times=2)
+    with pytest.raises(Aborted, match=f"could not remove Namespace {NS}"):
         run_kube(fake_api, tmp_path)
     left = labelled(fake_api)
-    assert left == [f"/apis/apps/v1/namespaces/{NS}/deployments/image-classifier"]
+    assert left == [f"/api/v1/namespaces/{NS}"]
     app = typer.Typer()
     register(app)
     kubeconfig = str(tmp_path / "kubeconfig")
     runner = CliRunner()
     listed = runner.invoke(app, ["cloud", "cleanup", "--kubeconfig", kubeconfig, "--dry-run"])
-    assert listed.exit_code == 0 and "Deployment image-classifier in namespace" in listed.output
+    assert listed.exit_code == 0 and f"Namespace {NS}" in listed.output
     assert labelled(fake_api) == left
     done = runner.invoke(app, ["cloud", "cleanup", "--kubeconfig", kubeconfig, "--yes"])
     assert done.exit_code == 0, done.output
@@ -218,6 +220,7 @@ def test_keep_leaves_everything_and_cleanup_removes_it(
 
 
 def test_an_existing_object_is_not_overwritten(fake_api: FakeKubeAPI, tmp_path: Path) -> None:
+    fake_api.put(f"/api/v1/namespaces/{NS}", {"kind": "Namespace", "metadata": {"name": NS}})
     fake_api.put(
         f"/api/v1/namespaces/{NS}/configmaps/tfserving-configs",
         {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "tfserving-configs"}},
@@ -295,3 +298,29 @@ def test_max_cost_counts_from_creation_with_the_load_balancer(
     with pytest.raises(Aborted, match=r"--max-cost \$0.00 reached .* before the load started"):
         run_kube(fake_api, tmp_path, max_cost=1e-9)
     assert labelled(fake_api) == []
+
+
+def test_a_namespace_still_terminating_is_waited_for_not_reused(
+    fake_api: FakeKubeAPI, tmp_path: Path
+) -> None:
+    """The previous run's namespace is going: creating in it would be a 403, so the run waits
+    for it to go and creates its own (which its teardown then removes, and waits for)."""
+    path = f"/api/v1/namespaces/{NS}"
+    fake_api.put(path, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}})
+    fake_api.finalize_reads = 3
+    assert fake_api._delete(path)[0] == 200 and fake_api.terminating(path)
+    said: list[str] = []
+    backend = backend_class("kube")(
+        load_scenario(LAB),
+        settings_for(fake_api, tmp_path),
+        run_id="t",
+        out=tmp_path,
+        say=said.append,
+    )
+    with pytest.raises(Aborted, match="not AVAILABLE"):  # nothing serves: stops after creating
+        backend.run()
+    assert any("still Terminating" in line for line in said)
+    assert f"created Namespace {NS}" in said
+    assert ("POST", f"/api/v1/namespaces/{NS}/configmaps") in fake_api.requests
+    assert "removed: Namespace scalelab-test" in "\n".join(said)
+    assert fake_api.get(path) is None  # gone, not Terminating, when the run returns
