@@ -27,6 +27,7 @@ from sim.serving.server import Job, NodeCpu, Server
 _COMPLETE, _WAKE, _TIMEOUT, _BATCH = 0, 1, 2, 3
 _INF = math.inf
 _BLOCK = 4096  # random draws fetched from numpy at a time
+_EARLY = 1e-9  # work left (in mean requests) above which a completion event came early
 
 
 class User:
@@ -101,9 +102,9 @@ class DataPlane:
         stranded = list(server.queue) + server.batch_open + [j for b in server.batches for j in b]
         if server.batching is not None:
             stranded += [j for members in server.members.values() for j in members]
+            server.clear()
         else:
-            stranded += server.jobs
-        server.jobs.clear()
+            stranded += server.clear()
         if server.node is not None and server.node.contended(server):
             self._split(server.node)
         server.queue.clear()
@@ -283,7 +284,7 @@ class DataPlane:
             if user is not None:
                 self._idle(user, t)
             return
-        k = len(server.jobs) + 1
+        k = server.n + 1
         if k > server.top:
             k = server.top
         work = server.work_median[k] * math.exp(server.spread[k] * z)
@@ -294,8 +295,7 @@ class DataPlane:
         if server.batching is not None:
             self._enqueue_batch(server, (work, next(self._seq), t, user, seq), t)
             return
-        jobs = server.jobs
-        n = len(jobs)
+        n = server.n
         if n >= server.threads:
             server.queue.append((work, next(self._seq), t, user, seq))
             return
@@ -304,22 +304,19 @@ class DataPlane:
         if server.node is not None and server.node.contended(server):
             self._split(server.node)
         elif n and server.quota is None:
-            if server.fifo:
-                if n < server.width:
-                    self._reschedule(server)  # the oldest now share among one more
-                    return
-                # The newest request changes nobody else's rate: the scheduled completion
-                # stays first unless the new one, at its own lane's rate, would beat it.
-                rate = server.lane_rate[n] if n < server.top else 0.0
+            m = server.width
+            if n >= m:
+                # It waits: nobody else's rate changes, so the scheduled completion stays
+                # first unless the new one, at its own place's rate, would beat it.
+                i = n - m
+                rate = server.lanes[i] if i < server.lane_end else 0.0
                 if rate == 0.0 or t + work / rate >= server.due:
                     return
-            # Where the measured rate does not change with one more request in flight, the
-            # scheduled completion stays right unless the new request is the new head.
-            elif (
-                n < server.top
-                and server.rate[n + 1] == server.rate[n]
-                and jobs[0][1] == server.head
-            ):
+            # It runs: the running now share among one more, so they go no faster. Unless
+            # the new request is the new head, the scheduled completion stays, perhaps early:
+            # _complete checks and schedules it again then (fewer events than every arrival
+            # rescheduling).
+            elif server.shared[n + 1] <= server.shared[n] and server.jobs[0][1] == server.head:
                 return
         self._reschedule(server)
 
@@ -328,19 +325,12 @@ class DataPlane:
         jobs = server.jobs
         if not jobs:
             return
-        if server.fifo:
-            done = server.next_done()
-            if done is None:
-                return
-            head, rate, left = done
+        if server.waiting:
+            server.head, rate, left = server.next_done()
         else:
-            head = jobs[0]
-            n = len(jobs)
-            rate = server.rate[n if n < server.top else server.top]
-            if rate <= 0:
-                return
-            left = head[0] - server.virtual
-        server.head = head[1]
+            server.head = jobs[0][1]
+            rate = server.shared[len(jobs)]
+            left = jobs[0][0] - server.virtual
         if left < 0.0:
             left = 0.0
         when = server.last + left / rate if server.quota is None else server.finish_time(left, rate)
@@ -349,9 +339,15 @@ class DataPlane:
 
     def _complete(self, server: Server, t: float) -> None:
         server.advance(t)
-        if not server.fifo:
-            _, order, t0, user, seq = heapq.heappop(server.jobs)
-        elif server.random_entry and len(server.jobs) > server.width:
+        if server.waiting:
+            head, _, left = server.next_done()
+            if head != server.head or left > _EARLY:
+                self._reschedule(server)
+                return
+        elif server.jobs[0][0] - server.virtual > _EARLY:
+            self._reschedule(server)  # arrivals slowed the head down since it was scheduled
+            return
+        if server.random_entry and server.waiting:
             i = self._order_i
             if i >= len(self._order_buf):
                 self._order_buf, i = self._order.random(_BLOCK).tolist(), 0
@@ -416,7 +412,7 @@ class DataPlane:
         config = server.batching
         assert config is not None
         started = False
-        while len(server.jobs) < config.num_batch_threads:
+        while server.n < config.num_batch_threads:
             if server.batches:
                 batch = server.batches.popleft()
             elif server.batch_open and t >= server.batch_since + config.batch_timeout:

@@ -39,7 +39,7 @@ def in_flight(server: Server) -> int:
     """Requests the server holds: running, waiting for a REST thread, or batched."""
     waiting = len(server.queue)
     if server.batching is None:
-        return waiting + len(server.jobs)
+        return waiting + server.n
     batched = sum(len(m) for m in server.members.values()) + len(server.batch_open)
     return waiting + batched + sum(len(b) for b in server.batches)
 

@@ -324,7 +324,9 @@ def test_every_request_is_counted_exactly_once(
     plane.share_node(node, {servers[1]: 2.0})  # as the world does when a pod goes
     plane.stop_user()
     plane.advance_to(float(horizon))
-    open_in_flight = sum(1 for s in servers for job in [*s.jobs, *s.queue] if job[3] is None)
+    open_in_flight = sum(
+        1 for s in servers for job in [*s.jobs, *s.waiting, *s.queue] if job[3] is None
+    )
     users_in_flight = sum(1 for u in plane._users if u.sending >= 0)
     t = plane.tally
     assert t.sent == t.ok + t.failed + t.abandoned + open_in_flight + users_in_flight

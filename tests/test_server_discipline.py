@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import random
 
 import pytest
 from hypothesis import example, given, settings
@@ -63,6 +64,27 @@ def test_work_done_is_the_integral_of_the_measured_throughput(
     """Whatever the width and the entry order, the requests in flight together progress at
     X(min(n, top)) (X made non-decreasing): a request that is not settled when its rate changes,
     or is settled at the wrong rate, breaks this balance."""
+    done, integral = balance(xs, width, random_entry, ops)
+    assert done == pytest.approx(integral, rel=1e-9, abs=1e-9)
+
+
+@pytest.mark.parametrize(("width", "random_entry"), [(1, False), (2, False), (2, True), (3, True)])
+def test_the_balance_holds_over_long_queues_past_the_plateau(
+    width: int, random_entry: bool
+) -> None:
+    """Queues longer than the lanes: requests that only wait must start their lane when they
+    reach it, not from when they arrived."""
+    xs = [1.0, 1.7, 1.95, 2.2, 2.21, 2.23, 2.25] + [2.25] * 9
+    rnd = random.Random(3)
+    ops = [(rnd.expovariate(10.0), rnd.lognormvariate(0, 0.5), rnd.random()) for _ in range(5000)]
+    done, integral = balance(xs, width, random_entry, ops)
+    assert done == pytest.approx(integral, rel=1e-9)
+
+
+def balance(
+    xs: list[float], width: int, random_entry: bool, ops: list[tuple[float, float, float]]
+) -> tuple[float, float]:
+    """Drive a server as the data plane does: (work done, integral of X(n(t)) dt)."""
     s = server(xs, width, random_entry=random_entry)
     x_hat = [0.0, *made_monotone(xs)]
     works: dict[int, float] = {}
@@ -70,45 +92,45 @@ def test_work_done_is_the_integral_of_the_measured_throughput(
     order = 0
     for gap, work, pick in ops:
         arrival = s.last + gap
-        while s.jobs:
-            found = s.next_done()
-            assert found is not None  # X(1) > 0: the oldest always progresses
-            _, rate, left = found
+        while s.n:
+            s.head, rate, left = s.next_done()
             due = s.last + max(left, 0.0) / rate
             if due > arrival:
                 break
-            integral += x_hat[min(len(s.jobs), s.top)] * (due - s.last)
+            integral += x_hat[min(s.n, s.top)] * (due - s.last)
             s.advance(due)
-            s.head = found[0][1]
             completed = s.pop_done(pick if random_entry else -1.0)
             done_work += works.pop(completed[1])
-        integral += x_hat[min(len(s.jobs), s.top)] * (arrival - s.last)
+        integral += x_hat[min(s.n, s.top)] * (arrival - s.last)
         s.advance(arrival)
-        if len(s.jobs) < s.top:
+        if s.n < s.top:
             order += 1
             works[order] = work
             s.push(work, order, arrival, None, 0)
-    s._settle(0, len(s.jobs))
-    in_flight = sum(works[job[1]] - job[0] for job in s.jobs)
-    assert done_work + in_flight == pytest.approx(integral, rel=1e-9, abs=1e-9)
+    assert s.n == len(s.jobs) + len(s.waiting) and len(s.jobs) == min(s.n, s.width)
+    s._settle(0)
+    left = [job[0] - s.virtual for job in s.jobs] + [w[0] for w in s.waiting]
+    in_flight = sum(works[job[1]] for job in s.jobs + s.waiting) - sum(left)
+    return done_work + in_flight, integral
 
 
 def test_the_oldest_m_share_and_the_rest_wait_for_what_is_left() -> None:
     # X(1) = 10, X(2) = 11, X(3) = 11.5 req/s; two inter-op threads.
     s = server([10.0, 11.0, 11.5], 2)
     assert s.shared == [0.0, 10.0, 5.5]
-    assert s.lanes == [(2, 0.5)]  # the third gets X(3) - X(2)
+    assert s.lanes == [0.5]  # the third gets X(3) - X(2)
     s.push(1.0, 1, 0.0, None, 0)
     s.push(1.0, 2, 0.0, None, 0)
-    job, rate, left = s.next_done()  # type: ignore[misc]
-    assert (job[1], rate, left) == (1, 5.5, 1.0)  # both at X(2)/2: 2/11 s, not 1/10 s
+    assert s.next_done() == (1, 5.5, 1.0)  # both at X(2)/2: 2/11 s, not 1/10 s
     fifo = server([10.0, 11.0, 11.5], 1)
-    assert fifo.shared == [0.0, 10.0] and fifo.lanes == [(1, 1.0), (2, 0.5)]
+    assert fifo.shared == [0.0, 10.0] and fifo.lanes == [1.0, 0.5]
+    ps = server([10.0, 11.0, 11.5], None)
+    assert ps.width == 3 and ps.shared == [0.0, 10.0, 5.5, 11.5 / 3] and ps.lanes == []
 
 
-def test_processor_sharing_has_no_positions() -> None:
-    s = server([10.0, 11.0], None)
-    assert not s.fifo  # a virtual-work clock, not positions
+def test_past_the_plateau_requests_only_wait() -> None:
+    s = server([10.0, 11.0, 11.0, 10.5, 11.5, 11.5], 2)
+    assert s.lanes == [0.0, 0.0, 0.5, 0.0] and s.lane_end == 3  # X(4) dips: made flat
 
 
 @pytest.mark.parametrize(
@@ -125,8 +147,8 @@ def test_a_freed_place_takes_a_waiting_request_from_its_own_queue(
         s.push(1.0, order, 0.0, None, 0)
     s.head = 1
     s.pop_done(pick)
-    assert [job[1] for job in s.jobs[:2]] == [2, entered]
-    waiting = [job[1] for job in s.jobs[2:]]
+    assert sorted(job[1] for job in s.jobs) == [2, entered]
+    waiting = [w[1] for w in s.waiting]
     assert waiting == sorted(set(range(3, 7)) - {entered})  # the others keep their order
 
 
@@ -141,7 +163,8 @@ def test_geometric_entry_probabilities() -> None:
             s.push(1.0, order, 0.0, None, 0)
         s.head = 1
         s.pop_done((i + 0.5) / grid)
-        counts[s.jobs[m - 1][1] - m - 1] += 1
+        (entered,) = {job[1] for job in s.jobs} - set(range(2, m + 1))
+        counts[entered - m - 1] += 1
     for k in range(waiting - 1):
         assert counts[k] / grid == pytest.approx((1 / m) * (1 - 1 / m) ** k, abs=1e-3)
     assert counts[-1] / grid == pytest.approx((1 - 1 / m) ** (waiting - 1), abs=1e-3)

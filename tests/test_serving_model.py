@@ -210,7 +210,7 @@ def test_the_built_server_reads_the_profile_at_its_cores() -> None:
     assert (server.quota, server.weight, server.last) == (1.5, 2.0, 3.0)
     # The default discipline, inter_op: TensorFlow's inter-op pool has a thread per vCPU, so 4
     # requests progress together and a freed place goes to a waiting one at random.
-    assert server.fifo and server.width == 4 and server.random_entry
+    assert server.width == 4 and server.random_entry
     # work spread: the latency spread measured with that many in flight, up to the 4 that
     # progress together (beyond, the model makes the waiting's spread itself)
     assert server.spread[1] == pytest.approx(profile.sigma(2.0))
@@ -229,7 +229,7 @@ def test_the_built_server_reads_the_profile_at_its_cores() -> None:
     ps = build_server(
         "pod", Serving(discipline="ps"), profile, vcpus=4, cores=2.0, now=0, quota=None, weight=1
     )
-    assert not ps.fifo
+    assert ps.width == ps.top  # all of them
     assert server.overhead == 0.02
     assert server.cold_left == 1 and server.cold_factor == ASSUMED_COLD_FACTOR
     for n in range(1, 17):

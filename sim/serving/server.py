@@ -3,14 +3,15 @@
 A server with c cores and n requests in flight completes X(c, n) requests per second in total
 and burns U(c, n) cores, both read from the profile's measured ladders (``Profile.tables``).
 How the n requests share X is the discipline, set by ``width`` m, the requests that progress
-together: the oldest min(n, m) share X(min(n, m)) equally, and the k-th oldest beyond them gets
-X(k) - X(k-1) (what is left of the server's throughput). m = 1 is FIFO (the oldest runs as if
-alone), m >= n is processor sharing; TensorFlow's inter-op pool sets m on a real server (each
-Session::Run needs an inter-op thread to run its ops). Arrivals cost O(1) once m requests are in
-flight (O(m) below), completions settle the positions whose rate changes. ``width=None`` is
-plain processor sharing on a virtual-work clock (a heap, O(log n) per arrival and completion).
-A request's work has mean 1 and the lognormal spread of latencies measured with as many in
-flight.
+together: the running min(n, m) share X(min(n, m)) equally, and the k-th beyond them gets
+X(k) - X(k-1), what is left of the server's throughput (X made non-decreasing). m = 1 is FIFO
+(the oldest runs as if alone), m >= n processor sharing; on a real server TensorFlow's inter-op
+pool sets m (a Session::Run progresses only while its ops run on inter-op threads).
+
+The running share one virtual-work clock (a heap ordered by finish, O(log m) per arrival and
+completion, nothing to settle when their count changes); the waiting keep their work left at a
+mark of the server's running clock and are settled only when they move up a place. A request's
+work has mean 1 and the lognormal spread of latencies measured with as many in flight.
 """
 
 from __future__ import annotations
@@ -48,7 +49,10 @@ class BatchingConfig:
 
 
 Job = tuple[float, int, float, "User | None", int]
-"""(finish virtual work or plain work when queued, order, sent at, user or None, user seq)."""
+"""(finish virtual work, or plain work when queued; order, sent at, user or None, user seq)."""
+
+Waiting = list[Any]
+"""[work left at mark, order, sent at, user or None, user seq, mark]: a request past the m."""
 
 
 class Server:
@@ -58,7 +62,9 @@ class Server:
     now (less under contention, see :class:`NodeCpu`). ``quota`` (cores) is set when the
     container has a CPU limit: CFS then lets it burn at most ``quota x 100 ms`` per 100 ms
     period and throttles it for the rest. ``batching`` switches to TF Serving's batch
-    scheduler: each batch (not each request) is a job in flight.
+    scheduler: each batch (not each request) is a job in flight. ``random_entry``: a freed
+    place among the m goes to a waiting request chosen as TensorFlow's thread pool would (see
+    :meth:`pop_done`), not to the oldest.
     """
 
     __slots__ = (
@@ -80,14 +86,14 @@ class Server:
         "cpu_seconds",
         "demand",
         "due",
-        "fifo",
         "generation",
         "head",
         "jobs",
-        "lane_rate",
+        "lane_end",
         "lanes",
         "last",
         "members",
+        "n",
         "name",
         "node",
         "overhead",
@@ -102,6 +108,7 @@ class Server:
         "threads",
         "top",
         "virtual",
+        "waiting",
         "weight",
         "width",
         "work_median",
@@ -129,16 +136,14 @@ class Server:
         self.tables = tables
         self.overhead = overhead
         self.threads = threads
-        self.fifo = width is not None  # positions in arrival order (else the virtual clock)
-        self.clock = 0.0  # seconds the server has run (the positions' reference for work done)
         self.cores_alone = self.cores = cores
         self.rate, self.burn = tables(cores)
         self.burn_alone = self.burn
         self.top = len(self.rate) - 1
         if width is not None and width < 1:
             raise ValueError(f"width must be at least 1, got {width}")
-        self.width = min(width or 1, self.top)
-        self.random_entry = random_entry and width is not None
+        self.width = self.top if width is None else min(width, self.top)
+        self.random_entry = random_entry
         self._set_rates()
         # A request joining k - 1 others draws lognormal work of mean 1 with spread[k]: the
         # latency spread measured with k in flight (or one sigma for every k).
@@ -150,11 +155,14 @@ class Server:
         self.node: NodeCpu | None = None
         self.weight = weight  # CFS shares: the CPU request
         self.demand = 0.0  # cores it would burn now with the node to itself
-        self.virtual = 0.0
+        self.virtual = 0.0  # work done by each running request since the start
+        self.clock = 0.0  # seconds the server has run (the waiting's marks)
         self.last = now
         self.cpu_seconds = 0.0
-        self.jobs: list[Job] = []
-        self.queue: deque[Job] = deque()
+        self.n = 0  # requests (or batches) in flight: running and waiting
+        self.jobs: list[Job] = []  # the running, a heap by finish virtual work
+        self.waiting: list[Waiting] = []  # the rest, in order
+        self.queue: deque[Job] = deque()  # beyond the REST threads
         self.generation = 0
         self.head = -1  # order number of the job whose completion is scheduled
         self.due = math.inf  # and when
@@ -174,8 +182,9 @@ class Server:
 
     def set_cores(self, cores: float, *, alone: bool = False) -> None:
         """New cores from now on (the caller has advanced the server to now)."""
-        if self.fifo and self.jobs:
-            self._settle(0, len(self.jobs))
+        self._settle(0)
+        for w in self.waiting:  # the lanes may reach further now: every mark starts here
+            w[5] = self.clock
         self.cores = cores
         self.rate, self.burn = self.tables(cores)
         if alone:
@@ -183,129 +192,110 @@ class Server:
         self._set_rates()
 
     def _set_rates(self) -> None:
-        """The positions' rates from X made non-decreasing: ``shared[s]``, each of the oldest s
-        when s <= m progress together; ``lanes``, (position, X(k) - X(k-1)) for positions k - 1
-        >= m that progress at all (past the plateau requests only wait and are never visited);
-        ``lane_rate``, the same by position (0 below m and where a request only waits)."""
+        """From X made non-decreasing: ``shared[k]``, the rate of each of k <= m running;
+        ``lanes[i]``, X(m + i + 1) - X(m + i), the rate of the i-th waiting, for the waiting
+        places that progress at all (``lane_end`` of them: past the plateau requests only
+        wait, and are never visited)."""
         m, best = self.width, 0.0
         self.shared = [0.0]
-        for s in range(1, m + 1):
-            best = max(best, self.rate[s] * s)
-            self.shared.append(best / s)
+        for k in range(1, m + 1):
+            best = max(best, self.rate[k] * k)
+            self.shared.append(best / k)
         self.lanes = []
-        self.lane_rate = [0.0] * (self.top + 1)
         for n in range(m + 1, self.top + 1):
             x = self.rate[n] * n
-            if x > best:
-                self.lanes.append((n - 1, x - best))
-                self.lane_rate[n - 1] = x - best
-                best = x
-
-    # With positions (``fifo``) a job is [work left at its mark, order, sent at, user, seq,
-    # mark], the mark a reading of ``clock`` (running seconds): its work left now is work -
-    # rate x (clock - mark), where rate is its position's. A rate changes only when the job
-    # moves up (an older one completes) or, among the oldest m, when the count sharing changes;
-    # the jobs concerned are settled first.
+            self.lanes.append(max(x - best, 0.0))
+            best = max(best, x)
+        end = len(self.lanes)
+        while end and self.lanes[end - 1] == 0.0:
+            end -= 1
+        self.lane_end = end
 
     def push(self, work: float, order: int, t0: float, user: User | None, seq: int) -> None:
         """A request (or batch) starts; the server has been advanced to now."""
-        if self.fifo:
-            n = len(self.jobs)
-            if 0 < n < self.width:
-                self._settle(0, n)
-            self.jobs.append([work, order, t0, user, seq, self.clock])  # type: ignore[arg-type]
-        else:
+        self.n += 1
+        if len(self.jobs) < self.width:
             heapq.heappush(self.jobs, (self.virtual + work, order, t0, user, seq))
+        else:
+            self.waiting.append([work, order, t0, user, seq, self.clock])
 
-    def _settle(self, start: int, stop: int) -> None:
-        """Work left as of now for the jobs at positions ``start`` to ``stop`` - 1."""
-        jobs, lane_rate, clock, m = self.jobs, self.lane_rate, self.clock, self.width
-        n = len(jobs)
-        shared = self.shared[n if n < m else m]
-        for i in range(start, min(stop, n)):
-            job: Any = jobs[i]
-            job[0] -= (shared if i < m else lane_rate[i]) * (clock - job[5])
-            job[5] = clock
+    def _settle(self, start: int) -> None:
+        """Work left as of now for the waiting from place ``start`` on, who are about to move
+        up a place: those in lanes, and the first past them, whose mark starts its lane. The
+        rest only wait, and are not visited."""
+        waiting, lanes, clock = self.waiting, self.lanes, self.clock
+        end = min(self.lane_end, len(waiting))
+        for i in range(start, end):
+            w = waiting[i]
+            w[0] -= lanes[i] * (clock - w[5])
+            w[5] = clock
+        if start <= end < len(waiting):
+            waiting[end][5] = clock
 
     def pop_done(self, pick: float = -1.0) -> Job:
-        """With positions: the request whose completion was scheduled. The younger ones move up
-        a position, and with m or fewer in flight the oldest share among one fewer: the jobs
-        whose rate changes are settled first.
-
-        ``pick``, uniform in [0, 1) (``random_entry``): which waiting request takes a freed
-        place among the m, instead of the oldest. TensorFlow runs ops on Eigen's
-        NonBlockingThreadPool, whose Schedule() from outside the pool pushes to the back of a
-        random thread's queue; a thread pops its own queue's front and, when that is empty,
+        """The request whose completion was scheduled. When it was running and requests wait,
+        one of them starts running: the oldest, or with ``pick`` (uniform in [0, 1), under
+        ``random_entry``) the one TensorFlow's thread pool would pick: Eigen's
+        NonBlockingThreadPool::Schedule pushes a task from outside the pool to the back of a
+        random thread's queue, a thread pops its own queue's front and, when that is empty,
         steals the back of another's (Eigen ThreadPool/NonBlockingThreadPool.h). So the k-th
-        oldest waiting request is next with probability (1/m)(1 - 1/m)^(k-1), and the newest
-        when none waits in the freed queue. Assumption: each completion draws queue membership
-        afresh (a request's queue is not remembered)."""
-        jobs, head, m = self.jobs, self.head, self.width
-        n = len(jobs)
-        for i in range(n if n < m else m):
-            if jobs[i][1] == head:
-                break
-        else:
-            for i, _ in self.lanes:
-                if i < n and jobs[i][1] == head:
-                    break
-            else:
-                raise LookupError(f"{self.name}: the scheduled request {head} is not in flight")
-        last = self.lanes[-1][0] + 2 if self.lanes else m + 1
-        self._settle(0 if n <= m else max(i + 1, m), last)
-        done = jobs.pop(i)
-        if pick >= 0.0 and i < m < n:
-            # The n - m waiting are now at positions m - 1 .. n - 2; the one chosen moves to
-            # m - 1 and the others keep their order. Those it passes were settled above (or
-            # wait at rate 0); its own work left is current, so its mark is now.
-            g = int(math.log(1.0 - pick) / math.log(1.0 - 1.0 / m)) if m > 1 else 0
-            j = m - 1 + (g if g < n - m else n - m - 1)
-            if j != m - 1:
-                jobs.insert(m - 1, jobs.pop(j))
-            jobs[m - 1][5] = self.clock  # type: ignore[index]
-        return tuple(done[:5])  # type: ignore[return-value]
+        oldest waiting is next with probability (1/m)(1 - 1/m)^(k-1), and the newest when none
+        waits in the freed queue. Assumption: each completion draws queue membership afresh (a
+        request's queue is not remembered). The waiting behind the one leaving move up a place
+        and are settled first."""
+        self.n -= 1
+        jobs, waiting = self.jobs, self.waiting
+        if jobs and jobs[0][1] == self.head:
+            done = heapq.heappop(jobs)
+            if waiting:
+                j = 0
+                if pick > 0.0 and self.width > 1:
+                    j = int(math.log(1.0 - pick) / math.log(1.0 - 1.0 / self.width))
+                    if j >= len(waiting):
+                        j = len(waiting) - 1
+                self._settle(j)
+                w = waiting.pop(j)
+                heapq.heappush(jobs, (self.virtual + w[0], w[1], w[2], w[3], w[4]))
+            return done
+        for i in range(min(self.lane_end, len(waiting))):
+            if waiting[i][1] == self.head:
+                self._settle(i)
+                return tuple(waiting.pop(i)[:5])
+        raise LookupError(f"{self.name}: the scheduled request {self.head} is not in flight")
 
-    def next_done(self) -> tuple[Job, float, float] | None:
-        """With positions: the request to complete next, its rate and work left (None when
-        nothing progresses)."""
-        best: Job | None = None
-        best_t, best_r, best_left = math.inf, 0.0, 0.0
-        jobs, clock, m = self.jobs, self.clock, self.width
-        n = len(jobs)
-        k = n if n < m else m
-        r = self.shared[k]
-        for i in range(k):
-            job: Any = jobs[i]
-            left = job[0] - r * (clock - job[5])
-            if left < best_t * r:
-                best, best_t, best_r, best_left = job, left / r, r, left
-        for i, r in self.lanes:
-            if i >= n:
-                break
-            job = jobs[i]
-            left = job[0] - r * (clock - job[5])
-            if left < best_t * r:
-                best, best_t, best_r, best_left = job, left / r, r, left
-        return None if best is None else (best, best_r, best_left)
+    def next_done(self) -> tuple[int, float, float]:
+        """The request to complete next, of those in flight (the oldest runs: X(1) > 0): its
+        order, rate and work left."""
+        jobs = self.jobs
+        best, best_r, best_left = jobs[0][1], self.shared[len(jobs)], jobs[0][0] - self.virtual
+        waiting, lanes, clock = self.waiting, self.lanes, self.clock
+        for i in range(min(self.lane_end, len(waiting))):
+            w, r = waiting[i], lanes[i]
+            left = w[0] - r * (clock - w[5])
+            if r > 0.0 and left * best_r < best_left * r:
+                best, best_r, best_left = w[1], r, left
+        return best, best_r, best_left
 
     def advance(self, now: float) -> None:
         dt = now - self.last
         if dt <= 0:
             return
-        n = len(self.jobs)
+        n = self.n
         if n:
-            if n > self.top:
-                n = self.top  # the plateau
-            burn = self.burn[n]
+            burn = self.burn[n if n < self.top else self.top]
             running = dt if self.quota is None else self._cfs_running(now, burn)
-            if self.fifo:
-                self.clock += running
-            else:
-                self.virtual += self.rate[n] * running
+            self.virtual += self.shared[len(self.jobs)] * running
+            self.clock += running
             self.cpu_seconds += burn * running
         else:
             self.cpu_seconds += self.burn[0] * dt
         self.last = now
+
+    def clear(self) -> list[Job]:
+        """Every request (or batch) in flight, removed (the container is gone)."""
+        gone = self.jobs + [tuple(w[:5]) for w in self.waiting]
+        self.jobs, self.waiting, self.n = [], [], 0
+        return gone
 
     def _cfs_running(self, now: float, pod_rate: float) -> float:
         """Seconds of [last, now] the pod actually ran at ``pod_rate`` under its CFS quota."""
@@ -330,7 +320,7 @@ class Server:
         needed = left / rate  # seconds of running time
         if self.quota is None:
             return self.last + needed
-        pod_rate = self.burn[min(len(self.jobs), self.top)]
+        pod_rate = self.burn[min(self.n, self.top)]
         budget = self.quota * CFS_PERIOD
         k = int(self.last // CFS_PERIOD)
         used = self.cfs_used if k == self.cfs_period else 0.0
@@ -347,7 +337,7 @@ class Server:
 
     def in_flight(self) -> int:
         waiting = len(self.batch_open) + sum(len(b) for b in self.batches)
-        running = sum(len(m) for m in self.members.values()) if self.batching else len(self.jobs)
+        running = sum(len(m) for m in self.members.values()) if self.batching else self.n
         return running + len(self.queue) + waiting
 
 
@@ -371,7 +361,7 @@ class NodeCpu:
 
     def contended(self, server: Server) -> bool:
         """Update ``server``'s demand; True when the split may have changed."""
-        n = len(server.jobs)
+        n = server.n
         demand = server.burn_alone[n if n < server.top else server.top]
         before = self.demand
         self.demand += demand - server.demand
