@@ -29,6 +29,11 @@ SetOption = Annotated[
 DebugOption = Annotated[bool, typer.Option("--debug", help="show tracebacks")]
 
 
+CLEANUP_MIN_AGE_H = 25.0
+"""Runs younger than this are taken to be in progress by ``cloud cleanup`` (assumed: longer
+than the set-up, load and teardown of any scenario in scenarios/: diurnal.yaml runs 24 h)."""
+
+
 def _say(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
@@ -203,22 +208,54 @@ def cleanup(
         "kube"
     ),
     project: Annotated[str | None, typer.Option(help="GCP project (gke)")] = None,
-    location: Annotated[str | None, typer.Option(help="zone/region, '-' for all (gke)")] = None,
+    location: Annotated[
+        str | None, typer.Option(help="zone/region (gke) [default: '-', every location]")
+    ] = None,
     kubeconfig: Annotated[str | None, typer.Option(help="kubeconfig file (kube)")] = None,
     context: Annotated[str | None, typer.Option(help="kubeconfig context (kube)")] = None,
-    run_id: Annotated[str | None, typer.Option(help="only this run's resources")] = None,
+    run_id: Annotated[
+        str | None, typer.Option(help="only this run's resources, however recent")
+    ] = None,
+    older_than: Annotated[
+        float,
+        typer.Option(
+            min=0,
+            help="hours: runs that started more recently may still be in progress and are "
+            "left alone (0: every run)",
+        ),
+    ] = CLEANUP_MIN_AGE_H,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="delete without asking")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="only list")] = False,
     debug: DebugOption = False,
 ) -> None:
     """Find what scalelab left running (by its labels) and remove it."""
+    from cloud.gke import run_age_s
     from cloud.teardown import Ledger
 
     settings = CloudSettings.from_env(
-        project=project, location=location, kubeconfig=kubeconfig, context=context
+        project=project, location=location or "-", kubeconfig=kubeconfig, context=context
     )
+    spared: set[str] = set()
+
+    def spare(run: str) -> bool:
+        if run_id is not None:
+            return run != run_id
+        age = run_age_s(run)
+        if age is not None and age < older_than * 3600:
+            spared.add(run)
+            return True
+        return False
+
     try:
-        found = _leftovers(backend, settings, run_id)
+        found = _leftovers(backend, settings, spare)
+        if backend == "gke":
+            where = "every location" if settings.location == "-" else settings.location
+            _say(f"looked in {where} of project {settings.project or '(ADC default)'}")
+        for run in sorted(spared):
+            _say(
+                f"left alone: run {run}, younger than {older_than:g} h (in progress?); "
+                "--run-id or --older-than selects it"
+            )
     except CloudError as error:
         fail(error, debug)
         return
@@ -246,24 +283,37 @@ def _gone(err: BaseException) -> bool:
 
 
 def _leftovers(
-    backend: str, settings: CloudSettings, run_id: str | None
+    backend: str, settings: CloudSettings, spare: Callable[[str], bool]
 ) -> list[tuple[str, Callable[[], object]]]:
     if backend == "kube":
         from cloud.credentials import kubeconfig_api_client
         from cloud.workload import Kube, leftovers
 
-        return leftovers(Kube(kubeconfig_api_client(settings.kubeconfig, settings.context)), run_id)
+        return leftovers(
+            Kube(kubeconfig_api_client(settings.kubeconfig, settings.context)),
+            keep=spare,
+            delete_timeout=settings.delete_timeout,
+            poll_s=settings.delete_poll_s,
+        )
     if backend == "gke":
-        from cloud.credentials import google_credentials
+        from cloud.credentials import gke_api_client, google_credentials
         from cloud.gke import GKE, cluster_leftovers, container_v1
+        from cloud.workload import Kube, load_balancer_services
 
         credentials, project = google_credentials(settings.project)
         client = container_v1().ClusterManagerClient(credentials=credentials)
         gke = GKE(client, project, settings.location, say=_say)
-        found = cluster_leftovers(gke, settings.operation_timeout)
-        if run_id is not None:
-            found = [(w, d) for w, d in found if f"(run {run_id})" in w]
-        return found
+
+        def remove_load_balancers(cluster: object) -> None:
+            # GKE does not promise to delete a cluster's load balancers with it.
+            kube = Kube(gke_api_client(cluster, credentials))
+            for what, delete in load_balancer_services(kube):
+                _say(f"deleting {what} (and waiting for its load balancer to go)")
+                delete()
+
+        return cluster_leftovers(
+            gke, settings.operation_timeout, before_delete=remove_load_balancers, spare=spare
+        )
     raise CloudError(f"unknown backend {backend!r}; cleanup knows gke and kube")
 
 

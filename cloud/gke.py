@@ -12,7 +12,9 @@ backend says so before anything starts (:data:`GKEBackend.UNSUPPORTED`).
 
 from __future__ import annotations
 
+import calendar
 import functools
+import re
 import time
 from collections.abc import Callable
 from typing import Any, ClassVar
@@ -353,14 +355,9 @@ class GKE:
         )
         self.wait(operation, f"setting autoscaling of {pool_name}", timeout)
 
-    def leftovers(self) -> list[Any]:
-        """Clusters labelled as scalelab's (``location`` may be ``-`` for all)."""
-        found = self.client.list_clusters(parent=self.parent)
-        return [
-            cluster
-            for cluster in found.clusters
-            if cluster.resource_labels.get(GKE_MANAGED_BY_LABEL) == MANAGED_BY
-        ]
+    def clusters(self) -> list[Any]:
+        """Every cluster in ``location`` (``-``: all locations of the project)."""
+        return list(self.client.list_clusters(parent=self.parent).clusters)
 
 
 def _progress(operation: Any) -> str:
@@ -442,24 +439,66 @@ class GKEBackend(Backend):
         return self.settings.node_pools or tuple(p.name for p in self.scenario.cluster.pools)
 
 
-def cluster_leftovers(gke: GKE, timeout: float) -> list[tuple[str, Callable[[], Any]]]:
-    """GKE clusters labelled as scalelab's, each with its delete (waits for the operation)."""
-    return [
-        (
-            f"GKE cluster {cluster.name} in {cluster.location} "
-            f"(run {cluster.resource_labels.get(GKE_RUN_ID_LABEL, '?')})",
-            functools.partial(
-                GKE(
-                    gke.client,
-                    gke.project,
-                    cluster.location,
-                    say=gke.say,
-                    poll_s=gke.poll_s,
-                    sleep=gke._sleep,
-                ).delete_cluster,
-                cluster.name,
-                timeout,
-            ),
+RUN_STAMP = re.compile(r"(\d{8}-\d{6})$")
+
+
+def run_age_s(run_id: str, now: float | None = None) -> float | None:
+    """Seconds since a run started, from its id (``<scenario>-<UTC yyyymmdd-hhmmss>``,
+    cloud.settings.new_run_id); None when the id carries no stamp."""
+    match = RUN_STAMP.search(run_id)
+    if match is None:
+        return None
+    started = calendar.timegm(time.strptime(match.group(1), "%Y%m%d-%H%M%S"))
+    return (time.time() if now is None else now) - started
+
+
+def cluster_leftovers(
+    gke: GKE,
+    timeout: float,
+    *,
+    before_delete: Callable[[Any], None] | None = None,
+    spare: Callable[[str], bool] = lambda _run: False,
+) -> list[tuple[str, Callable[[], Any]]]:
+    """What scalelab left on GKE, each with its delete (which waits for the operation): the
+    clusters labelled as scalelab's and, in clusters that are not, the node pools a run added
+    (their nodes carry the labels). ``before_delete(cluster)`` runs before a cluster's delete
+    (the CLI removes its LoadBalancer Services there); ``spare(run_id)`` leaves a run alone."""
+    found: list[tuple[str, Callable[[], Any]]] = []
+    for cluster in gke.clusters():
+        at = GKE(
+            gke.client,
+            gke.project,
+            cluster.location,
+            say=gke.say,
+            poll_s=gke.poll_s,
+            sleep=gke._sleep,
         )
-        for cluster in gke.leftovers()
-    ]
+        labels = cluster.resource_labels
+        if labels.get(GKE_MANAGED_BY_LABEL) == MANAGED_BY:
+            run = labels.get(GKE_RUN_ID_LABEL, "?")
+            if spare(run):
+                continue
+
+            def delete(cluster: Any = cluster, at: GKE = at) -> None:
+                if before_delete is not None:
+                    before_delete(cluster)
+                at.delete_cluster(cluster.name, timeout)
+
+            found.append((f"GKE cluster {cluster.name} in {cluster.location} (run {run})", delete))
+            continue
+        for pool in cluster.node_pools:
+            pool_labels = pool.config.resource_labels
+            if pool_labels.get(GKE_MANAGED_BY_LABEL) != MANAGED_BY:
+                continue
+            run = pool_labels.get(GKE_RUN_ID_LABEL, "?")
+            if spare(run):
+                continue
+            path = f"{at.cluster_path(cluster.name)}/nodePools/{pool.name}"
+            found.append(
+                (
+                    f"GKE node pool {pool.name} of cluster {cluster.name} in {cluster.location} "
+                    f"(run {run})",
+                    functools.partial(at.delete_node_pool, path, timeout),
+                )
+            )
+    return found

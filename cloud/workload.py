@@ -161,7 +161,7 @@ def apply(
                     say(f"reusing existing {what} (it is not deleted afterwards)")
                     continue
                 say(f"{what} is still Terminating (an earlier teardown): waiting for it to go")
-                wait_gone(lambda n=name: kube.core.read_namespace(n), delete_timeout, poll_s)
+                wait_gone(functools.partial(kube.core.read_namespace, name), delete_timeout, poll_s)
                 create()
             elif _is_conflict(err):
                 raise CloudError(
@@ -466,11 +466,12 @@ def load_balancer_services(kube: Kube) -> list[tuple[str, Callable[[], Any]]]:
     finalizer: GKE does not promise to remove a cluster's load balancers when the cluster is
     deleted (https://cloud.google.com/kubernetes-engine/docs/how-to/deleting-a-cluster)."""
     options = k8s.V1DeleteOptions(propagation_policy="Background")
-    found = []
-    for svc in kube.core.list_service_for_all_namespaces().items:
+    found: list[tuple[str, Callable[[], Any]]] = []
+    services: list[Any] = kube.core.list_service_for_all_namespaces().items
+    for svc in services:
         if svc.spec is None or svc.spec.type != "LoadBalancer":
             continue
-        name, ns = svc.metadata.name, svc.metadata.namespace
+        name, ns = str(svc.metadata.name), str(svc.metadata.namespace)
         delete = functools.partial(
             kube.core.delete_namespaced_service, name, ns, body=options, _preload_content=False
         )

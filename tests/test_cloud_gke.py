@@ -5,6 +5,7 @@ of GKE's API; credentials into a kubernetes client Configuration with token refr
 from __future__ import annotations
 
 import base64
+import calendar
 import datetime as dt
 import json
 from collections.abc import Iterator
@@ -17,7 +18,7 @@ from google.cloud import container_v1 as c
 
 from cloud.credentials import TokenRefresher, gke_configuration
 from cloud.errors import CloudError
-from cloud.gke import GKE, GKEBackend, cluster_leftovers, cluster_request
+from cloud.gke import GKE, GKEBackend, cluster_leftovers, cluster_request, run_age_s
 from cloud.settings import CloudSettings
 from cloud.teardown import Ledger, Outcome
 from sim.loader import build_scenario, load_scenario
@@ -178,10 +179,44 @@ def test_leftovers_are_found_by_label(fake_gke: FakeGKE) -> None:
         "resourceLabels": {"team": "x"},
     }
     everywhere = GKE(gke.client, "proj", "-", say=print, poll_s=0, sleep=lambda s: None)
-    found = cluster_leftovers(everywhere, timeout=60)
+    balancers: list[str] = []
+    found = cluster_leftovers(
+        everywhere, timeout=60, before_delete=lambda cluster: balancers.append(cluster.name)
+    )
     assert [what for what, _ in found] == ["GKE cluster lab in us-central1-a (run run-9)"]
     found[0][1]()
+    assert balancers == ["lab"]  # its LoadBalancer Services go first
     assert list(fake_gke.clusters) == ["projects/proj/locations/us-central1-a/clusters/theirs"]
+
+
+def test_cleanup_finds_pools_added_to_a_reused_cluster_and_spares_recent_runs(
+    fake_gke: FakeGKE,
+) -> None:
+    gke = gke_for(fake_gke, [])
+    key = "projects/proj/locations/europe-west1/clusters/theirs"
+    fake_gke.clusters[key] = {
+        "name": "theirs",
+        "location": "europe-west1",
+        "resourceLabels": {"team": "x"},
+        "nodePools": [{"name": "default-pool", "config": {"machineType": "e2-medium"}}],
+        "autoscaling": {"autoscalingProfile": "BALANCED"},
+    }
+    reuse = GKE(gke.client, "proj", "europe-west1", say=print, poll_s=0, sleep=lambda s: None)
+    two_pools = build_scenario(
+        {"cluster": {"node_pools": [{"name": "extra", "machine_type": "n1-standard-4"}]}}, "x"
+    )
+    settings = CloudSettings(cluster_name="theirs")
+    reuse.ensure_cluster(two_pools, settings, "lab-20260301-120000", Ledger())  # kept: --keep
+    everywhere = GKE(gke.client, "proj", "-", say=print, poll_s=0, sleep=lambda s: None)
+    found = cluster_leftovers(everywhere, timeout=60)
+    assert [w for w, _ in found] == [
+        "GKE node pool extra of cluster theirs in europe-west1 (run lab-20260301-120000)"
+    ]
+    assert cluster_leftovers(everywhere, timeout=60, spare=lambda run: run.startswith("lab")) == []
+    found[0][1]()
+    assert [p["name"] for p in fake_gke.clusters[key]["nodePools"]] == ["default-pool"]
+    now = calendar.timegm((2026, 3, 1, 13, 0, 0, 0, 0, 0))
+    assert run_age_s("lab-20260301-120000", now) == 3600 and run_age_s("manual", now) is None
 
 
 def test_gke_backend_provisions_with_an_injected_client(fake_gke: FakeGKE, tmp_path: Path) -> None:
