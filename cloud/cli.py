@@ -128,6 +128,13 @@ def manifests(
 
         settings = CloudSettings.from_env(namespace=namespace, model_path=model_path)
         objects = build_objects(loaded, settings, run_id=run_id, no_lb=no_lb)
+        if not settings.model_path:
+            from cloud.manifests import DEFAULT_MODEL_PATH
+
+            _say(
+                f"warning: the model path is a placeholder ({DEFAULT_MODEL_PATH}): set "
+                "--model-path or SCALELAB_MODEL_PATH before applying these"
+            )
         if check:
             versions = allowed_versions(loaded, settings.kubernetes_version)
             problems = validate(objects, versions)

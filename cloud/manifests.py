@@ -167,9 +167,38 @@ def probe(spec: Probe) -> Any:
     )
 
 
-def batching_of(scenario: Scenario, settings: CloudSettings) -> Any:
-    """The scenario's batching if its schema has one (``serving.batching``), else the settings'."""
-    return getattr(scenario.serving, "batching", None) or settings.batching
+def batching_text(scenario: Scenario, settings: CloudSettings) -> str | None:
+    """The ``--batching_parameters_file`` text proto (BatchingParameters, wrapper-typed fields:
+    tensorflow_serving/servables/tensorflow/session_bundle_config.proto) for the scenario's
+    ``serving.batching``, else the settings'; None without batching. A field the scenario leaves
+    unset (num_batch_threads) is left out, so TF Serving's default applies as simulated."""
+    batching = scenario.serving.batching
+    if batching is None:
+        return settings.batching.text_proto() if settings.batching is not None else None
+    fields = batching.model_dump(exclude_none=True)
+    return "".join(f"{name} {{ value: {value} }}\n" for name, value in fields.items())
+
+
+def serving_flags(scenario: Scenario) -> list[str]:
+    """The TF Serving flags the scenario's serving settings stand for (main.cc's flags)."""
+    serving = scenario.serving
+    flags = [f"--rest_api_timeout_in_ms={round(serving.request_timeout * 1000)}"]
+    if serving.rest_api_num_threads is not None:
+        flags.append(f"--rest_api_num_threads={serving.rest_api_num_threads}")
+    if serving.intra_op_threads is not None:
+        flags.append(f"--tensorflow_intra_op_parallelism={serving.intra_op_threads}")
+    return flags
+
+
+def lifecycle(scenario: Scenario) -> Any:
+    """The container's preStop sleep hook (KEP-3960, PodLifecycleSleepAction: on by default
+    from 1.30), or None."""
+    hook = scenario.deployment.lifecycle
+    if hook is None or hook.preStop is None or hook.preStop.sleep is None:
+        return None
+    return k8s.V1Lifecycle(
+        pre_stop=k8s.V1LifecycleHandler(sleep=k8s.V1SleepAction(seconds=hook.preStop.sleep.seconds))
+    )
 
 
 def build_objects(
@@ -184,20 +213,17 @@ def build_objects(
     dep = scenario.deployment
     labels = object_labels(run_id, extra=settings.extra_labels)
     app_labels = object_labels(run_id, dep.name, settings.extra_labels)
-    batching = batching_of(scenario, settings)
+    batching = batching_text(scenario, settings)
 
     data = {
         "MODEL_NAME": dep.model_name,
         "MODEL_PATH": settings.model_path or DEFAULT_MODEL_PATH,
     }
-    args = [
-        "--model_name=$(MODEL_NAME)",
-        "--model_base_path=$(MODEL_PATH)",
-        f"--rest_api_timeout_in_ms={round(scenario.serving.request_timeout * 1000)}",
-    ]
+    args = ["--model_name=$(MODEL_NAME)", "--model_base_path=$(MODEL_PATH)"]
+    args += serving_flags(scenario)
     mounts, volumes = None, None
     if batching is not None:
-        data["batching.config"] = batching.text_proto()
+        data["batching.config"] = batching
         args += ["--enable_batching", f"--batching_parameters_file={CONFIG_MOUNT}/batching.config"]
         mounts = [k8s.V1VolumeMount(name="config", mount_path=CONFIG_MOUNT, read_only=True)]
         volumes = [
@@ -227,6 +253,7 @@ def build_objects(
         ],
         resources=k8s.V1ResourceRequirements(requests=requests, limits=limits or None),
         readiness_probe=probe(dep.readinessProbe) if dep.readinessProbe else None,
+        lifecycle=lifecycle(scenario),
         volume_mounts=mounts,
     )
     deployment = k8s.V1Deployment(

@@ -157,3 +157,31 @@ def test_manifests_command_prints_yaml(tmp_path: Path) -> None:
     assert docs[3]["spec"]["type"] == "ClusterIP"
     bad = runner.invoke(app, ["manifests", lab, "--set", "hpa.maxReplicas=many"])
     assert bad.exit_code == 2 and "hpa.maxReplicas" in bad.output
+
+
+def test_what_the_simulation_used_is_in_the_manifests() -> None:
+    """The preStop sleep README's property test recommends, the thread flags and the
+    scenario's own batching (it crashed the build before) reach the Deployment."""
+    scenario = load_scenario(
+        ROOT / "scenarios" / "gsp777.yaml",
+        [
+            "deployment.lifecycle.preStop.sleep.seconds=30",
+            "serving.intra_op_threads=2",
+            "serving.rest_api_num_threads=16",
+            "serving.batching.max_batch_size=4",
+        ],
+    )
+    objects = build_objects(scenario, CloudSettings(), run_id="r")
+    cm, deployment = objects[1], objects[2]
+    container = deployment.spec.template.spec.containers[0]
+    assert container.lifecycle.pre_stop.sleep.seconds == 30
+    assert "--tensorflow_intra_op_parallelism=2" in container.args
+    assert "--rest_api_num_threads=16" in container.args
+    assert "--enable_batching" in container.args
+    # Unset fields stay out, so TF Serving's defaults apply as the simulator assumed.
+    assert cm.data["batching.config"] == (
+        "max_batch_size { value: 4 }\n"
+        "batch_timeout_micros { value: 0 }\n"
+        "max_enqueued_batches { value: 10 }\n"
+    )
+    assert validate(objects, ["1.31", "1.35"]) == []
