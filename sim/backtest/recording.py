@@ -54,6 +54,23 @@ class Counter:
     values: list[float] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class PodLife:
+    """One pod of the target over the window, seconds since the window's start: created
+    (``kube_pod_created``), scheduled (``kube_pod_start_time``), Running (the first round whose
+    phase is Running), Ready (``kube_pod_status_ready_time`` at its first Ready round, else that
+    round) and gone (its deletion timestamp, else the first round without it); None: not
+    within the window."""
+
+    name: str
+    created: float
+    start: float | None
+    running: float | None
+    ready: float | None
+    gone: float | None
+    cpu_request: int  # millicores; 0 when unrecorded
+
+
 @dataclass
 class Recording:
     """Everything a replay reads; ``start`` is the window's start in unix seconds."""
@@ -66,6 +83,7 @@ class Recording:
     rounds: list[Round]
     cpu: dict[str, Counter]
     notes: list[str] = field(default_factory=list)
+    lives: dict[str, PodLife] = field(default_factory=dict)
 
 
 def _rel(t: float, start: float) -> float:
@@ -260,4 +278,52 @@ def build(
         else:
             counter.times = [t for t, _ in samples]
             counter.values = [v for _, v in samples]
-    return Recording(start, end, namespace, hpa, target, rounds, cpu, notes)
+    lives = _lives(rounds, created, deletion, start)
+    return Recording(start, end, namespace, hpa, target, rounds, cpu, notes, lives)
+
+
+def _lives(
+    rounds: list[Round],
+    created: dict[str, dict[float, float]],
+    deletion: dict[str, dict[float, float]],
+    start: float,
+) -> dict[str, PodLife]:
+    """Each listed pod's life, read off the rounds (see :class:`PodLife`)."""
+    seen: dict[str, dict[str, float | None]] = {}
+    requests: dict[str, int] = {}
+    last_round: dict[str, int] = {}
+    for k, rnd in enumerate(rounds):
+        for pod in rnd.pods:
+            life = seen.setdefault(
+                pod.name, {"start": None, "running": None, "ready": None, "gone": None}
+            )
+            last_round[pod.name] = k
+            if pod.start_time is not None and life["start"] is None:
+                life["start"] = pod.start_time
+            if pod.phase == "Running" and life["running"] is None:
+                life["running"] = rnd.t
+            if pod.ready and life["ready"] is None:
+                life["ready"] = (
+                    pod.ready_transition_time if pod.ready_transition_time is not None else rnd.t
+                )
+            if pod.deleted and life["gone"] is None:
+                life["gone"] = _rel(deletion[pod.name][rnd.t], start)
+            if pod.requests.get("cpu"):
+                requests[pod.name] = pod.requests["cpu"]
+    out: dict[str, PodLife] = {}
+    for name, life in seen.items():
+        k = last_round[name]
+        gone = life["gone"]
+        if gone is None and k + 1 < len(rounds):
+            gone = rounds[k + 1].t  # vanished without a deletion timestamp in between
+        made = min(created[name].values())
+        out[name] = PodLife(
+            name=name,
+            created=_rel(made, start),
+            start=life["start"],
+            running=life["running"],
+            ready=life["ready"],
+            gone=gone,
+            cpu_request=requests.get(name, 0),
+        )
+    return out
