@@ -299,8 +299,21 @@ class DataPlane:
         if n >= server.threads:
             server.queue.append((work, next(self._seq), t, user, seq))
             return
-        server.advance(t)
-        server.push(work, next(self._seq), t, user, seq)
+        jobs = server.jobs
+        dt = t - server.last
+        if dt > 0.0 and n and server.quota is None:  # server.advance(t), its busy case inlined
+            server.virtual += server.shared[len(jobs)] * dt
+            server.clock += dt
+            server.cpu_seconds += server.burn[n if n < server.top else server.top] * dt
+            server.last = t
+        else:
+            server.advance(t)
+        # server.push(...), inlined
+        server.n = n + 1
+        if len(jobs) < server.width:
+            heapq.heappush(jobs, (server.virtual + work, next(self._seq), t, user, seq))
+        else:
+            server.waiting.append([work, next(self._seq), t, user, seq, server.clock])
         if server.node is not None and server.node.contended(server):
             self._split(server.node)
         elif n and server.quota is None:
@@ -316,7 +329,7 @@ class DataPlane:
             # the new request is the new head, the scheduled completion stays, perhaps early:
             # _complete checks and schedules it again then (fewer events than every arrival
             # rescheduling).
-            elif server.shared[n + 1] <= server.shared[n] and server.jobs[0][1] == server.head:
+            elif server.shared[n + 1] <= server.shared[n] and jobs[0][1] == server.head:
                 return
         self._reschedule(server)
 
@@ -338,23 +351,35 @@ class DataPlane:
         heapq.heappush(self._heap, (when, next(self._seq), _COMPLETE, server, server.generation))
 
     def _complete(self, server: Server, t: float) -> None:
-        server.advance(t)
+        jobs = server.jobs
+        dt = t - server.last
+        if dt > 0.0 and server.quota is None:  # server.advance(t), inlined (it is busy)
+            n = server.n
+            server.virtual += server.shared[len(jobs)] * dt
+            server.clock += dt
+            server.cpu_seconds += server.burn[n if n < server.top else server.top] * dt
+            server.last = t
+        else:
+            server.advance(t)
         if server.waiting:
             head, _, left = server.next_done()
             if head != server.head or left > _EARLY:
                 self._reschedule(server)
                 return
-        elif server.jobs[0][0] - server.virtual > _EARLY:
+            if server.random_entry:
+                i = self._order_i
+                if i >= len(self._order_buf):
+                    self._order_buf, i = self._order.random(_BLOCK).tolist(), 0
+                self._order_i = i + 1
+                _, order, t0, user, seq = server.pop_done(self._order_buf[i])
+            else:
+                _, order, t0, user, seq = server.pop_done()
+        elif jobs[0][0] - server.virtual > _EARLY:
             self._reschedule(server)  # arrivals slowed the head down since it was scheduled
             return
-        if server.random_entry and server.waiting:
-            i = self._order_i
-            if i >= len(self._order_buf):
-                self._order_buf, i = self._order.random(_BLOCK).tolist(), 0
-            self._order_i = i + 1
-            _, order, t0, user, seq = server.pop_done(self._order_buf[i])
         else:
-            _, order, t0, user, seq = server.pop_done()
+            _, order, t0, user, seq = heapq.heappop(jobs)  # server.pop_done(), inlined
+            server.n -= 1
         node = server.node
         if server.batching is not None:
             for _, _, r0, ruser, rseq in server.members.pop(order):
@@ -373,7 +398,19 @@ class DataPlane:
                 self._respond(server, t, t0, user, seq)
         if node is not None and node.contended(server):
             self._split(node)
-        self._reschedule(server)
+        if jobs and not server.waiting and server.quota is None:
+            # self._reschedule(server), its common case inlined
+            server.generation += 1
+            first = jobs[0]
+            server.head = first[1]
+            left = first[0] - server.virtual
+            when = t + (left if left > 0.0 else 0.0) / server.shared[len(jobs)]
+            server.due = when
+            heapq.heappush(
+                self._heap, (when, next(self._seq), _COMPLETE, server, server.generation)
+            )
+        else:
+            self._reschedule(server)
 
     def _respond(self, server: Server, t: float, t0: float, user: User | None, seq: int) -> None:
         latency = t - t0 + server.overhead
