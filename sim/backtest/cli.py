@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated
@@ -40,7 +41,7 @@ def parse_time(text: str, option: str) -> float:
     return parsed.timestamp()
 
 
-def _hpa_manifest(path: Path):  # type: ignore[no-untyped-def]
+def _hpa_manifest(path: Path, option: str = "--manifest"):  # type: ignore[no-untyped-def]
     import yaml
     from pydantic import ValidationError
 
@@ -49,12 +50,12 @@ def _hpa_manifest(path: Path):  # type: ignore[no-untyped-def]
     try:
         doc = yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError) as error:
-        raise UserError(f"--manifest {path}: cannot read it as YAML ({error})") from None
+        raise UserError(f"{option} {path}: cannot read it as YAML ({error})") from None
     if not isinstance(doc, dict):
-        raise UserError(f"--manifest {path}: expected a HorizontalPodAutoscaler, got {doc!r:.60}")
+        raise UserError(f"{option} {path}: expected a HorizontalPodAutoscaler, got {doc!r:.60}")
     if doc.get("kind") not in (None, "HorizontalPodAutoscaler"):
         raise UserError(
-            f"--manifest {path}: kind {doc.get('kind')!r}, expected HorizontalPodAutoscaler"
+            f"{option} {path}: kind {doc.get('kind')!r}, expected HorizontalPodAutoscaler"
         )
     spec = doc.get("spec", doc)
     try:
@@ -63,7 +64,7 @@ def _hpa_manifest(path: Path):  # type: ignore[no-untyped-def]
         problems = "; ".join(
             f"spec.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors()
         )
-        raise UserError(f"--manifest {path}: {problems}") from None
+        raise UserError(f"{option} {path}: {problems}") from None
 
 
 def register(app: typer.Typer) -> None:
@@ -109,6 +110,21 @@ def register(app: typer.Typer) -> None:
         write_load: Annotated[
             Path | None, typer.Option(help="write the request rate as a replay load file")
         ] = None,
+        propose: Annotated[
+            Path | None,
+            typer.Option(
+                help="counterfactual: another HPA spec (an HPA manifest, or a scenario's hpa); "
+                "--set hpa.FIELD=VALUE changes it (or the recorded spec) too"
+            ),
+        ] = None,
+        model: Annotated[
+            str,
+            typer.Option(
+                help="counterfactual model: cpu (recorded CPU demand shared among the Ready "
+                "pods), simulator (the full simulator on the recorded request rate; needs "
+                "--requests and --scenario), auto (simulator when both are given)"
+            ),
+        ] = "auto",
         timeout: Annotated[float, typer.Option(help="seconds per Prometheus query")] = 30.0,
         force: Annotated[
             bool, typer.Option(help="write into a non-empty --out that is not a scalelab output")
@@ -116,7 +132,9 @@ def register(app: typer.Typer) -> None:
         debug: DebugOption = False,
     ) -> None:
         """Replay a recorded HPA's syncs through the exact decision core and report how often
-        it decides as the real one did (and why not, where it does not)."""
+        it decides as the real one did (and why not, where it does not); replay the recorded
+        demand under the recorded or a proposed spec (--propose, --set hpa.*): replicas,
+        pod-hours, cost and utilization against the recorded ones."""
         try:
             _backtest(**locals())
         except (UserError, ScenarioError) as error:
@@ -186,11 +204,84 @@ def _export(
     print(f"wrote {target} ({text.count(chr(10))} lines)")
 
 
+def _is_hpa_override(text: str) -> bool:
+    path = text.split("=", 1)[0].strip()
+    return path == "hpa" or path.startswith(("hpa.", "hpa["))
+
+
+def _proposal_file(path: Path):  # type: ignore[no-untyped-def]
+    """An HPA manifest, or a scenario file's ``hpa``."""
+    import yaml
+
+    from sim.loader import load_scenario
+
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as error:
+        raise UserError(f"--propose {path}: cannot read it as YAML ({error})") from None
+    if isinstance(doc, dict) and doc.get("kind") == "HorizontalPodAutoscaler":
+        return _hpa_manifest(path, "--propose")
+    if isinstance(doc, dict) and "hpa" in doc:
+        spec = load_scenario(path).hpa
+        if spec is None:
+            raise UserError(f"--propose {path}: its hpa is empty")
+        return spec
+    raise UserError(
+        f"--propose {path}: expected an HPA manifest (kind: HorizontalPodAutoscaler) or a "
+        f"scenario with an hpa, got {str(doc)[:60]!r}"
+    )
+
+
+def _with_hpa_overrides(spec, overrides: list[str]):  # type: ignore[no-untyped-def]
+    from pydantic import ValidationError
+
+    from sim.hpa.spec import HorizontalPodAutoscalerSpec
+    from sim.loader import with_overrides
+
+    data = with_overrides(
+        {"hpa": spec.model_dump(mode="json", by_alias=True, exclude_none=True)}, "--set", overrides
+    )
+    try:
+        return HorizontalPodAutoscalerSpec.model_validate(data["hpa"])
+    except ValidationError as error:
+        problems = "; ".join(
+            f"hpa.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors()
+        )
+        raise UserError(f"--set {' '.join(overrides)}: {problems}") from None
+
+
+def _recorded_spec(rec):  # type: ignore[no-untyped-def]
+    """The HPA spec as kube-state-metrics recorded it at the window's first round."""
+    from sim.hpa.spec import HorizontalPodAutoscalerSpec
+
+    first = next((r for r in rec.rounds if r.max_replicas is not None), None)
+    if first is None:
+        return None
+    metrics = [
+        {
+            "type": "Resource",
+            "resource": {
+                "name": t.metric_name,
+                "target": {"type": "Utilization", "averageUtilization": round(t.value)},
+            },
+        }
+        for t in first.targets
+        if t.target_type == "utilization"
+    ]
+    return HorizontalPodAutoscalerSpec.model_validate(
+        {
+            "minReplicas": first.min_replicas if first.min_replicas is not None else 1,
+            "maxReplicas": first.max_replicas,
+            **({"metrics": metrics} if metrics else {}),
+        }
+    )
+
+
 def _backtest(**o) -> None:  # type: ignore[no-untyped-def]
     from sim.backtest import openmetrics as om
     from sim.backtest import outputs, recording
     from sim.backtest.load import counter_rate, write_replay
-    from sim.backtest.replay import ReplayConfig, replay
+    from sim.backtest.replay import ReplayConfig, replay, spec_at
     from sim.hpa import ControllerConfig
     from sim.outputs import claim, publish
 
@@ -198,26 +289,42 @@ def _backtest(**o) -> None:  # type: ignore[no-untyped-def]
         raise UserError("give exactly one of --prometheus URL and --openmetrics FILE")
     if o["write_load"] is not None and o["requests"] is None:
         raise UserError("--write-load needs --requests (the request-rate query or counter)")
+    if o["model"] not in ("auto", "cpu", "simulator"):
+        raise UserError(f"--model {o['model']!r}: expected auto, cpu or simulator")
+    if o["model"] == "simulator" and (o["requests"] is None or o["scenario"] is None):
+        raise UserError(
+            "--model simulator needs --requests (the recorded request rate) and --scenario "
+            "(the serving profile, pools and pods the simulator runs)"
+        )
+    simulator = o["model"] == "simulator" or (
+        o["model"] == "auto" and o["requests"] is not None and o["scenario"] is not None
+    )
     start = parse_time(o["start"], "--start") if o["start"] is not None else None
     end = parse_time(o["end"], "--end") if o["end"] is not None else None
     if o["prometheus"] is not None and (start is None or end is None):
         raise UserError("--prometheus needs --start and --end")
+    overrides = o["set_"] or []
+    hpa_overrides = [x for x in overrides if _is_hpa_override(x)]
     controller = ControllerConfig()
     resolution = 15.0
     base = None
-    cpu_target = None
+    scenario = None
     if o["scenario"] is not None:
-        from sim.engine import _cpu_target, controller_config
+        from sim.engine import controller_config
         from sim.loader import load_scenario
 
-        scenario = load_scenario(o["scenario"], o["set_"] or [])
+        scenario = load_scenario(o["scenario"], [x for x in overrides if x not in hpa_overrides])
         controller = controller_config(scenario)
         resolution = scenario.metrics.resolution
-        if scenario.hpa is not None:
-            base = scenario.hpa
-            cpu_target = _cpu_target(scenario.hpa)
+        base = scenario.hpa
+    elif overrides != hpa_overrides:
+        raise UserError(
+            "--set: without --scenario only hpa.FIELD=VALUE overrides (the proposal) apply, got "
+            + " ".join(x for x in overrides if x not in hpa_overrides)
+        )
     if o["manifest"] is not None:
         base = _hpa_manifest(o["manifest"])
+    proposal = _proposal_file(o["propose"]) if o["propose"] is not None else None
     if o["sync_period"] is not None:
         if o["sync_period"] <= 0:
             raise UserError(f"--sync-period must be > 0, got {o['sync_period']}")
@@ -263,17 +370,8 @@ def _backtest(**o) -> None:  # type: ignore[no-untyped-def]
                 source=source,
             )
     core = base.to_core() if base is not None else None
-    if cpu_target is None and base is None:
-        cpu_target = next(
-            (
-                round(t.value)
-                for r in rec.rounds[:1]
-                for t in r.targets
-                if t.metric_name == "cpu" and t.target_type == "utilization"
-            ),
-            None,
-        )
-    syncs = replay(rec, core, ReplayConfig(controller=controller, resolution=resolution))
+    config = ReplayConfig(controller=controller, resolution=resolution)
+    syncs = replay(rec, core, config)
     info = outputs.summary(rec, syncs, source)
     info["sync_period"] = controller.sync_period
     info["resolution"] = resolution
@@ -281,16 +379,170 @@ def _backtest(**o) -> None:  # type: ignore[no-untyped-def]
         "manifest" if o["manifest"] else "scenario" if base is not None else "recording"
     )
 
+    # The counterfactual: the proposal, or the recorded spec (then a check of the model).
+    recorded = base if base is not None else _recorded_spec(rec)
+    if hpa_overrides:
+        start_from = proposal if proposal is not None else recorded
+        if start_from is None:
+            raise UserError(
+                f"--set {' '.join(hpa_overrides)}: no HPA spec to change (the recording has no "
+                "kube_horizontalpodautoscaler_spec_max_replicas; give --manifest or --propose)"
+            )
+        proposal = _with_hpa_overrides(start_from, hpa_overrides)
+    spec_from = (
+        " + ".join(
+            x
+            for x in (
+                f"--propose {o['propose']}" if o["propose"] is not None else "",
+                f"--set {' '.join(hpa_overrides)}" if hpa_overrides else "",
+            )
+            if x
+        )
+        or "the recorded spec (a check of the model)"
+    )
+    chosen = proposal if proposal is not None else recorded
+    if chosen is None or not rec.rounds:
+        raise UserError(f"{source}: no HPA spec recorded in the window; give --manifest")
+    spec_core = proposal.to_core() if proposal is not None else spec_at(core, rec.rounds[0])
+    if spec_core is None:
+        spec_core = chosen.to_core()
+    cpu_target = _cpu_target_of(spec_at(core, rec.rounds[0]) if proposal is None else spec_core)
+    replay_target = _cpu_target_of(spec_at(core, rec.rounds[0]))
+    whatif = _counterfactual(rec, syncs, spec_core, config, scenario, cpu_target)
+    comparison = whatif["comparison"]
+    comparison["spec_from"] = spec_from
+    comparison["spec"] = chosen.model_dump(mode="json", by_alias=True, exclude_none=True)
+    proposed_trace = whatif["trace"]
+    if simulator:
+        assert scenario is not None and rates is not None
+        proposed_trace, simulated = _simulate(scenario, chosen, rec, rates)
+        comparison = {**comparison, **simulated}
+        comparison["cpu_model_check"] = whatif["comparison"]["proposed"]
+
     def write(staging: Path) -> None:
-        outputs.write(staging, rec, syncs, info, cpu_target)
+        from sim.backtest.report import render
+
+        replayed = outputs.write(staging, rec, syncs, info, replay_target, whatif["recorded"])
+        if proposal is not None or simulator:
+            proposed_trace.summary = {**comparison["proposed"], "spec_from": spec_from}
+            proposed_trace.write(staging / "proposal")
+        (staging / "counterfactual.json").write_text(json.dumps(comparison, indent=2) + "\n")
+        title = f"backtest {rec.namespace}/{rec.hpa}"
+        shown = proposed_trace if proposal is not None or simulator else None
+        (staging / "report.html").write_text(render(title, info, comparison, replayed, shown))
 
     publish(o["out"], "backtest", write)
     if rates is not None and o["write_load"] is not None:
         write_replay(o["write_load"], rates)
     rate = info["match_rate"]
-    shown = "-" if rate is None else f"{100 * rate:.2f}%"
+    shown_rate = "-" if rate is None else f"{100 * rate:.2f}%"
     print(
-        f"{info['matched']}/{info['syncs_with_decision']} syncs decided as recorded ({shown}); "
-        f"mismatches: {info['mismatches_by_reason'] or 'none'}"
+        f"{info['matched']}/{info['syncs_with_decision']} syncs decided as recorded "
+        f"({shown_rate}); mismatches: {info['mismatches_by_reason'] or 'none'}"
     )
-    print(f"wrote {o['out']}/decisions.csv, backtest.json, trace.csv, events.jsonl, summary.json")
+    r, p = comparison["recorded"], comparison["proposed"]
+    print(
+        f"counterfactual ({comparison['model']}; {spec_from}): pod-hours {p['pod_hours']} vs "
+        f"{r['pod_hours']} recorded, max replicas {p['max_replicas']} vs {r['max_replicas']}, "
+        f"cost {_usd(p['cost_usd'])} vs {_usd(r['cost_usd'])}"
+    )
+    extra = ", proposal/" if proposal is not None or simulator else ""
+    print(
+        f"wrote {o['out']}/decisions.csv, backtest.json, trace.csv, events.jsonl, summary.json, "
+        f"counterfactual.json, report.html{extra}"
+    )
+
+
+def _usd(value: float | None) -> str:
+    return "-" if value is None else f"${value:.4f}"
+
+
+def _cpu_target_of(spec) -> int | None:  # type: ignore[no-untyped-def]
+    from sim.hpa.types import MetricSourceType, MetricTargetType
+
+    for m in spec.metrics if spec is not None else ():
+        if (
+            m.type is MetricSourceType.RESOURCE
+            and m.name == "cpu"
+            and m.target.type is MetricTargetType.UTILIZATION
+        ):
+            return int(m.target.average_utilization)
+    return None
+
+
+def _counterfactual(rec, syncs, spec, config, scenario, cpu_target):  # type: ignore[no-untyped-def]
+    from sim.backtest import whatif
+    from sim.backtest.counterfactual import counterfactual
+    from sim.backtest.pool import node_model
+
+    seconds = int(rec.end - rec.start)
+    request = next((p.cpu_request for p in rec.lives.values() if p.cpu_request), 0)
+    pool = node_model(scenario, request) if scenario is not None else None
+    capacity = pool.capacity if pool is not None else None
+    outcome = counterfactual(rec, spec, config, capacity=capacity)
+    recorded = whatif.timeline(whatif.recorded_lives(rec), seconds, pool)
+    proposed = whatif.timeline(whatif.proposed_lives(outcome), seconds, pool)
+    comparison = whatif.compare(rec, syncs, outcome, recorded, proposed, spec={}, spec_from="")
+    if pool is None:
+        comparison["notes"] = [
+            *comparison["notes"],
+            "no --scenario: nodes and cost not computed (they come from its node pools)",
+        ]
+    trace = whatif.proposal_trace(outcome, proposed, cpu_target, seconds)
+    return {"comparison": comparison, "trace": trace, "recorded": recorded}
+
+
+def _simulate(scenario, spec, rec, rates):  # type: ignore[no-untyped-def]
+    """The full simulator on the recorded request rate under ``spec`` (open-loop replay),
+    starting from the recorded replicas; latency predicted."""
+    from sim.engine import simulate
+    from sim.loader import build_scenario
+
+    seconds = len(rates)
+    first = rec.rounds[0].current if rec.rounds else 1
+    data = scenario.model_dump(mode="json", by_alias=True)
+    data["hpa"] = spec.model_dump(mode="json", by_alias=True, exclude_none=True)
+    data["duration"] = float(seconds)
+    data["start"] = "warm"
+    data["deployment"]["replicas"] = first
+    data["load"] = {
+        "kind": "open_loop",
+        "rate": {
+            "kind": "replay",
+            "file": "(recorded --requests)",
+            "points": [[float(t), float(r)] for t, r in enumerate(rates)],
+            "end": float(seconds),
+        },
+    }
+    built = build_scenario(data, "backtest --model simulator")
+    trace = simulate(built)
+    s = trace.summary
+    cols = trace.columns
+    running = [
+        (c or 0) - (p or 0)
+        for c, p in zip(cols["replicas_current"], cols["replicas_pending"], strict=True)
+    ]
+    current = [int(c or 0) for c in cols["replicas_current"]]
+    proposed = {
+        "max_replicas": max(current, default=0),
+        "max_replicas_desired": s.get("max_replicas_desired"),
+        "mean_replicas": round(sum(current) / seconds, 4) if seconds else None,
+        "mean_replicas_ready": round(sum(int(r or 0) for r in cols["replicas_ready"]) / seconds, 4)
+        if seconds
+        else None,
+        "pod_hours": round(sum(running) / 3600, 6),
+        "max_nodes": s.get("max_nodes_ready"),
+        "node_hours": s.get("node_hours"),
+        "cost_usd": s.get("cost_usd"),
+        "latency_p50": s.get("latency_p50"),
+        "latency_p95": s.get("latency_p95"),
+        "latency_p99": s.get("latency_p99"),
+        "failed_rps_total": s.get("requests_failed"),
+        "requests_total": s.get("requests_total"),
+    }
+    return trace, {
+        "model": "simulator",
+        "demand_model": "the full simulator (serving profile "
+        f"{scenario.serving.profile!r}) on the recorded request rate, open loop",
+        "proposed": proposed,
+    }

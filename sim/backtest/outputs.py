@@ -11,6 +11,7 @@ from typing import Any
 
 from sim.backtest.recording import Recording
 from sim.backtest.replay import Sync
+from sim.backtest.whatif import Timeline, fill
 from sim.trace import COLUMNS, Cell, Trace
 
 
@@ -41,10 +42,16 @@ def summary(recording: Recording, syncs: list[Sync], source: str) -> dict[str, A
     }
 
 
-def trace(recording: Recording, syncs: list[Sync], cpu_target: int | None) -> Trace:
+def trace(
+    recording: Recording,
+    syncs: list[Sync],
+    cpu_target: int | None,
+    line: Timeline | None = None,
+) -> Trace:
     """The replay in the trace schema, one row per second from the window's start: the
     replayed desired replicas held between syncs, the recorded current replicas and the
-    utilization the replay computed; load, latency, nodes and cost are not known here."""
+    utilization the replay computed; with ``line``, the recorded pods' replicas (current,
+    Ready, Pending) and the nodes and cost they needed; load and latency are not known here."""
     seconds = int(recording.end - recording.start)
     columns: dict[str, list[Cell]] = {c: [None] * seconds for c in COLUMNS}
     columns["t"] = list(range(seconds))
@@ -58,6 +65,8 @@ def trace(recording: Recording, syncs: list[Sync], cpu_target: int | None) -> Tr
             columns["replicas_desired"][second] = s.replayed
             columns["replicas_current"][second] = s.current
             columns["cpu_utilization"][second] = s.utilization
+    if line is not None:
+        fill(columns, line)
     events = [
         {
             "t": s.t,
@@ -74,8 +83,14 @@ def trace(recording: Recording, syncs: list[Sync], cpu_target: int | None) -> Tr
 
 
 def write(
-    out: Path, recording: Recording, syncs: list[Sync], info: dict[str, Any], cpu_target: int | None
-) -> None:
+    out: Path,
+    recording: Recording,
+    syncs: list[Sync],
+    info: dict[str, Any],
+    cpu_target: int | None,
+    line: Timeline | None = None,
+) -> Trace:
+    """decisions.csv, backtest.json and the replay as a run directory; returns its trace."""
     with open(out / "decisions.csv", "w", newline="") as handle:
         writer = csv.writer(handle, lineterminator="\n")
         writer.writerow(
@@ -106,6 +121,7 @@ def write(
                 ]
             )
     (out / "backtest.json").write_text(json.dumps(info, indent=2) + "\n")
-    replayed = trace(recording, syncs, cpu_target)
+    replayed = trace(recording, syncs, cpu_target, line)
     replayed.summary = info
     replayed.write(out)
+    return replayed

@@ -59,8 +59,9 @@ class PodLife:
     """One pod of the target over the window, seconds since the window's start: created
     (``kube_pod_created``), scheduled (``kube_pod_start_time``), Running (the first round whose
     phase is Running), Ready (``kube_pod_status_ready_time`` at its first Ready round, else that
-    round) and gone (its deletion timestamp, else the first round without it); None: not
-    within the window."""
+    round) and gone (its deletion timestamp; else, for a pod that vanished between two
+    scrapes, its last round if that round records a scale-down, the next round if not);
+    None: not within the window."""
 
     name: str
     created: float
@@ -315,7 +316,10 @@ def _lives(
         k = last_round[name]
         gone = life["gone"]
         if gone is None and k + 1 < len(rounds):
-            gone = rounds[k + 1].t  # vanished without a deletion timestamp in between
+            # Vanished between two scrapes without a deletion timestamp: deleted by the
+            # scale-down recorded at its last round if there is one, else by the next round.
+            last = rounds[k]
+            gone = last.t if 0 <= last.desired < last.current else rounds[k + 1].t
         made = min(created[name].values())
         out[name] = PodLife(
             name=name,
