@@ -100,6 +100,8 @@ class Outcome:
     recorded_cpu_seconds: float  # burnt by the recorded pods within the window
     unserved_cpu_seconds: float
     notes: list[str]
+    demand_cpu_seconds: float = 0.0  # burnt by the recorded Ready pods within the window
+    served_cpu_seconds: float = 0.0  # of that demand, taken by the proposal's Ready pods
 
 
 def ordinals(lives: dict[str, PodLife]) -> dict[str, int]:
@@ -223,6 +225,7 @@ def counterfactual(
     k = 0  # next grid interval to integrate
     cpu_total = 0.0
     unserved = 0.0
+    served = 0.0
     counters: dict[str, Counter] = {}
 
     def emit(pod: Pod, j: int) -> None:
@@ -236,7 +239,7 @@ def counterfactual(
         pod.counter.values.append(pod.cpu_seconds)
 
     def integrate_until(t: float) -> None:
-        nonlocal k, cpu_total, unserved
+        nonlocal k, cpu_total, unserved, served
         while k < len(mids) and grid[k + 1] <= t:
             m = float(mids[k])
             width = float(grid[k + 1] - grid[k])
@@ -247,8 +250,11 @@ def counterfactual(
             ready = [p for p in live if _between(p.ready, m, p.gone)]
             demand = float(rec.demand[k])
             shares = _shares(rec, k, ready)
-            if not ready and m >= 0:
-                unserved += demand
+            if m >= 0:
+                if ready:
+                    served += math.fsum(shares.values())
+                else:
+                    unserved += demand
             for p in live:
                 if p in shares:
                     used = shares[p]
@@ -326,8 +332,12 @@ def counterfactual(
                 else:
                     p.gone = t
     integrate_until(end)
-    recorded_cpu = float(np.sum(rec.inc[:, mids >= 0])) if len(mids) else 0.0
-    return Outcome(steps, pods, cpu_total, recorded_cpu, unserved, sorted(set(notes)))
+    inside = mids >= 0
+    recorded_cpu = float(np.sum(rec.inc[:, inside])) if len(mids) else 0.0
+    demand = float(np.sum(rec.demand[inside])) if len(mids) else 0.0
+    return Outcome(
+        steps, pods, cpu_total, recorded_cpu, unserved, sorted(set(notes)), demand, served
+    )
 
 
 def _shares(rec: _Recorded, k: int, ready: list[Pod]) -> dict[Pod, float]:
