@@ -20,10 +20,8 @@ reference; differences are B - A.
 
 from __future__ import annotations
 
-import base64
 import bisect
 import html
-import io
 import itertools
 import json
 import math
@@ -303,64 +301,164 @@ def compare(
 # --- report.html ----------------------------------------------------------------------------
 
 
-def overlay_png(a: Trace, b: Trace, labels: tuple[str, str]) -> bytes:
-    import matplotlib
+def short_labels(a: str, b: str) -> tuple[str, str]:
+    """Legend names: the shortest trailing path parts that tell A and B apart
+    ("out/lab" and "out/lab-gke" -> "lab", "lab-gke"); "A" and "B" when nothing does."""
+    pa, pb = Path(a).parts or (a,), Path(b).parts or (b,)
+    for n in range(1, max(len(pa), len(pb)) + 1):
+        x, y = "/".join(pa[-n:]), "/".join(pb[-n:])
+        if x != y:
+            return x, y
+    return "A", "B"
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+
+#: The summary figures the overall table compares: (key, label, unit).
+OVERALL = (
+    ("requests_ok", "requests ok", ""),
+    ("requests_failed", "requests failed", ""),
+    ("latency_p50", "latency p50", "s"),
+    ("latency_p95", "latency p95", "s"),
+    ("latency_p99", "latency p99", "s"),
+    ("peak_completed_rps", "peak completed", "req/s"),
+    ("max_replicas_desired", "max replicas desired", ""),
+    ("max_replicas_ready", "max replicas ready", ""),
+    ("max_nodes_ready", "max nodes ready", ""),
+    ("first_scale_up_t", "first scale-up at", "s"),
+    ("node_hours", "node-hours", "h"),
+    ("cost_usd", "cost", "USD"),
+)
+
+
+def overall_rows(a: Trace, b: Trace) -> list[tuple[str, str, str, str, str]]:
+    """(figure, A, B, B - A, relative) for the summaries' headline figures both runs have."""
+    rows = []
+    for key, name, unit in OVERALL:
+        va, vb = a.summary.get(key), b.summary.get(key)
+        if key == "cost_usd":
+            va, vb = _final_cost(a), _final_cost(b)
+        if not isinstance(va, int | float) and not isinstance(vb, int | float):
+            continue
+        num_a = float(va) if isinstance(va, int | float) else None
+        num_b = float(vb) if isinstance(vb, int | float) else None
+        diff = None if num_a is None or num_b is None else num_b - num_a
+        suffix = f" {unit}" if unit else ""
+        rows.append(
+            (
+                name,
+                _fmt(num_a) + suffix,
+                _fmt(num_b) + suffix,
+                ("-" if diff is None else f"{diff:+.3g}") + suffix,
+                _pct(_rel(num_a, num_b)),
+            )
+        )
+    return rows
+
+
+def overlay_figure(a: Trace, b: Trace, labels: tuple[str, str]) -> Any:
+    """Both runs on one zoomable time axis, A blue and B orange, legend by short name."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    from sim.report import time_unit
 
     panels = [
-        ("completed req/s", ["completed_rps"], "plot"),
-        ("p95 latency (s)", ["latency_p95"], "plot"),
-        ("replicas (ready; desired dashed)", ["replicas_ready", "replicas_desired"], "step"),
-        ("nodes ready", ["nodes_ready"], "step"),
-        ("cpu utilization (HPA view)", ["cpu_utilization"], "step"),
-        ("cumulative cost (USD)", ["cost_usd"], "plot"),
+        ("completed req/s", ["completed_rps"], "linear"),
+        ("p95 latency (s)", ["latency_p95"], "linear"),
+        ("replicas (ready; desired dashed)", ["replicas_ready", "replicas_desired"], "hv"),
+        ("nodes ready", ["nodes_ready"], "hv"),
+        ("CPU utilization (HPA view)", ["cpu_utilization"], "hv"),
+        ("cumulative cost (USD)", ["cost_usd"], "linear"),
     ]
-    fig, axes = plt.subplots(len(panels), 1, figsize=(11, 3 * len(panels)), sharex=True)
-    for ax, (title, names, style) in zip(axes, panels, strict=True):
-        for trace, label, color in ((a, labels[0], "tab:blue"), (b, labels[1], "tab:orange")):
-            for i, name in enumerate(names):
-                points = [(t / 60, v) for t, v in _series(trace, name) if v is not None]
-                if not points:
-                    continue
-                xs, ys = zip(*points, strict=True)
-                kw: dict[str, Any] = {"color": color, "lw": 1, "ls": "--" if i else "-"}
-                kw["label"] = label if i == 0 else None
-                if style == "step":
-                    ax.step(xs, ys, where="post", **kw)
-                else:
-                    ax.plot(xs, ys, **kw)
-            if title.startswith("replicas") or title.startswith("nodes"):
-                for event in trace.events_of("scale"):
-                    ax.axvline(event["t"] / 60, color=color, alpha=0.2, lw=0.8)
-        ax.set_ylabel(title)
-        ax.legend(loc="upper left")
-    axes[-1].set_xlabel("minutes")
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=80)
-    plt.close(fig)
-    return buffer.getvalue()
+    unit, div = time_unit(float(max(len(a), len(b))))
+    fig = make_subplots(
+        rows=len(panels),
+        cols=1,
+        shared_xaxes=True,
+        vertical_spacing=0.035,
+        subplot_titles=[p[0] for p in panels],
+    )
+    for row, (_, names, shape) in enumerate(panels, start=1):
+        for trace, name, color in ((a, labels[0], "#1f77b4"), (b, labels[1], "#ff7f0e")):
+            for i, column in enumerate(names):
+                points = [(t / div, v) for t, v in _series(trace, column) if v is not None]
+                fig.add_trace(
+                    go.Scatter(
+                        x=[t for t, _ in points],
+                        y=[v for _, v in points],
+                        name=name if i == 0 else f"{name} desired",
+                        legendgroup=name,
+                        showlegend=row == 1,
+                        line={"color": color, "width": 1.2, "shape": shape}
+                        | ({"dash": "dash"} if i else {}),
+                    ),
+                    row=row,
+                    col=1,
+                )
+        if shape == "hv":
+            fig.update_yaxes(rangemode="tozero", row=row, col=1)
+    for row in (3, 4):
+        fig.update_yaxes(tickformat="d", row=row, col=1)
+    fig.update_xaxes(title_text=f"time ({unit})", row=len(panels), col=1)
+    fig.update_layout(height=1300, hovermode="x unified", margin={"l": 60, "r": 30, "t": 40})
+    return fig
 
 
 def write_comparison(result: Comparison, a: Trace, b: Trace, out: Path) -> None:
-    """compare.json and report.html (overlay plots plus the tables) in ``out``."""
+    """compare.json and report.html (:mod:`sim.page`): the overall table first, then both
+    runs overlaid, then the fidelity tables (scale events, timelines, load steps)."""
+    from sim.page import figure_div, grid, page
+
     out.mkdir(parents=True, exist_ok=True)
     (out / "compare.json").write_text(json.dumps(result.to_dict(), indent=2) + "\n")
-    png = base64.b64encode(overlay_png(a, b, (result.a, result.b))).decode()
-    title = f"{result.a} vs {result.b}"
-    page = f"""<!doctype html>
-<html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
-<style>body{{font-family:sans-serif;margin:2em}}pre{{font-size:13px}}</style></head>
-<body><h1>{html.escape(title)}</h1>
-<p>A = {html.escape(result.a)} (blue), B = {html.escape(result.b)} (orange);
-differences are B - A.</p>
-<img alt="overlay" src="data:image/png;base64,{png}">
-<h2>Fidelity</h2><pre>{html.escape(result.render())}</pre>
-</body></html>
-"""
-    (out / "report.html").write_text(page)
+    la, lb = short_labels(result.a, result.b)
+    numeric5 = [False, True, True, True, True]
+    overall = grid(["figure", la, lb, "B - A", "relative"], overall_rows(a, b), numeric=numeric5)
+    events = grid(
+        ["target", "direction", "#", f"{la} (s)", f"{lb} (s)", "B - A (s)"],
+        [
+            [
+                m.target,
+                m.direction,
+                str(m.index + 1),
+                f"{_fmt(m.a_t)} ({m.a_change or '-'})",
+                f"{_fmt(m.b_t)} ({m.b_change or '-'})",
+                _fmt(m.delta),
+            ]
+            for m in result.scale_events
+        ],
+        numeric=[False, False, True, True, True, True],
+    )
+    timelines = grid(
+        ["series", "time-weighted mean |B - A|"],
+        [[name, _fmt(value)] for name, value in result.timelines.items()],
+        numeric=[False, True],
+    )
+    steps = grid(
+        ["span (s)", "users", f"req/s {la}", f"req/s {lb}", "req/s error"]
+        + [f"{k.removeprefix('latency_')} error" for k in PERCENTILES],
+        [
+            [
+                f"[{s.start:g}, {s.end:g})",
+                _fmt(s.users),
+                _fmt(s.a_rps),
+                _fmt(s.b_rps),
+                _pct(s.rps_error),
+                *(_pct(s.latency[k]["error"]) for k in PERCENTILES),
+            ]
+            for s in result.steps
+        ],
+        numeric=[False] + [True] * (4 + len(PERCENTILES)),
+    )
+    body = f"""<p>A = <b>{html.escape(la)}</b> ({html.escape(result.a)}), blue; B = <b>{
+        html.escape(lb)
+    }</b> ({html.escape(result.b)}), orange. Differences are B - A, over t in [{result.span[0]:g}, {
+        result.span[1]:g}) s.</p>
+<h2>Overall</h2>{overall}
+<h2>Timelines</h2>{figure_div(overlay_figure(a, b, (la, lb)), "overlay")}
+<h2>Scale events, matched in order</h2>{events if result.scale_events else "<p>none</p>"}
+<h2>Timelines, time-weighted mean difference</h2>{timelines}
+<h2>Load steps</h2>{steps}"""
+    (out / "report.html").write_text(page(f"{la} vs {lb}", body))
 
 
 def compare_dirs(

@@ -120,7 +120,11 @@ def test_compare_command_writes_the_report(tmp_path: Path) -> None:
     assert "timelines, time-weighted mean |B - A|" in done.output
     data = json.loads((out / "compare.json").read_text())
     assert set(data) == {"a", "b", "span", "scale_events", "timelines", "steps", "cost"}
-    assert "data:image/png;base64," in (out / "report.html").read_text()
+    page = (out / "report.html").read_text()
+    assert page.count('class="plotly-graph-div"') == 1
+    # the overall table comes first; legends name the runs by their short names
+    assert page.index("<h2>Overall</h2>") < page.index("<h2>Timelines</h2>")
+    assert '"name":"a"' in page and '"name":"b"' in page
     assert compare_dirs(tmp_path / "a", tmp_path / "a").cost["diff"] == 0.0
     missing = CliRunner().invoke(app, ["compare", str(tmp_path / "a"), str(tmp_path / "nope")])
     assert missing.exit_code == 2 and "cannot compare" in missing.output

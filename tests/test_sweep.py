@@ -130,7 +130,9 @@ def test_results_hold_every_run_and_every_summary_figure(lab_sweep: tuple[Any, P
     assert info["runs"] == {"total": len(distinct), "computed": len(distinct), "reused": 0}
     assert info["pareto"] and info["recommended"]["point"] in range(8)
     report = (out / "report.html").read_text()
-    assert report.count("data:image/png;base64,") == 2  # Pareto + timelines (one axis: no map)
+    # Pareto + timelines (one axis: no map), each with the command that re-runs its points
+    assert report.count('class="plotly-graph-div"') == 2
+    assert report.count("<code>scalelab run ") == len(by_target(out))
 
 
 @pytest.mark.slow
@@ -348,7 +350,7 @@ def test_an_infeasible_slo_says_what_came_closest(tmp_path: Path) -> None:
     assert "no point meets the SLO p95<=0.05s" in done.stderr and "closest" in done.stderr
     assert (out / "results.csv").exists() and not (out / "recommended.yaml").exists()
     report = (out / "report.html").read_text()
-    assert report.count("data:image/png;base64,") == 3  # Pareto, heat map, timelines
+    assert report.count('class="plotly-graph-div"') == 3  # Pareto, heat map, timelines
     assert json.loads((out / "sweep.json").read_text())["feasible_points"] == 0
 
 

@@ -51,6 +51,7 @@ def write_outputs(setup: Setup, study: Study, meta: dict[str, Any], recommend: b
     from sim.sweep import recommend as rec
     from sim.sweep import report
     from sim.sweep.plan import label
+    from sim.sweep.rerun import rerun_command
     from sim.sweep.results import csv_text, point_row, write_parquet
 
     ranked = study.ranked()
@@ -83,35 +84,42 @@ def write_outputs(setup: Setup, study: Study, meta: dict[str, Any], recommend: b
             ):
                 written.append("recommended-hpa.yaml")
         shown = chosen or (ranked[0] if ranked else None)
-        images = [
+        paths = [a.path for a in setup.axes]
+        figures = [
             (
                 "Pareto front: cost against the SLO metric",
-                report.pareto_png(ranked, study.slo, baseline, chosen),
+                report.pareto_figure(ranked, study.slo, baseline, chosen),
+                report.front_list(ranked, chosen),
             )
         ]
         if len(setup.axes) == 2 and ranked:
-            images.append(
-                (
-                    "Heat map over the two axes",
-                    report.map_png(ranked, [a.path for a in setup.axes], study.slo),
-                )
+            figures.append(
+                ("Heat map over the two axes", report.heatmap_figure(ranked, paths, study.slo), "")
             )
+        if setup.kind == "tune" and study.points:
+            trials = [study.result(p) for p in study.points]  # in the order evaluated
+            figures.append(("Optimisation history", report.history_figure(trials), ""))
+            figures.append(("Slice plot per parameter", report.slice_figure(trials, paths), ""))
         if shown is not None:
             seed = study.seeds[0]
             name = ("recommended: " if shown is chosen else "top-ranked: ") + label(
                 shown.point.values
             )
-            images.append(
+            figures.append(
                 (
                     f"Timelines, seed {seed}: baseline beside {name}",
-                    report.timelines_png(
+                    report.timelines_figure(
                         _trace_for(study.baseline, seed),
                         _trace_for(shown.point, seed),
                         name,
                         study.slo,
                     ),
+                    "",
                 )
             )
+        commands = {
+            r.point.index: rerun_command(setup.base, r.point, study.seeds[0]) for r in ranked
+        }
         facts = [
             ("scenario", f"{setup.base.source} ({setup.base.scenario.name})"),
             ("axes", "; ".join(_axis_text(a) for a in setup.axes)),
@@ -120,14 +128,16 @@ def write_outputs(setup: Setup, study: Study, meta: dict[str, Any], recommend: b
             ("points", str(len(ranked))),
             ("runs", f"{meta['runs']['computed']} computed, {meta['runs']['reused']} from cache"),
             ("recommended", label(chosen.point.values) if chosen else "-"),
+            ("re-run the baseline", rerun_command(setup.base, study.baseline, study.seeds[0])),
         ]
         report.write_report(
             staging / "report.html",
             f"scalelab {setup.kind}: {setup.base.scenario.name}",
             facts,
-            images,
+            figures,
             ranked,
             study.slo,
+            commands,
         )
         written.append("report.html")
         summary = _sweep_json(setup, study, meta, ranked, baseline, chosen)
