@@ -47,7 +47,7 @@ def test_no_slo_is_exit_0() -> None:
 def run(tmp_path: Path, *args: str) -> object:
     out = tmp_path / "out"
     return CliRunner().invoke(
-        app, ["run", str(LAB), "--out", str(out), "--set", "duration=2m", *args]
+        app, ["run", str(LAB), "--out", str(out), "--set", "duration=11m", *args]
     )
 
 
