@@ -64,14 +64,16 @@ def build_server(
         )
     in_flight = max(threads, batching.num_batch_threads if batching else 0)
     m = width(serving, vcpus)
-    # Under inter_op the model makes the waiting's share of the spread itself (random entry
-    # among the m); only the spread measured with at most m in flight is the work's own.
-    spread_at = min if serving.discipline == "inter_op" else (lambda n, _m: n)
+    spread = profile.spreads(cores, in_flight + 1)
+    if serving.discipline == "inter_op" and m is not None and m < in_flight:
+        # The model makes the waiting's share of the spread itself (random entry among the
+        # m); only the spread measured with at most m in flight is the work's own.
+        spread = spread[: m + 1] + [spread[m]] * (in_flight - m)
     return Server(
         name,
         tables=functools.partial(profile.tables, size=in_flight + 1),
         cores=cores,
-        sigma=[profile.spread(cores, spread_at(n, m or n)) for n in range(in_flight + 1)],
+        sigma=spread,
         overhead=profile.overhead_s,
         threads=threads,
         now=now,

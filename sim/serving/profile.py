@@ -251,6 +251,9 @@ class Profile:
     _tables: dict[tuple[float, int], tuple[list[float], list[float]]] = field(
         init=False, repr=False, default_factory=dict
     )
+    _spreads: dict[tuple[float, int], list[float]] = field(
+        init=False, repr=False, default_factory=dict
+    )
 
     def __post_init__(self) -> None:
         threads = sorted({p.threads for p in self.points})
@@ -317,6 +320,15 @@ class Profile:
         if p50 <= 0 or p95 <= p50:
             return self.sigma(cores)
         return max(math.log(p95 / p50) / _Z95, self.sigma(cores))
+
+    def spreads(self, cores: float, size: int) -> list[float]:
+        """:meth:`spread` for n = 0 .. size - 1, kept per cores (every pod of a deployment asks
+        for the same)."""
+        key = (round(cores, 3), size)
+        hit = self._spreads.get(key)
+        if hit is None:
+            hit = self._spreads[key] = [self.spread(cores, n) for n in range(size)]
+        return hit
 
     def batch_cost(self, cores: float, batch: int) -> float:
         """Time of a lone batch of ``batch`` relative to a lone single request."""
