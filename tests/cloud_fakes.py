@@ -12,7 +12,7 @@ import itertools
 import json
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -64,6 +64,9 @@ class FakeKubeAPI:
     token: str | None = "t0ken"
     """Every request must carry ``Authorization: Bearer <token>``; GKE answers an anonymous
     call with 403 (system:anonymous has no RBAC rights). None: no check."""
+    answers: dict[str, Callable[[], tuple[int, str, bytes]]] = field(default_factory=dict)
+    """GET answers made at request time, by path: (status, content type, body), e.g. a
+    PodMetrics that moves on or a kubelet's /metrics/resource text through the node proxy."""
     lock: threading.Lock = field(default_factory=threading.Lock)
     _uids: Iterator[int] = field(default_factory=itertools.count)
     _finalizing: dict[str, int] = field(default_factory=dict)
@@ -296,6 +299,14 @@ class FakeKubeAPI:
                 if common is None:
                     return
                 path, query = common
+                if path in api.answers:
+                    status, content_type, data = api.answers[path]()
+                    self.send_response(status)
+                    self.send_header("Content-Type", content_type)
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                    return
                 if path == "/version":
                     major, minor = api.version
                     self._send(

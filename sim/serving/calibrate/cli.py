@@ -29,8 +29,8 @@ quantiles. Three modes:
   (default)           build ResNet101 with TensorFlow, export it like the lab's SavedModel and
                       measure it in process, one pinned worker per thread count
                       (pip install 'scalelab[calibrate]')
-  --endpoint URL      drive a live TF Serving with the lab's request; CPU from --cpu-pid or
-                      --cpu-cgroup, else assumed (all --cores busy)
+  --endpoint URL      drive a live TF Serving with the lab's request; CPU from --cpu-pid,
+                      --cpu-cgroup or --cpu-pod (Kubernetes API), else assumed (all --cores busy)
   --derive-from FILE  turn a local measurement into a GKE node's profile
                       (sim/serving/calibrate/derive.py)
 
@@ -41,6 +41,8 @@ Examples:
   scalelab calibrate --out sim/serving/profiles/resnet101-cpu-amd-epyc-genoa.yaml
   scalelab calibrate --endpoint http://localhost:8501 --model image_classifier \\
       --cores 4 --cpu-pid $(pgrep -f tensorflow_model_server) --out my-server.yaml
+  scalelab calibrate --endpoint http://EXTERNAL_IP:8501 --machine-type e2-standard-4 \\
+      --cpu-pod default/image-classifier-7d9f8-abcde --seconds 60 --out gke.yaml
   scalelab calibrate --derive-from sim/serving/profiles/resnet101-cpu-amd-epyc-genoa.yaml \\
       --machine-type e2-standard-4 \\
       --out sim/serving/profiles/resnet101-tfserving-gke-e2-standard-4.yaml
@@ -292,6 +294,29 @@ def calibrate(
             rich_help_panel=_ENDPOINT,
         ),
     ] = None,
+    cpu_pod: Annotated[
+        str | None,
+        typer.Option(
+            help="NAMESPACE/POD serving the endpoint: its CPU through the Kubernetes API (the "
+            "kubelet's counter through the node proxy, else metrics.k8s.io); windows must span "
+            "4 of its resolutions (pip install 'scalelab[gke]')",
+            rich_help_panel=_ENDPOINT,
+        ),
+    ] = None,
+    kubeconfig: Annotated[
+        Path | None,
+        typer.Option(
+            help="--cpu-pod: kubeconfig [default: KUBECONFIG or ~/.kube/config]",
+            rich_help_panel=_ENDPOINT,
+        ),
+    ] = None,
+    context: Annotated[
+        str | None,
+        typer.Option(
+            help="--cpu-pod: kubeconfig context [default: its current one]",
+            rich_help_panel=_ENDPOINT,
+        ),
+    ] = None,
     timeout: Annotated[
         float, typer.Option(help="request timeout in seconds", rich_help_panel=_ENDPOINT)
     ] = 30.0,
@@ -339,10 +364,11 @@ def calibrate(
     try:
         if endpoint and derive_from:
             raise CalibrationError("--endpoint and --derive-from are different modes; pick one")
-        if endpoint is None and (cpu_pid is not None or cpu_cgroup is not None):
+        sources = (cpu_pid, cpu_cgroup, cpu_pod, kubeconfig, context)
+        if endpoint is None and any(v is not None for v in sources):
             raise CalibrationError(
-                "--cpu-pid and --cpu-cgroup name the CPU source of an --endpoint; a local "
-                "calibration measures its own process"
+                "--cpu-pid, --cpu-cgroup and --cpu-pod (with --kubeconfig, --context) name the "
+                "CPU source of an --endpoint; a local calibration measures its own process"
             )
         command = _command_line(ctx)
         ladder = Ladder(
@@ -372,8 +398,7 @@ def calibrate(
                 model_version,
                 image,
                 cores,
-                cpu_pid,
-                cpu_cgroup,
+                CpuOptions(cpu_pid, cpu_cgroup, cpu_pod, kubeconfig, context),
                 machine_type,
                 ladder,
                 timeout,
@@ -438,6 +463,17 @@ def _free_default(path: Path) -> Path:
             markup=False,
         )
     return candidate
+
+
+@dataclass(frozen=True)
+class CpuOptions:
+    """The endpoint's CPU source options as given (None: not given)."""
+
+    pid: int | None = None
+    cgroup: Path | None = None
+    pod: str | None = None
+    kubeconfig: Path | None = None
+    context: str | None = None
 
 
 @dataclass(frozen=True)
@@ -545,8 +581,7 @@ def _endpoint(
     version: str | None,
     image: Path | None,
     cores: float | None,
-    cpu_pid: int | None,
-    cpu_cgroup: Path | None,
+    cpu: CpuOptions,
     machine: str | None,
     ladder: Ladder,
     timeout: float,
@@ -581,8 +616,11 @@ def _endpoint(
         name=name,
         command=command,
         timeout=timeout,
-        cpu_pid=cpu_pid,
-        cpu_cgroup=cpu_cgroup,
+        cpu_pid=cpu.pid,
+        cpu_cgroup=cpu.cgroup,
+        cpu_pod=cpu.pod,
+        kubeconfig=cpu.kubeconfig,
+        kube_context=cpu.context,
     )
     if family:
         run.family = family

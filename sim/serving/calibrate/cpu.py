@@ -2,6 +2,7 @@
 
 Calibration through an endpoint and ``scalelab fidelity`` read the same sources; only
 differences over a window count, so the origin of the cumulative figure does not matter.
+A pod's CPU through the Kubernetes API is :mod:`sim.serving.calibrate.podcpu`.
 """
 
 from __future__ import annotations
@@ -22,7 +23,20 @@ class CpuError(UserError):
 class CpuSource(Protocol):
     """The server's cumulative CPU time; differences over a window give its cores."""
 
-    description: str
+    @property
+    def description(self) -> str:
+        """Where the figure comes from, in words, for a profile's provenance."""
+        ...
+
+    @property
+    def resolution_s(self) -> float:
+        """Seconds between the figure's updates (0: exact at every read, as the kernel's)."""
+        ...
+
+    @property
+    def lag_s(self) -> float:
+        """Seconds after a change of load before the figure reflects it (0: at once)."""
+        ...
 
     def seconds(self) -> float:
         """CPU seconds used so far (any origin: only differences count)."""
@@ -40,6 +54,9 @@ def _stat(pid: int) -> tuple[int, float]:
 class ProcessCpu:
     """A process tree's CPU from /proc: the process (all its threads: /proc/PID/stat sums them),
     its reaped children (cutime/cstime) and its live descendants."""
+
+    resolution_s = 0.0
+    lag_s = 0.0
 
     def __init__(self, pid: int) -> None:
         self.pid = pid
@@ -76,6 +93,9 @@ class ProcessCpu:
 class CgroupCpu:
     """A cgroup's CPU: v2 ``cpu.stat`` ``usage_usec``, or v1 ``cpuacct.usage`` (nanoseconds).
     ``path`` is the cgroup's directory or one of those files."""
+
+    resolution_s = 0.0
+    lag_s = 0.0
 
     def __init__(self, path: Path) -> None:
         path = Path(path)

@@ -4,11 +4,15 @@ Closed-loop clients with no think time, each on its own keep-alive connection as
 are, post the lab's body (base64 JPEG, ``serving_preprocess``) to
 ``/v1/models/<model>[/versions/<v>]:predict`` up the concurrency ladder
 (:mod:`sim.serving.calibrate.ladder`), batch > 1 at concurrency 1. The server's CPU comes from
-a source the user names: a local process (``/proc/PID/stat``) or a cgroup (``cpu.stat``
-``usage_usec``, v1 ``cpuacct.usage``); without one it is unmeasured and every point says the
-server kept its ``cores`` busy (intra-op threads spin while any request is in flight). The
+a source the user names: a local process (``/proc/PID/stat``), a cgroup (``cpu.stat``
+``usage_usec``, v1 ``cpuacct.usage``) or a pod through the Kubernetes API (the kubelet's counter
+or metrics.k8s.io, :mod:`sim.serving.calibrate.podcpu`: each window then starts once the
+source has caught up with the new load and spans several of its resolutions); without one it is
+unmeasured and every point says the server kept its ``cores`` busy (intra-op threads spin while
+any request is in flight). The
 round trip of the model-status GET is recorded (provenance), but ``overhead_s`` is 0: the callers'
-throughput and latency already include the network and HTTP. Stdlib only.
+throughput and latency already include the network and HTTP. Stdlib only, but for a pod's CPU
+(the kubernetes client, imported only then).
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from sim.serving.calibrate import CalibrationError, host, ladder, stats
-from sim.serving.calibrate.cpu import CgroupCpu, CpuError, ProcessCpu
+from sim.serving.calibrate.cpu import CgroupCpu, CpuError, CpuSource, ProcessCpu
 from sim.serving.calibrate.payload import LAB_SIGNATURE, payload_info, rest_body
 from sim.serving.calibrate.worker import METHOD, Callers, Window, spread_notices
 from sim.serving.profile import DEFAULT_QUANTILES, SCHEMA_VERSION, profile_from_dict
@@ -57,6 +61,10 @@ class EndpointRun:
     warmup: int = 3
     cpu_pid: int | None = None
     cpu_cgroup: Path | None = None
+    cpu_pod: str | None = None
+    """NAMESPACE/POD read through the Kubernetes API."""
+    kubeconfig: Path | None = None
+    kube_context: str | None = None
     timeout: float = 30.0
     machine_type: str | None = None
     name: str | None = None
@@ -167,6 +175,42 @@ def cgroup_cpu(path: Path) -> CgroupCpu:
         raise CalibrationError(f"--cpu-cgroup {path}: {error}") from None
 
 
+def pod_cpu(pod: str, kubeconfig: Path | None, context: str | None) -> Any:
+    """``--cpu-pod``: the pod's CPU through the Kubernetes API
+    (:class:`sim.serving.calibrate.podcpu.PodCpu`)."""
+    from sim.serving.calibrate.podcpu import PodCpu
+
+    try:
+        return PodCpu(pod, kubeconfig, context)
+    except CpuError as error:
+        raise CalibrationError(f"--cpu-pod {pod}: {error}") from None
+
+
+def cpu_source(run: EndpointRun) -> CpuSource | None:
+    """The CPU source the user named (at most one), ready to read."""
+    given = [run.cpu_pid is not None, run.cpu_cgroup is not None, run.cpu_pod is not None]
+    if sum(given) > 1:
+        raise CalibrationError(
+            "--cpu-pid, --cpu-cgroup and --cpu-pod are different CPU sources; pick one"
+        )
+    if run.cpu_pod is None and (run.kubeconfig is not None or run.kube_context is not None):
+        raise CalibrationError("--kubeconfig and --context say where --cpu-pod's pod is")
+    if run.cpu_pid is not None:
+        return process_cpu(run.cpu_pid)
+    if run.cpu_cgroup is not None:
+        return cgroup_cpu(run.cpu_cgroup)
+    if run.cpu_pod is not None:
+        from sim.serving.calibrate.podcpu import window_too_short
+
+        source = pod_cpu(run.cpu_pod, run.kubeconfig, run.kube_context)
+        why = window_too_short(run.seconds, source.resolution_s, "--seconds")
+        if why is not None:
+            source.close()
+            raise CalibrationError(f"--cpu-pod {run.cpu_pod}: {why}")
+        return source
+    return None
+
+
 Progress = Callable[[str, dict[str, Any]], None]
 
 
@@ -185,13 +229,16 @@ def run_endpoint(run: EndpointRun, progress: Progress | None = None) -> dict[str
         raise CalibrationError(
             "--seconds must be > 0, --max-seconds >= --seconds and --repeats >= 1"
         )
-    if run.cpu_pid is not None and run.cpu_cgroup is not None:
-        raise CalibrationError("--cpu-pid and --cpu-cgroup are two CPU sources; pick one")
-    cpu: ProcessCpu | CgroupCpu | None = None
-    if run.cpu_pid is not None:
-        cpu = process_cpu(run.cpu_pid)
-    elif run.cpu_cgroup is not None:
-        cpu = cgroup_cpu(run.cpu_cgroup)
+    cpu = cpu_source(run)
+    try:
+        return _measure(run, cpu, report)
+    finally:
+        close = getattr(cpu, "close", None)
+        if close is not None:
+            close()
+
+
+def _measure(run: EndpointRun, cpu: CpuSource | None, report: Progress) -> dict[str, Any]:
     began = time.perf_counter()
     client = _Client(run.url, run.timeout)
     status_path = f"/v1/models/{run.model}"
@@ -207,10 +254,18 @@ def run_endpoint(run: EndpointRun, progress: Progress | None = None) -> dict[str
         raise CalibrationError(f"cannot reach {run.url}{status_path}: {error}") from None
     overhead = statistics.median(rtts)
     idle = 0.0
-    if cpu is not None:
+    idle_rule = "not observable without a CPU source; 0"
+    if cpu is not None and cpu.resolution_s > 0:
+        # The newest sample: the pod before the first POST (waiting a few resolutions for a
+        # difference would cost minutes for the same figure).
+        newest = getattr(cpu, "cores", None)
+        idle = max(0.0, newest()) if newest is not None else 0.0
+        idle_rule = f"measured: the newest sample before any request, from {cpu.description}"
+    elif cpu is not None:
         idle_s, cpu0, wall0 = 1.0, cpu.seconds(), time.perf_counter()
         time.sleep(idle_s)
         idle = max(0.0, (cpu.seconds() - cpu0) / (time.perf_counter() - wall0))
+        idle_rule = f"measured: {cpu.description} over 1 s before any request"
     jpeg = run.image.read_bytes()
     bodies = {b: rest_body(jpeg, b, run.signature) for b in (1, *run.batch)}
     where = f"POST {run.url}{predict_path}"
@@ -230,6 +285,7 @@ def run_endpoint(run: EndpointRun, progress: Progress | None = None) -> dict[str
             repeats=run.repeats,
             min_requests=run.min_requests,
             max_seconds=run.max_seconds,
+            settle=cpu.lag_s if cpu is not None else 0.0,
         )
         cores = window.cpu_cores if cpu is not None else run.cores
         if cores is None or cores <= 0:
@@ -284,11 +340,12 @@ def run_endpoint(run: EndpointRun, progress: Progress | None = None) -> dict[str
     cpu_method = (
         f"measured: {cpu.description}, over the window divided by its length, in cores"
         if cpu is not None
-        else f"unmeasured: no --cpu-pid or --cpu-cgroup was given, so every point's cpu_cores "
-        f"is --cores {run.cores:g}, assuming the server's intra-op threads spin while any "
-        "request is in flight, so a busy server shows all its cores busy"
+        else "unmeasured: no --cpu-pid, --cpu-cgroup or --cpu-pod was given, so every point's "
+        f"cpu_cores is --cores {run.cores:g}, assuming the server's intra-op threads spin while "
+        "any request is in flight, so a busy server shows all its cores busy"
     )
     name_at = run.machine_type or "endpoint"
+    source_provenance = getattr(cpu, "provenance", None)  # a pod source's own record
     data = {
         "schema_version": SCHEMA_VERSION,
         "name": run.name or f"{run.family}-{name_at}",
@@ -336,13 +393,12 @@ def run_endpoint(run: EndpointRun, progress: Progress | None = None) -> dict[str
                 "overhead": f"median round trip of 10 GET /v1/models/<model> on a keep-alive "
                 f"connection: {overhead:.4f} s; defaults.overhead_s is 0 because the ladder's "
                 "X and latency already include network and HTTP",
-                "idle_cpu_cores": f"measured: {cpu.description} over 1 s before any request"
-                if cpu is not None
-                else "not observable without a CPU source; 0",
+                "idle_cpu_cores": idle_rule,
                 "cold_factor": "the first POST's latency over the concurrency-1 median; "
                 "1 when the server had already served requests",
             },
             "ladder": {"knee": ladder.knee(measured), "measured": measured},
+            **({"cpu_source": source_provenance()} if source_provenance else {}),
             "warnings": spread_notices(points, run.max_seconds),
             "elapsed_s": time.perf_counter() - began,
         },

@@ -202,10 +202,13 @@ class Callers:
         min_requests: int,
         max_seconds: float,
         tolerance: float = SPREAD_TOLERANCE,
+        settle: float = 0.0,
     ) -> Window:
         """Measure one window at ``concurrency`` callers.
 
-        The window starts when the last caller completes its warm-up request and lasts
+        The window starts when the last caller completes its warm-up request (or, with
+        ``settle`` > 0, at the first completion ``settle`` seconds after that: a CPU source
+        that lags the server reflects the new load by then) and lasts
         ``seconds``, longer when needed for ``min_requests`` completions at the warm-up latency,
         never longer than ``max_seconds``. It is split into ``repeats`` equal sub-windows: while
         the relative range of their p50 or of their p95 exceeds ``tolerance``, the window
@@ -240,6 +243,9 @@ class Callers:
                 if done.start >= since and done.caller not in firsts:
                     firsts[done.caller] = done
         begin = max(firsts.values(), key=lambda d: d.end)
+        if settle > 0:
+            self._sleep_until(begin.end + settle)
+            begin = self._first_after(seen, begin.end + settle, since, patience)
         t0 = begin.end
         main0 = (self.clock(), self._cpu(), self.busy_clock() if self.busy_clock else None)
         warm = sorted(d.end - d.start for d in firsts.values())[concurrency // 2]
@@ -282,6 +288,17 @@ class Callers:
 
     def _cpu(self) -> float:
         return self.cpu_clock() if self.cpu_clock is not None else 0.0
+
+    def _first_after(self, index: int, when: float, since: float, patience: float) -> _Done:
+        """The first completion at or after ``when`` of a request started after ``since``."""
+        while True:
+            after = [d for d in self._since(index) if d.start >= since and d.end >= when]
+            if after:
+                return min(after, key=lambda d: d.end)
+            if self.clock() - when > patience:
+                raise TimeoutError(f"no request completed in {patience:.0f} s")
+            time.sleep(0.002)
+            self._check()
 
 
 def quietest(
