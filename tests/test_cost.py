@@ -12,6 +12,7 @@ from sim.cluster.catalog import machine_type
 from sim.cluster.cost import (
     GKE_CLUSTER_FEE_PER_HOUR,
     NodeBilling,
+    RunningBill,
     cluster_cost,
     cluster_fee,
     cost_at,
@@ -94,3 +95,44 @@ def test_cumulative_cost_never_decreases_and_honours_the_minimum(
         last = max(times)
         if last >= record.start:
             assert record.billed_seconds(last) >= 60.0
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    lives=st.lists(
+        st.tuples(
+            st.sampled_from(["n1-standard-4", "e2-standard-4"]),
+            st.floats(0, 300),
+            st.one_of(st.none(), st.floats(0, 400)),
+        ),
+        max_size=12,
+    ),
+    fee=st.booleans(),
+)
+def test_the_running_bill_is_the_cluster_cost_at_every_second(
+    lives: list[tuple[str, float, float | None]], fee: bool
+) -> None:
+    """Sampled once a second as the engine does, retired nodes billed once when they retire."""
+    nodes = [
+        (f"node-{i}", m, start, None if life is None else start + life)
+        for i, (m, start, life) in enumerate(lives)
+    ]
+    bill = RunningBill(management_fee=fee)
+    retired: list[str] = []
+    for t in range(0, 800, 7):
+        now = float(t)
+        live = [
+            (name, ("pool", m, s, None))
+            for name, m, s, e in nodes
+            if s <= now and (e is None or e > now)
+        ]
+        retiring = [
+            (name, ("pool", m, s, e))
+            for name, m, s, e in nodes
+            if e is not None and s <= e <= now and name not in retired
+        ]
+        retired += [name for name, _ in retiring]
+        ever = [("pool", m, s, e) for name, m, s, e in nodes if s <= now]
+        assert bill.total(live, retiring, now) == pytest.approx(
+            cluster_cost(ever, now, management_fee=fee), rel=1e-12, abs=1e-12
+        )

@@ -127,6 +127,41 @@ def as_billing(record: NodeRecord) -> NodeBilling:
     return NodeBilling.for_machine(f"{pool}@{start}", pool, machine_type(machine), start, end)
 
 
+class RunningBill:
+    """:func:`cluster_cost` sampled at increasing times (once a simulated second): a retired
+    node's bill is final, so it is added once when the node retires instead of at every
+    sample, and each live node's billing is built once."""
+
+    def __init__(self, *, management_fee: bool, cluster_start: float = 0.0) -> None:
+        self.management_fee = management_fee
+        self.cluster_start = cluster_start
+        self.closed = 0.0  # dollars of the nodes already retired
+        self.retired = 0  # how many of them
+        self._live: dict[str, NodeBilling] = {}
+
+    def total(
+        self,
+        live: Sequence[tuple[str, NodeRecord]],
+        retiring: Sequence[tuple[str, NodeRecord]],
+        t: float,
+    ) -> float:
+        """Dollars by ``t``: ``live``, the nodes now, and ``retiring``, those retired since the
+        last call, each as (name, record)."""
+        for name, record in retiring:
+            self._live.pop(name, None)
+            self.closed += as_billing(record).cost(t)
+        self.retired += len(retiring)
+        total = self.closed
+        for name, record in live:
+            billing = self._live.get(name)
+            if billing is None:
+                billing = self._live[name] = as_billing(record)
+            total += billing.cost(t)
+        if self.management_fee:
+            total += cluster_fee(t, self.cluster_start)
+        return total
+
+
 def cluster_cost(
     records: Iterable[NodeRecord],
     t: float,
