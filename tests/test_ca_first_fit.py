@@ -155,7 +155,7 @@ def test_scale_down_simulation_is_plain_first_fit(
     ref_unremovable = {}
     current = dict(dest)
     for cand in candidates:
-        if got.utilization[cand.name].value > options.timings.utilization_threshold:
+        if got.utilization[cand.name].value >= options.timings.utilization_threshold:
             ref_unremovable[cand.name] = "NotUnderutilized"
             continue
         trial = {k: v for k, v in current.items() if k != cand.name}

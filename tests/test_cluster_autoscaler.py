@@ -392,9 +392,10 @@ def test_pods_need_a_place_to_go() -> None:
     assert d.unremovable["b"] is UnremovableReason.RECENTLY_UNREMOVABLE
 
 
-def test_utilization_threshold_is_inclusive() -> None:
-    # 220m of DaemonSets + 1740m = 1960m = 0.5 of 3920m: underutilized; 1741m is not.
-    for cpu, unneeded in ((1740, True), (1741, False)):
+def test_a_node_at_exactly_the_threshold_is_not_underutilized() -> None:
+    # 220m of DaemonSets + 1740m = 1960m = exactly 0.5 of 3920m: not underutilized, as upstream
+    # eligibility.go (`utilization >= threshold` -> false); 1739m is below and is unneeded.
+    for cpu, unneeded in ((1739, True), (1740, False), (1741, False)):
         cluster = snap(
             [ready("n1", extras=True), ready("n2", small("s", cpu))], pools=[lab_pool(0, 3)]
         )

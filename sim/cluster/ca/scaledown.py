@@ -6,10 +6,12 @@ Two steps, as cluster-autoscaler/core/scaledown/planner/planner.go:
    found unremovable in the last ``--unremovable-node-recheck-timeout``, has no scale-down-
    disabled annotation, and its utilization (eligibility/eligibility.go: max of cpu and memory
    requests over allocatable, DaemonSet and mirror pods included; GPU utilization alone on GPU
-   nodes) is at or below the threshold. Its pods are then sorted by the drainability rules and
-   the movable ones placed, first fit by node name, on the other Ready nodes; placements are
-   kept and the node is dropped from the destinations, so later candidates see that load
-   (simulator/cluster.go ``SimulateNodeRemoval`` with a persisted snapshot).
+   nodes) is below the threshold (one exactly at it is not: ``isNodeBelowUtilizationThreshold``
+   returns false when ``utilization >= threshold``). Its pods are then sorted by the
+   drainability rules and the movable ones placed, first fit by node name, on the other Ready
+   nodes; placements are kept and the node is dropped from the destinations, so later
+   candidates see that load (simulator/cluster.go ``SimulateNodeRemoval`` with a persisted
+   snapshot).
 2. :func:`select_for_deletion` (``NodesToDelete``): unneeded for longer than
    ``scale_down_unneeded_time`` (strictly, unneeded/nodes.go), the pool above its min size
    counting deletions in progress, then the budgets (budgets/budgets.go ``CropNodes``): up to
@@ -134,7 +136,9 @@ def find_unneeded(
         util = utilization(cand.pool, cand.pods, options.ignore_daemonsets_utilization)
         result.utilization[cand.name] = util
         limit = options.gpu_utilization_threshold if util.resource == GPU_RESOURCE else threshold
-        if util.value > limit:
+        # eligibility.go isNodeBelowUtilizationThreshold: `if utilInfo.Utilization >= threshold
+        # { return false }`, so a node exactly at the threshold stays (NotUnderutilized).
+        if util.value >= limit:
             result.unremovable[cand.name] = UnremovableReason.NOT_UNDERUTILIZED
             continue
         to_move = pods_to_move(cand.pods, rules, ctx)
