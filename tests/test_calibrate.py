@@ -601,9 +601,10 @@ def test_endpoint_cpu_from_a_local_process(image: Path, tmp_path: Path) -> None:
     data = written(out)
     method = data["provenance"]["method"]
     assert method["cpu"].startswith(f"measured: /proc/{server.pid}/stat")
-    # each request spins 20 ms under one GIL: the server burns about one core, never two
+    # each request spins 20 ms under one GIL: the server burns at most about one core, never two
+    # (less when other work shares the machine; its CPU time, not the wall clock, is read)
     for p in data["points"]:
-        assert 0.3 < p["cpu_cores"] < 1.6, p
+        assert 0.05 < p["cpu_cores"] < 1.6, p
     assert data["defaults"]["idle_cpu_cores"] < 0.2
 
 
