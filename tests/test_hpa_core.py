@@ -312,6 +312,48 @@ def test_container_resource_counts_only_the_named_container() -> None:
     assert active.reason == ScalingActiveReason.FAILED_GET_CONTAINER_RESOURCE_METRIC
 
 
+def test_container_resource_with_a_pod_lacking_the_container_is_an_error() -> None:
+    # replica_calculator.go calculatePodRequestsFromContainers: "container %s not found in Pod
+    # %s". Pod c runs no "server" container, so the metric fails and the pass stops (no scale),
+    # even though a and b alone would propose 3.
+    with_server = {"server": {"cpu": 1000}, "sidecar": {"cpu": 500}}
+    pods = [
+        PodInfo(
+            n,
+            start_time=NOW - 3600,
+            ready_transition_time=NOW - 3500,
+            container_requests=with_server if n != "c" else {"sidecar": {"cpu": 500}},
+        )
+        for n in ("a", "b", "c")
+    ]
+    snapshot = MetricsSnapshot(
+        container_resource={"server": {"cpu": {"a": sample(900), "b": sample(900)}}}
+    )
+    spec = {
+        "maxReplicas": 10,
+        "metrics": [
+            {
+                "type": "ContainerResource",
+                "containerResource": {
+                    "name": "cpu",
+                    "container": "server",
+                    "target": {"type": "Utilization", "averageUtilization": 60},
+                },
+            }
+        ],
+    }
+    res = run(spec, 3, pods, snapshot)
+    assert res.metrics[0].error == "container server not found in Pod c"
+    assert not res.rescale and res.desired_replicas == 3
+    active = res.condition(ConditionType.SCALING_ACTIVE)
+    assert active is not None and active.status == "False"
+    assert active.reason == ScalingActiveReason.FAILED_GET_CONTAINER_RESOURCE_METRIC
+    assert [e.reason for e in res.events] == [
+        "FailedGetContainerResourceMetric",
+        "FailedComputeMetricsReplicas",
+    ]
+
+
 def test_several_metrics_take_the_largest_proposal() -> None:
     # cpu: 2 pods at 30% of 1000m vs 60% -> ratio 0.5 -> 1; qps: 2000m avg vs 500m -> ratio 4 -> 8.
     pods = [ready_pod("a", cpu=1000), ready_pod("b", cpu=1000)]

@@ -278,6 +278,13 @@ def test_no_scale_on_total_metric_failure(
     assert active is not None and active.status == "False"
     assert active.reason == failing[0][1]
     assert res.error is not None and f"({len(failing)} invalid out of {len(failing)})" in res.error
+    # One FailedGet*Metric warning per failing metric, then FailedComputeMetricsReplicas for
+    # the aborted pass (horizontal.go getUnableComputeReplicaCountCondition, reconcileAutoscaler).
+    assert [e.reason for e in res.events] == [
+        *(str(reason) for _, reason in failing),
+        "FailedComputeMetricsReplicas",
+    ]
+    assert res.events[-1].message == res.error
     expected = (
         history_before if history_before is not None else [TimestampedRecommendation(current, NOW)]
     )
@@ -320,7 +327,11 @@ def test_partial_failure_never_scales_down(
         assert (active.status, active.reason) == ("True", ScalingActiveReason.VALID_METRIC_FOUND)
         assert res.metric_desired == proposal
         assert res.desired_replicas >= current
-        assert any(e.reason == "FailedComputeMetricsReplicas" for e in res.events)
+        # The pass goes on: upstream only returns the error (retErr); FailedComputeMetricsReplicas
+        # belongs to the abort path. The failing metric still records its own warning.
+        reasons = [e.reason for e in res.events]
+        assert "FailedComputeMetricsReplicas" not in reasons
+        assert reasons.count(ScalingActiveReason.FAILED_GET_EXTERNAL_METRIC) == 1
 
 
 @FAST

@@ -30,7 +30,9 @@ apis/autoscaling/v2 defaults.go):
   period. The initial recommendation recorded on a fresh controller (no scale-down on the
   first pass).
 - Conditions AbleToScale / ScalingActive / ScalingLimited with upstream reasons, the
-  SuccessfulRescale and FailedComputeMetricsReplicas events, ``lastScaleTime``.
+  SuccessfulRescale event, a FailedGet*Metric warning per failing metric, and
+  FailedComputeMetricsReplicas only when a metric failure stops the pass (not when a partial
+  failure still scales up), ``lastScaleTime``.
 
 Not modelled:
 

@@ -405,6 +405,13 @@ def reconcile(
             now=now,
             config=cfg,
         )
+        # computeReplicasForMetric -> getUnableComputeReplicaCountCondition: each failing
+        # metric records a Warning event with its FailedGet*Metric reason, on either path.
+        events += [
+            Event("Warning", str(m.condition_reason), m.error)
+            for m in outcome.results
+            if m.error is not None and m.condition_reason is not None
+        ]
         active_status: Literal["True", "False"] = "False" if outcome.failed else "True"
         conditions.set(
             ConditionType.SCALING_ACTIVE,
@@ -413,6 +420,9 @@ def reconcile(
             outcome.condition_message,
         )
         if outcome.failed:
+            # horizontal.go reconcileAutoscaler: FailedComputeMetricsReplicas is recorded only
+            # here, where `err != nil && metricDesiredReplicas == -1` stops the pass; a partial
+            # failure that still scales up only returns the error (retErr), with no such event.
             message = outcome.error or "failed to compute desired number of replicas"
             return ReconcileResult(
                 current_replicas=current_replicas,
@@ -421,7 +431,7 @@ def reconcile(
                 reason=f"failed to compute desired number of replicas: {message}",
                 metrics=outcome.results,
                 conditions=conditions.freeze(),
-                events=(Event("Warning", "FailedComputeMetricsReplicas", message),),
+                events=(*events, Event("Warning", "FailedComputeMetricsReplicas", message)),
                 error=message,
             )
         metric_desired = outcome.replicas
@@ -474,9 +484,6 @@ def reconcile(
         memory.last_scale_time = now
     else:
         desired = current_replicas
-    if outcome is not None and outcome.error is not None:
-        events.append(Event("Warning", "FailedComputeMetricsReplicas", outcome.error))
-
     return ReconcileResult(
         current_replicas=current_replicas,
         desired_replicas=desired,

@@ -139,8 +139,9 @@ def calculate_pod_requests(
 ) -> dict[str, int]:
     """Mirrors ``calculatePodRequests``: the request of every listed pod, ignored ones included.
 
-    Without ``container`` this is the pod-level request; with it, only that container counts
-    (a pod without the container contributes 0, as upstream's loop finds nothing to add).
+    Without ``container`` this is the pod-level request; with it, only that container counts,
+    and a listed pod without that container is an error, as upstream's
+    ``calculatePodRequestsFromContainers`` ("container %s not found in Pod %s").
     """
     requests: dict[str, int] = {}
     for pod in pods:
@@ -151,13 +152,14 @@ def calculate_pod_requests(
         else:
             per_container = pod.container_requests.get(container)
             if per_container is None:
-                requests[pod.name] = 0
-            elif resource not in per_container:
+                # replica_calculator.go calculatePodRequestsFromContainers: `if container != ""
+                # { return 0, fmt.Errorf("container %s not found in Pod %s", ...) }`
+                raise MetricError(f"container {container} not found in Pod {pod.name}")
+            if resource not in per_container:
                 raise MetricError(
                     f"missing request for {resource} in container {container} of Pod {pod.name}"
                 )
-            else:
-                requests[pod.name] = per_container[resource]
+            requests[pod.name] = per_container[resource]
     return requests
 
 
