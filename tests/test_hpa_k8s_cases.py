@@ -1,10 +1,13 @@
 """Upstream Kubernetes HPA test facts (JSON case files) run against sim.hpa.
 
-Files: ``$SCALELAB_HPA_CASES`` (paths joined by ``:``), else ``../shared/hpa/k8s_cases.json``
-and ``k8s_cases_reconcile.json``. One pytest case per JSON case, id = its ``source``. Each
+Files: ``$SCALELAB_HPA_CASES`` (paths joined by ``:``), else every
+``../shared/hpa/k8s_cases*.json``. One pytest case per JSON case, id = its ``source``. Each
 ``kind`` (and for ``behavior`` each ``stage``) calls exactly the function the upstream test
-calls; an unknown kind/stage fails, and so does any ``expected*`` field the runner did not
-check, so a new file cannot pass by being ignored.
+calls, and the case's ``function_under_test`` must name it. An unknown kind/stage fails, and
+so does any field, at any depth, that the run did not read: a wrong ``message`` inside
+``expected_conditions`` or a misspelt input cannot pass by being ignored. Only the descriptive
+fields (:data:`DESCRIPTIVE`, ``*_note``) need no reader; an input the upstream function does not
+take must be null.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -49,45 +52,140 @@ from sim.hpa.types import (
 )
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "hpa"
-DEFAULT_FILES = [SHARED / "k8s_cases.json", SHARED / "k8s_cases_reconcile.json"]
 #: The evaluation instant; case times are offsets from it (-1e11 stands for Go's zero time).
 NOW = 1_000_000.0
 
 
-class Case:
-    """A JSON case that records which keys were read, to catch unchecked expectations."""
+Key = str | int
+#: Fields that describe a case for people and steer nothing: they need not be read.
+DESCRIPTIVE = frozenset(
+    {
+        "source",
+        "test_name",
+        "table_case_name",
+        "time_semantics",
+        "field_semantics",
+        "upstream_comment",
+        "note",
+        "notes",
+        "skipped_reason",
+    }
+)
 
-    def __init__(self, data: dict[str, Any]) -> None:
+
+def _descriptive(key: Key) -> bool:
+    return isinstance(key, str) and (key in DESCRIPTIVE or key.endswith(("_note", "_notes")))
+
+
+class _Reads:
+    """Which paths of one case were read: one by one (``paths``), or as a whole (``whole``)."""
+
+    def __init__(self) -> None:
+        self.paths: set[tuple[Key, ...]] = set()
+        self.whole: set[tuple[Key, ...]] = set()
+
+
+def _wrap(value: Any, path: tuple[Key, ...], reads: _Reads) -> Any:
+    if isinstance(value, dict):
+        return CaseDict(value, path, reads)
+    if isinstance(value, list):
+        return CaseList(value, path, reads)
+    return value
+
+
+class CaseDict:
+    """A JSON object of a case that records which of its fields were read, at any depth."""
+
+    def __init__(self, data: dict[str, Any], path: tuple[Key, ...], reads: _Reads) -> None:
         self.data = data
-        self.read: set[str] = set()
+        self.path = path
+        self.reads = reads
 
     def __getitem__(self, key: str) -> Any:
-        self.read.add(key)
-        return self.data[key]
+        self.reads.paths.add((*self.path, key))
+        return _wrap(self.data[key], (*self.path, key), self.reads)
 
     def get(self, key: str, default: Any = None) -> Any:
-        self.read.add(key)
-        return self.data.get(key, default)
+        return self[key] if key in self.data else default
 
     def __contains__(self, key: str) -> bool:
         return key in self.data
 
-    def unchecked_expectations(self) -> list[str]:
-        return [
-            k
-            for k, v in self.data.items()
-            if k.startswith("expect")
-            and not k.endswith(("_note", "_notes"))
-            and v is not None
-            and k not in self.read
-        ]
+    def keys(self) -> list[str]:
+        return list(self.data)
+
+    def items(self) -> list[tuple[str, Any]]:
+        return [(key, self[key]) for key in self.data]
 
 
-def _case_files() -> list[Path]:
+class CaseList:
+    """A JSON array of a case; iterating or comparing it reads its items."""
+
+    def __init__(self, data: list[Any], path: tuple[Key, ...], reads: _Reads) -> None:
+        self.data = data
+        self.path = path
+        self.reads = reads
+
+    def __getitem__(self, index: int) -> Any:
+        self.reads.paths.add((*self.path, index))
+        return _wrap(self.data[index], (*self.path, index), self.reads)
+
+    def __iter__(self) -> Iterator[Any]:
+        return (self[i] for i in range(len(self.data)))
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __eq__(self, other: object) -> bool:
+        self.reads.whole.add(self.path)
+        return self.data == other
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+class Case(CaseDict):
+    """One JSON case; :meth:`unread` lists every field, at any depth, that nothing read."""
+
+    def __init__(self, data: dict[str, Any]) -> None:
+        super().__init__(data, (), _Reads())
+
+    def unread(self) -> list[str]:
+        out: list[str] = []
+
+        def walk(value: Any, path: tuple[Key, ...]) -> None:
+            if any(path[:i] in self.reads.whole for i in range(len(path) + 1)):
+                return
+            if isinstance(value, dict) and value:
+                for key, item in value.items():
+                    if not _descriptive(key):
+                        walk(item, (*path, key))
+            elif isinstance(value, list) and value:
+                for index, item in enumerate(value):
+                    walk(item, (*path, index))
+            elif path not in self.reads.paths:
+                out.append("".join(f"[{k}]" if isinstance(k, int) else f".{k}" for k in path)[1:])
+
+        walk(self.data, ())
+        return out
+
+
+def _unset(case: CaseDict, *keys: str) -> None:
+    """Fields the upstream function under test does not take: a case may carry them only as
+    null (or empty), since a value there would be a fact this runner cannot check."""
+    for key in keys:
+        if key in case:
+            value = case[key]
+            raw = value.data if isinstance(value, CaseList | CaseDict) else value
+            assert raw is None or raw in ([], {}), (
+                f"{key}={raw!r} is not an input of the function under test"
+            )
+
+
+def _case_files(shared: Path = SHARED) -> list[Path]:
     env = os.environ.get("SCALELAB_HPA_CASES")
     if env:
         return [Path(p) for p in env.split(":") if p]
-    return DEFAULT_FILES
+    return sorted(shared.glob("k8s_cases*.json")) or [shared / "k8s_cases*.json"]
 
 
 def _load() -> list[Any]:
@@ -266,12 +364,14 @@ def run_replica_calc(case: Case) -> None:
             container=container,
         )
 
-    if case.get("expect_error"):
+    if case["expect_error"]:
         with pytest.raises(MetricError) as info:
             call()
         if case.get("expected_error_substring"):
             assert case["expected_error_substring"] in str(info.value)
+        _unset(case, "expected_replicas", "expected_utilization", "expected_raw_average_milli")
         return
+    _unset(case, "expected_error_substring")
     result = call()
     assert result.replicas == case["expected_replicas"]
     if case.get("expected_utilization") is not None:
@@ -305,6 +405,10 @@ def stage_stabilize_only(case: Case) -> None:
     behavior = case["behavior"] or {}
     up = (behavior.get("scale_up") or {}).get("stabilization_window_s")
     down = (behavior.get("scale_down") or {}).get("stabilization_window_s")
+    for direction in ("scale_up", "scale_down"):
+        if behavior.get(direction) is not None:
+            _unset(behavior[direction], "select_policy", "policies")
+    _unset(case, "min_replicas", "max_replicas")
     up_window = DEFAULT_SCALE_UP_RULES.stabilization_window_seconds if up is None else up
     down_window = ControllerConfig().downscale_stabilization_window if down is None else down
     memory = _memory(case)
@@ -325,6 +429,7 @@ def stage_legacy_stabilize_only(case: Case) -> None:
     """Legacy stabilizeRecommendation (behavior == nil)."""
     window = case.get("downscale_stabilization_window_s")
     memory = _memory(case)
+    _unset(case, "behavior", "current_replicas", "min_replicas", "max_replicas")
     stab = stabilize_recommendation(
         memory,
         case["prenormalized_desired_replicas"],
@@ -339,6 +444,7 @@ def stage_legacy_stabilize_only(case: Case) -> None:
 def stage_legacy_clamp_only(case: Case) -> None:
     """convertDesiredReplicasWithRules with the case's scale-up factor and minimum."""
     defaults = ControllerConfig()
+    _unset(case, "behavior", "recommendations", "scale_up_events", "scale_down_events")
     limited = convert_desired_replicas_with_rules(
         case["current_replicas"],
         case["prenormalized_desired_replicas"],
@@ -369,6 +475,9 @@ def _limit_stage(case: Case, up: bool) -> None:
     )
     assert limit == case["expected_replicas"]
     assert case.get("expected_condition_reason") is None, "limit functions return no reason"
+    _unset(
+        case, "prenormalized_desired_replicas", "min_replicas", "max_replicas", "recommendations"
+    )
 
 
 def stage_scale_up_limit_only(case: Case) -> None:
@@ -391,11 +500,11 @@ BEHAVIOR_STAGES: dict[str, Callable[[Case], None]] = {
 }
 
 
-def run_behavior(case: Case) -> None:
+def _stage(case: Case) -> Callable[[Case], None]:
     stage = case.get("stage")
     if stage not in BEHAVIOR_STAGES:
         pytest.fail(f"unknown behavior stage {stage!r}; known: {sorted(BEHAVIOR_STAGES)}")
-    BEHAVIOR_STAGES[stage](case)
+    return BEHAVIOR_STAGES[stage]
 
 
 def run_end_to_end(case: Case) -> None:
@@ -451,9 +560,16 @@ def run_end_to_end(case: Case) -> None:
     )
     assert result.desired_replicas == case["expected_replicas"]
     if case.get("expected_conditions") is not None:
-        got = {str(c.type): (c.status, str(c.reason)) for c in result.conditions}
-        want = {c["type"]: (c["status"], c["reason"]) for c in case["expected_conditions"]}
-        assert got == want
+        got = {str(c.type): c for c in result.conditions}
+        want = {c["type"]: c for c in case["expected_conditions"]}
+        assert sorted(got) == sorted(want), "condition types"
+        for kind, expected in want.items():
+            assert (got[kind].status, str(got[kind].reason)) == (
+                expected["status"],
+                expected["reason"],
+            ), kind
+            if expected.get("message") is not None:
+                assert got[kind].message == expected["message"], f"{kind} message"
     if case.get("expected_cpu_utilization") is not None:
         assert result.utilization("cpu") == case["expected_cpu_utilization"]
 
@@ -506,23 +622,126 @@ def run_store_scale_event(case: Case) -> None:
         assert other == [], "an event must only go to its own direction's list"
 
 
+#: The upstream function each runner calls, as the case's ``function_under_test`` names it.
+FUNCTIONS: dict[Callable[[Case], None], tuple[str, ...]] = {
+    run_replica_calc: ("GetResourceReplicas",),
+    stage_rate_limit_only: ("convertDesiredReplicasWithBehaviorRate",),
+    stage_stabilize_only: ("stabilizeRecommendationWithBehaviors",),
+    stage_legacy_stabilize_only: ("stabilizeRecommendation",),
+    stage_legacy_clamp_only: ("convertDesiredReplicasWithRules",),
+    stage_scale_up_limit_only: ("calculateScaleUpLimitWithScalingRules",),
+    stage_scale_down_limit_only: ("calculateScaleDownLimitWithBehaviors",),
+    run_end_to_end: ("reconcileAutoscaler",),
+    run_group_pods: ("groupPods",),
+    run_store_scale_event: ("getReplicasChangePerPeriod", "storeScaleEvent"),
+}
+
 KINDS: dict[str, Callable[[Case], None]] = {
     "replica_calc": run_replica_calc,
-    "behavior": run_behavior,
+    "behavior": lambda case: _stage(case)(case),
     "end_to_end": run_end_to_end,
     "group_pods": run_group_pods,
     "store_scale_event": run_store_scale_event,
 }
 
 
-@pytest.mark.parametrize(("data", "path"), _load())
-def test_k8s_case(data: dict[str, Any] | None, path: str) -> None:
-    if data is None:
-        pytest.fail(f"case file not found: {path}")
+def run_case(data: dict[str, Any], path: str = "<case>") -> None:
+    """Run one case; fail on an unknown kind or stage, a ``function_under_test`` that is not the
+    function run, or any field, at any depth, that the run did not read."""
     case = Case(data)
     kind = case.get("kind")
     if kind not in KINDS:
         pytest.fail(f"unknown case kind {kind!r} in {path}; known: {sorted(KINDS)}")
-    KINDS[kind](case)
-    unchecked = case.unchecked_expectations()
-    assert not unchecked, f"expectations the runner did not check: {unchecked}"
+    runner = _stage(case) if kind == "behavior" else KINDS[kind]
+    runner(case)
+    named = case["function_under_test"]
+    for function in FUNCTIONS[runner]:
+        assert re.search(rf"\b{function}\b", named), f"runs {function}, the case names {named!r}"
+    if case.get("skipped_in_upstream"):
+        # The table entry exists upstream but its loop skips it; its facts still hold here.
+        assert case.get("skipped_reason"), "a case skipped upstream says why"
+    unread = case.unread()
+    assert not unread, (
+        f"fields the runner did not read (a typo, or a fact it does not check): {unread}"
+    )
+
+
+@pytest.mark.parametrize(("data", "path"), _load())
+def test_k8s_case(data: dict[str, Any] | None, path: str) -> None:
+    if data is None:
+        pytest.fail(f"case file not found: {path}")
+    run_case(data, path)
+
+
+# ----------------------------------------------------------------------------- the runner itself
+def _reconcile_case() -> dict[str, Any]:
+    path = SHARED / "k8s_cases_reconcile.json"
+    if not path.is_file():
+        pytest.skip(f"{path} is absent")
+    cases = json.loads(path.read_text())
+    return next(
+        c
+        for c in cases
+        if c["kind"] == "end_to_end"
+        and {"type": "ScalingActive", "status": "True", "reason": "ValidMetricFound"}
+        in c["expected_conditions"]
+    )
+
+
+def _fails(data: dict[str, Any], match: str) -> None:
+    with pytest.raises(AssertionError, match=match):
+        run_case(data)
+
+
+def test_runner_checks_condition_messages() -> None:
+    case = _reconcile_case()
+    run_case(case)
+    conditions = [dict(c) for c in case["expected_conditions"]]
+    active = next(i for i, c in enumerate(conditions) if c["type"] == "ScalingActive")
+    # Upstream's message (horizontal.go computeReplicasForMetrics, computeStatusForResourceMetric)
+    right = "the HPA was able to successfully calculate a replica count from cpu resource "
+    right += "utilization (percentage of request)"
+    conditions[active]["message"] = right
+    run_case({**case, "expected_conditions": conditions})
+    conditions[active]["message"] = "a message nothing produces"
+    _fails({**case, "expected_conditions": conditions}, "ScalingActive message")
+
+
+def test_runner_fails_on_a_field_it_does_not_read_at_any_depth() -> None:
+    case = _reconcile_case()
+    _fails({**case, "tolerence": 0.2}, r"\['tolerence'\]")
+    pods = [dict(p) for p in case["pods"]]
+    pods[0]["cpu_limit_milli"] = 500
+    _fails({**case, "pods": pods}, r"pods\[0\]\.cpu_limit_milli")
+    conditions = [dict(c) for c in case["expected_conditions"]]
+    conditions[0]["lastTransitionTime"] = "2024-01-01T00:00:00Z"
+    _fails({**case, "expected_conditions": conditions}, "lastTransitionTime")
+    # A note is for people: it needs no reader.
+    run_case({**case, "pods_note": "anything"})
+
+
+def test_runner_checks_the_function_named_and_unused_inputs() -> None:
+    case = _reconcile_case()
+    _fails({**case, "function_under_test": "HorizontalController.groupPods"}, "reconcileAutoscaler")
+    legacy = next(
+        c
+        for c in json.loads((SHARED / "k8s_cases.json").read_text())
+        if c.get("stage") == "legacy_clamp_only"
+    )
+    run_case(legacy)
+    # convertDesiredReplicasWithRules reads no history: a case stating one cannot be checked.
+    _fails({**legacy, "recommendations": [{"offset_s": -60, "replicas": 9}]}, "not an input")
+
+
+def test_every_case_file_in_shared_is_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SCALELAB_HPA_CASES", raising=False)
+    for name in ("k8s_cases.json", "k8s_cases_zeta.json", "k8s_cases_alpha.json", "other.json"):
+        (tmp_path / name).write_text("[]")
+    assert [p.name for p in _case_files(tmp_path)] == [
+        "k8s_cases.json",
+        "k8s_cases_alpha.json",
+        "k8s_cases_zeta.json",
+    ]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert _case_files(empty) == [empty / "k8s_cases*.json"]  # reported as a missing file
