@@ -11,13 +11,15 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from sim import __version__
 from sim.backtest.cli import register as register_backtest
-from sim.console import err, fail
+from sim.console import err, fail, route_warnings
 from sim.errors import ScenarioError, UserError
 from sim.events_cli import register as register_events
 from sim.outputs import claim, publish
 from sim.plugins import load_plugins
 from sim.serving.calibrate.cli import register as register_calibrate
+from sim.serving.profile import ProfileError
 from sim.sweep.cli import register as register_sweep
 
 if TYPE_CHECKING:
@@ -28,6 +30,7 @@ HELP = """Simulate how a TF Serving deployment autoscales on Kubernetes, and wha
 
 \b
 Examples:
+  scalelab run gsp777                       # a packaged scenario, by name, from anywhere
   scalelab run scenarios/gsp777.yaml
   scalelab run scenarios/gsp777.yaml --seed 7 --set hpa.maxReplicas=6 --out out/max6
   scalelab run scenarios/gsp777.yaml --set cluster.node_pool.machine_type=e2-standard-4
@@ -37,6 +40,26 @@ Examples:
 
 app = typer.Typer(help=HELP, no_args_is_help=True, add_completion=False, rich_markup_mode=None)
 
+
+def _version(shown: bool) -> None:
+    if shown:
+        print(f"scalelab {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _every_command(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="print the version and exit"
+        ),
+    ] = False,
+) -> None:
+    route_warnings()
+
+
+SCENARIO_HELP = "scenario YAML file, or a packaged scenario's name: gsp777, spike, diurnal"
 SetOption = Annotated[
     list[str] | None,
     typer.Option("--set", help="override a scenario field: dotted.path=value (repeatable)"),
@@ -61,7 +84,7 @@ def load(scenario: Path, overrides: list[str] | None, debug: bool) -> Scenario:
 
 @app.command()
 def validate(
-    scenario: Annotated[Path, typer.Argument(help="scenario YAML file")],
+    scenario: Annotated[Path, typer.Argument(help=SCENARIO_HELP)],
     set_: SetOption = None,
     debug: DebugOption = False,
 ) -> None:
@@ -72,7 +95,7 @@ def validate(
 
 @app.command()
 def run(
-    scenario: Annotated[Path, typer.Argument(help="scenario YAML file")],
+    scenario: Annotated[Path, typer.Argument(help=SCENARIO_HELP)],
     out: Annotated[Path | None, typer.Option(help="output directory [default: out/<name>]")] = None,
     seed: Annotated[int | None, typer.Option(help="random seed [default: the scenario's]")] = None,
     set_: SetOption = None,
@@ -146,6 +169,8 @@ def run(
     except KeyboardInterrupt:
         err.print(f"interrupted: nothing written to {target}", highlight=False, markup=False)
         raise typer.Exit(130) from None
+    except ProfileError as error:  # a profile file that exists but is not a valid profile
+        fail(error, debug)
 
     def write(staging: Path) -> None:
         trace.write(staging)

@@ -13,6 +13,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from sim.bundled import resolve_scenario
 from sim.errors import Problem, ScenarioError
 from sim.scenario import Scenario
 
@@ -102,14 +103,48 @@ def build_scenario(
         raise ScenarioError(where, _problems(err)) from None
 
 
+#: Fields that name a file: in a scenario file relative to that file's directory (as
+#: kustomize reads a kustomization's paths); typed on the command line (``--set``) relative to
+#: the current directory, as every other command-line path is.
+FILE_FIELDS = ("deployment.manifest", "hpa.manifest", "load.rate.file", "load.shape.file")
+PROFILE_FILE = ("serving.profile",)
+PROFILE_SUFFIXES = (".yaml", ".yml", ".json")  # sim.serving.profile.profile_for reads these
+
+
+def names_file(dotted: str, value: Any) -> bool:
+    """Whether ``value`` at ``dotted`` is a file path (a profile only by its suffix: a bare
+    name is a packaged profile family)."""
+    if not isinstance(value, str) or not value:
+        return False
+    if dotted in PROFILE_FILE:
+        return value.endswith(PROFILE_SUFFIXES)
+    return dotted in FILE_FIELDS
+
+
+def command_line_paths(path: str, value: Any, cwd: Path | None = None) -> Any:
+    """``value`` set at ``path`` from the command line, with the files it names made absolute
+    against ``cwd`` (default: the current directory), also inside a mapping set whole
+    (``--set load.rate={kind: replay, file: r.csv}``)."""
+    here = cwd or Path.cwd()
+
+    def absolute(dotted: str, item: Any) -> Any:
+        if names_file(dotted, item) and not Path(item).is_absolute():
+            return str(here / item)
+        if isinstance(item, dict):
+            return {k: absolute(f"{dotted}.{k}", v) for k, v in item.items()}
+        return item
+
+    return absolute(path, value)
+
+
 def with_overrides(data: dict[str, Any], source: str, overrides: list[str] | None) -> dict:
     """A copy of the raw mapping with ``--set`` overrides applied (ScenarioError if one is
-    malformed)."""
+    malformed); file paths in them are taken from the current directory."""
     data = copy.deepcopy(data)
     for text in overrides or []:
         try:
             path, value = parse_override(text)
-            set_path(data, path, value)
+            set_path(data, path, command_line_paths(path, value))
         except ValueError as err:
             raise ScenarioError(
                 f"{source} (--set {text})", [Problem(text, text, str(err))]
@@ -155,8 +190,8 @@ def read_scenario(
     path: str | Path, overrides: list[str] | None = None
 ) -> tuple[Scenario, dict[str, Any]]:
     """The validated scenario and the raw mapping it came from (overrides applied), for
-    :func:`sim.lint.scenario_notes`."""
-    path = Path(path)
+    :func:`sim.lint.scenario_notes`. ``path`` may be a packaged scenario's name (``gsp777``)."""
+    path = resolve_scenario(path)
     data = read_scenario_data(path)
     data.setdefault("name", path.stem)
     scenario = build_scenario(data, str(path), overrides, base_dir=path.parent)

@@ -366,6 +366,32 @@ class Serving(Strict):
         1.0, description="SIGTERM -> pod gone (kubelet cleanup, assumed)"
     )
 
+    @field_validator("profile")
+    @classmethod
+    def _profile_beside_scenario(cls, value: str, info: ValidationInfo) -> str:
+        """A profile file is read when the run starts, so its path is made absolute (resolved)
+        against the scenario's directory now (as manifests and replay files are read): a scenario
+        written elsewhere (a counterexample, a sweep's point) still finds it."""
+        from sim.serving import profile as profiles  # not at import: profiles read data files
+
+        if not value.endswith((".yaml", ".yml", ".json")):
+            shipped = profiles.builtin_profiles()
+            if any(value in (p.family, p.name) for p in shipped):
+                return value
+            families = sorted({p.family for p in shipped})
+            raise ValueError(
+                f"unknown profile {value!r}: a packaged family ({', '.join(families)}), a "
+                "profile's name, or a profile file (.yaml, .yml, .json)"
+            )
+        base = Path((info.context or {}).get("base_dir", "."))
+        path = (base / value).resolve()
+        if not path.is_file():
+            raise ValueError(
+                f"no profile file at {path} (in a scenario file a path is relative to that "
+                "file's directory; with --set, to the current directory)"
+            )
+        return str(path)
+
 
 class Metrics(Strict):
     """metrics-server: usage is the rate between the last two scrapes."""

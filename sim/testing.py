@@ -9,7 +9,7 @@ counterexample::
     @settings(max_examples=10, deadline=None)
     @given(load=spikes(base_rps=1, max_factor=6))
     def test_p95_under_slo(load):
-        trace = simulate("scenarios/gsp777.yaml", load=load, duration="20m")
+        trace = simulate("gsp777", load=load, duration="20m")  # or a scenario file
         assert trace.p95_latency(after="5m") < 15
 
 Every ``simulate`` call writes the scenario it ran to ``<SCALELAB_COUNTEREXAMPLES or
@@ -28,6 +28,7 @@ from hypothesis import note
 from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
 
+from sim.bundled import resolve_scenario
 from sim.engine import simulate as _simulate
 from sim.loader import build_scenario, dump_scenario, read_scenario_data
 from sim.scenario import Scenario
@@ -196,7 +197,7 @@ def hpa_specs(
 def _base(base: str | Path | Scenario) -> tuple[dict[str, Any], str, Path]:
     if isinstance(base, Scenario):
         return base.model_dump(mode="json", by_alias=True, exclude_none=True), base.name, Path(".")
-    path = Path(base)
+    path = resolve_scenario(base)  # a file, or a packaged scenario's name: "gsp777"
     data = read_scenario_data(path)
     data.setdefault("name", path.stem)
     return data, str(path), path.parent

@@ -111,15 +111,28 @@ class World:
 
     def profile(self, machine: str) -> Profile:
         if machine not in self._profiles:
-            profile = profile_for(self.scenario.serving.profile, machine)
+            source = self.scenario.serving.profile
+            profile = profile_for(source, machine)
             self._profiles[machine] = profile
+            # Which measurement the run stands on: said whenever it is not the packaged
+            # profile measured for this machine type.
+            from_file = {"file": source} if source.endswith((".yaml", ".yml", ".json")) else {}
             if profile.scaled_from:
                 self.log(
                     "profile",
                     machine_type=machine,
                     profile=profile.name,
                     scaled_from=profile.scaled_from,
+                    **from_file,
                     note="no profile measured for this machine type: rescaled by speed factor",
+                )
+            elif from_file:
+                self.log(
+                    "profile",
+                    machine_type=machine,
+                    profile=profile.name,
+                    **from_file,
+                    note="read from the scenario's profile file",
                 )
         return self._profiles[machine]
 

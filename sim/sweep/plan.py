@@ -13,8 +13,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sim.bundled import resolve_scenario
 from sim.errors import Problem, ScenarioError
-from sim.loader import build_scenario, parse_path, read_scenario_data, scenario_sha256, set_path
+from sim.loader import (
+    build_scenario,
+    command_line_paths,
+    parse_path,
+    read_scenario_data,
+    scenario_sha256,
+    set_path,
+)
 from sim.scenario import Scenario
 from sim.sweep.axes import LOAD_SCALE, Axis, SweepError, scale_load, sweep_error
 
@@ -51,12 +59,14 @@ class Base:
 
 
 def load_base(path: Path, overrides: Sequence[tuple[str, Any]] = ()) -> Base:
-    """Read the scenario and apply overrides; ScenarioError if either is wrong."""
+    """Read the scenario (a file or a packaged scenario's name) and apply overrides (their file
+    paths from the current directory); ScenarioError if either is wrong."""
+    path = resolve_scenario(path)
     data = read_scenario_data(path)
     data.setdefault("name", path.stem)
     for key, value in overrides:
         try:
-            set_path(data, key, value)
+            set_path(data, key, command_line_paths(key, value))
         except ValueError as err:
             raise ScenarioError(f"{path} (--set {key})", [Problem(key, value, str(err))]) from None
     source = str(path)

@@ -31,7 +31,11 @@ def run_one(scenario: Scenario, seed: int) -> Record:
 
 
 def ignore_sigint() -> None:
-    """Worker initializer: Ctrl-C is the parent's to handle (it cancels and saves progress)."""
+    """Worker initializer: Ctrl-C is the parent's to handle (it cancels and saves progress);
+    warnings print as the CLI's do (a forkserver's workers do not inherit its hook)."""
     import signal
 
+    from sim.console import route_warnings
+
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    route_warnings()
