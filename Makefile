@@ -1,16 +1,32 @@
 # The two commands in README: `make run` and `make test`. Both work from a fresh clone.
+# `make run` installs only what simulating needs (pyproject's dependencies: no TensorFlow, no
+# test extra); `make test` installs the test extra into the same .venv, upgrading one that
+# `make run` made. Each stamp says what the venv holds; editing pyproject.toml redoes both.
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+RUN_STAMP := $(VENV)/.installed-run
+LOG := $(VENV)/install.log
 
 .PHONY: run test lint bench clean
 
-$(STAMP): pyproject.toml
-	$(PY) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip > $(VENV)/install.log 2>&1 || (cat $(VENV)/install.log; exit 1)
-	$(BIN)/pip install -q -e '.[test]' >> $(VENV)/install.log 2>&1 || (cat $(VENV)/install.log; exit 1)
-	touch $(STAMP)
+$(BIN)/python:
+	@echo "creating the virtual environment $(VENV) ($(PY) -m venv)"
+	@$(PY) -m venv $(VENV)
+
+# Everything the tests need (the test extra: TensorFlow, the cloud clients, linters).
+$(STAMP): pyproject.toml | $(BIN)/python
+	@echo "installing scalelab with its test extra into $(VENV) (TensorFlow included: minutes; log: $(LOG))"
+	@$(BIN)/pip install -q --upgrade pip > $(LOG) 2>&1 || (cat $(LOG); exit 1)
+	@$(BIN)/pip install -q -e '.[test]' >> $(LOG) 2>&1 || (cat $(LOG); exit 1)
+	@touch $(STAMP) $(RUN_STAMP)
+
+# What simulating needs; a venv `make test` installed already has it.
+$(RUN_STAMP): pyproject.toml | $(BIN)/python
+	@if [ $(STAMP) -nt pyproject.toml ]; then touch $(RUN_STAMP); else \
+	  echo "installing scalelab and what simulating needs into $(VENV) (simpy, pydantic, numpy, plotly, ...; log: $(LOG))" && \
+	  ($(BIN)/pip install -q -e . > $(LOG) 2>&1 || (cat $(LOG); exit 1)) && touch $(RUN_STAMP); fi
 
 # The oldest kubernetes client pyproject allows, over the main venv's other packages (a .pth
 # adds them after its own site-packages), for tests/test_cloud_credentials.py.
@@ -24,8 +40,9 @@ $(OLDEST_STAMP): $(STAMP)
 	$(OLDEST)/bin/python -c "import sysconfig, pathlib, sys; pathlib.Path(sysconfig.get_paths()['purelib'], 'scalelab-main-venv.pth').write_text('import site; site.addsitedir(%r)\n' % sys.argv[1])" "$$($(BIN)/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")"
 	touch $(OLDEST_STAMP)
 
-run: $(STAMP)
-	$(BIN)/scalelab run scenarios/gsp777.yaml --out out/gsp777
+run: $(RUN_STAMP)
+	@echo "simulating scenarios/gsp777.yaml (the lab, 30 simulated minutes) into out/gsp777"
+	@$(BIN)/scalelab run scenarios/gsp777.yaml --out out/gsp777
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -347,7 +347,16 @@ load_plugins(app)
 
 
 def main() -> None:
-    app()
+    from sim.extras import missing_extra
+
+    try:
+        app()
+    except ModuleNotFoundError as error:  # a feature whose extra is not installed
+        missing = missing_extra(error)
+        if missing is None or "--debug" in sys.argv:
+            raise
+        err.print(f"[red]error:[/red] {escape(str(missing))}", highlight=False, soft_wrap=True)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

@@ -333,6 +333,12 @@ def _backtest(**o) -> None:  # type: ignore[no-untyped-def]
         if o["resolution"] <= 0:
             raise UserError(f"--resolution must be > 0, got {o['resolution']}")
         resolution = o["resolution"]
+    from sim.extras import require  # its packages are an extra: say so before --out is made
+
+    require(
+        ["prometheus_api_client" if o["prometheus"] is not None else "prometheus_client"],
+        "scalelab backtest",
+    )
     claim(o["out"], "backtest", force=o["force"])
 
     if o["prometheus"] is not None:

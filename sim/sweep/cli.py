@@ -482,6 +482,14 @@ def _main(
     quiet: bool,
     debug: bool,
 ) -> None:
+    from sim.extras import MissingExtra, require
+
+    needs = ["pyarrow"] + (["optuna"] if kind == "tune" else [])
+    needs += ["distributed"] if options["executor"] == "dask" else []
+    try:  # before anything runs or is written: the results table is Parquet too
+        require(needs, f"scalelab {kind}")
+    except MissingExtra as error:
+        fail(error, debug)
     try:
         setup = prepare(kind, scenario, recommend=recommend, **options)
         from sim.lint import scenario_notes
