@@ -248,12 +248,20 @@ def compare(
         Path | None, typer.Option(help="report directory [default: out/compare-A-vs-B]")
     ] = None,
     window: Annotated[float, typer.Option(help="step length when users do not step (s)")] = 60.0,
+    max_gap: Annotated[
+        float | None,
+        typer.Option(
+            help="pair scale events at most this far apart (s) [default: any distance]",
+            min=0,
+        ),
+    ] = None,
     force: Annotated[
         bool, typer.Option(help="write into a non-empty --out that is not a scalelab output")
     ] = False,
     debug: DebugOption = False,
 ) -> None:
-    """Fidelity of B against A: scale-event times, timelines, per-step errors, cost."""
+    """Fidelity of B against A: the overall figures, scale events paired by nearest time,
+    timelines, per-step throughput and percentiles (from merged latency histograms), cost."""
     from sim.compare import Comparison, compare_dirs
 
     target = out or Path("out") / f"compare-{a.name}-vs-{b.name}"
@@ -263,13 +271,17 @@ def compare(
         publish(
             target,
             "compare",
-            lambda staging: results.append(compare_dirs(a, b, staging, window_s=window)),
+            lambda staging: results.append(
+                compare_dirs(a, b, staging, window_s=window, max_gap_s=max_gap)
+            ),
         )
     except UserError as error:
         fail(error, debug)
     except (OSError, ValueError, KeyError) as error:
         fail(ValueError(f"cannot compare {a} and {b}: {error}"), debug)
     result = results[0]
+    for warning in result.warnings:
+        err.print(f"[yellow]warning:[/yellow] {escape(warning)}", highlight=False, soft_wrap=True)
     print(result.render())
     print(f"wrote {target}/compare.json, report.html")
 
@@ -335,6 +347,7 @@ def _print_summary(summary: dict[str, Any], out: Path) -> None:
         Console().print(f"- {cause}", highlight=False, markup=False)
     name = summary["scenario"]
     files = ["trace.csv", "events.jsonl", "summary.json", "report.html", "pods.csv"]
+    files += ["latency_histogram.csv"]
     files += [f"{name}_stats.csv", f"{name}_stats_history.csv", f"{name}_failures.csv"]
     Console().print(f"wrote {out}/: " + ", ".join(f for f in files if (out / f).exists()))
 

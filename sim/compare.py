@@ -5,29 +5,40 @@ scenario and seed (the main use), or two simulations with different settings. A 
 reference; differences are B - A.
 
 - Scale events: the ``scale`` events of each target (deployment, node pools), split into ups
-  and downs and matched in order (A's first scale-up with B's first, ...); each match gives
-  both times and the difference; extra events on either side are listed unmatched.
+  and downs and paired by nearest time (:func:`pair_by_nearest_time`: the closest unpaired A
+  and B first, so pairing is never thrown off by an extra event on one side); each pair gives
+  both times and the difference; events left over (or farther apart than ``max_gap_s``, when
+  given) are listed unmatched.
 - Timelines: replicas (desired, ready) and nodes (ready) as step functions (a value holds
   until the next row), compared by the time-weighted mean absolute difference over the span
   both traces cover.
 - Load steps: spans where A's Locust user count holds, each with the spawn ramp before it
   (open loop, or no users column: fixed windows of ``window_s``). Per step: mean completed
-  req/s of each and the relative error; p50/p95/p99 as the completion-weighted mean of the
-  per-second percentiles (an approximation: per-second percentiles do not combine exactly)
-  and their relative errors.
+  req/s of each and the relative error; p50/p95/p99 of the step's OK requests, from the
+  run's per-second latency histograms (``latency_histogram.csv``) merged over the step, and
+  their relative errors. A run without that file falls back to the completion-weighted mean
+  of its per-second percentiles, which is only an approximation (percentiles do not average;
+  at a few requests a second p95 and p99 are both the second's slowest), and says so.
+- Overall: the summaries' headline figures (requests, p50/p95/p99, cost, ...) side by side.
 - Cost: the summaries' ``cost_usd`` (or the last ``cost_usd`` row) and the difference.
+- Warnings: the two runs are different scenarios (``scenario_sha256`` in summary.json), or
+  a run lacks what an exact measure needs.
 """
 
 from __future__ import annotations
 
 import bisect
+import heapq
 import html
 import itertools
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from sim.trace import Trace
 
@@ -63,15 +74,23 @@ class StepError:
     latency: dict[str, dict[str, float | None]]
 
 
+#: How a run's per-step percentiles were found.
+FROM_HISTOGRAM = "merged latency histograms"
+FROM_PER_SECOND = "completion-weighted mean of per-second percentiles (approximate)"
+
+
 @dataclass
 class Comparison:
     a: str
     b: str
     span: tuple[float, float]
+    overall: list[dict[str, Any]] = field(default_factory=list)
     scale_events: list[ScaleMatch] = field(default_factory=list)
     timelines: dict[str, float | None] = field(default_factory=dict)
     steps: list[StepError] = field(default_factory=list)
     cost: dict[str, float | None] = field(default_factory=dict)
+    latency_source: dict[str, str] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -81,7 +100,14 @@ class Comparison:
     def render(self) -> str:
         """A plain-text report for the terminal."""
         lines = [f"compare A={self.a} B={self.b} over t in [{self.span[0]:g}, {self.span[1]:g}) s"]
-        lines.append("scale events (B - A):")
+        lines += _table(
+            ["overall", "A", "B", "B - A", "relative"],
+            [
+                [r["figure"], r["a_text"], r["b_text"], r["diff_text"], _pct(r["relative"])]
+                for r in self.overall
+            ],
+        )
+        lines.append("scale events, paired by nearest time (B - A):")
         for m in self.scale_events:
             lines.append(
                 f"  {m.target} {m.direction} #{m.index + 1}: "
@@ -92,7 +118,13 @@ class Comparison:
             lines.append("  none in either trace")
         lines.append("timelines, time-weighted mean |B - A|:")
         lines += [f"  {name}: {_fmt(value)}" for name, value in self.timelines.items()]
-        lines.append("load steps (relative error of B vs A):")
+        sources = {self.latency_source.get("a"), self.latency_source.get("b")}
+        how = (
+            sources.pop()
+            if len(sources) == 1
+            else "; ".join(f"{k.upper()}: {v}" for k, v in self.latency_source.items())
+        )
+        lines.append(f"load steps (relative error of B vs A; percentiles from {how}):")
         for s in self.steps:
             lat = ", ".join(
                 f"{k.removeprefix('latency_')} {_pct(v['error'])}" for k, v in s.latency.items()
@@ -107,6 +139,17 @@ class Comparison:
             f"({_pct(c.get('error'))})"
         )
         return "\n".join(lines)
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    """Left-aligned first column, right-aligned numbers, two spaces apart."""
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    return [
+        "  ".join(
+            cell.ljust(widths[i]) if i == 0 else cell.rjust(widths[i]) for i, cell in enumerate(r)
+        ).rstrip()
+        for r in [header, *rows]
+    ]
 
 
 def _fmt(value: float | None) -> str:
@@ -164,7 +207,62 @@ def step_mad(
     return round(total / weight, 6) if weight > 0 else None
 
 
-def scale_matches(a: Trace, b: Trace) -> list[ScaleMatch]:
+def pair_by_nearest_time(
+    a: Sequence[float], b: Sequence[float], max_gap_s: float | None = None
+) -> list[tuple[int | None, int | None]]:
+    """Pairs of indices into ``a`` and ``b`` (None: unpaired), closest unpaired pair first.
+
+    The closest remaining (A, B) pair is always adjacent in the merged time order (a point
+    between them would be closer to one of them), so a heap of adjacent A-B neighbours finds
+    each next pair in O(log n). The result is stable: no A and B are closer to each other than
+    each is to its partner. Pairs farther apart than ``max_gap_s`` are not made. Ties go to the
+    earlier times. Every index appears exactly once; pairs are in time order.
+    """
+    points = sorted([(t, 0, i) for i, t in enumerate(a)] + [(t, 1, j) for j, t in enumerate(b)])
+    n = len(points)
+    prev = list(range(-1, n - 1))
+    nxt = list(range(1, n + 1))
+    alive = [True] * n
+    heap: list[tuple[float, float, float, int, int]] = []
+
+    def push(left: int, right: int) -> None:
+        if left >= 0 and right < n and points[left][1] != points[right][1]:
+            gap = points[right][0] - points[left][0]
+            heapq.heappush(heap, (gap, points[left][0], points[right][0], left, right))
+
+    for k in range(n - 1):
+        push(k, k + 1)
+    pairs: dict[int, int] = {}  # index into a -> index into b
+    while heap:
+        gap, _, _, left, right = heapq.heappop(heap)
+        if not (alive[left] and alive[right] and nxt[left] == right):
+            continue
+        if max_gap_s is not None and gap > max_gap_s:
+            break
+        x, y = (left, right) if points[left][1] == 0 else (right, left)
+        pairs[points[x][2]] = points[y][2]
+        alive[left] = alive[right] = False
+        before, after = prev[left], nxt[right]
+        if before >= 0:
+            nxt[before] = after
+        if after < n:
+            prev[after] = before
+        push(before, after)
+    paired_b = set(pairs.values())
+    out: list[tuple[int | None, int | None]] = [(i, pairs.get(i)) for i in range(len(a))]
+    out += [(None, j) for j in range(len(b)) if j not in paired_b]
+
+    def when(pair: tuple[int | None, int | None]) -> tuple[float, float]:
+        times = [a[pair[0]]] if pair[0] is not None else []
+        times += [b[pair[1]]] if pair[1] is not None else []
+        return (min(times), max(times))
+
+    return sorted(out, key=when)
+
+
+def scale_matches(a: Trace, b: Trace, max_gap_s: float | None = None) -> list[ScaleMatch]:
+    """Scale events per target and direction, paired by nearest time (see the module doc)."""
+
     def groups(trace: Trace) -> dict[tuple[str, str], list[dict[str, Any]]]:
         out: dict[tuple[str, str], list[dict[str, Any]]] = {}
         for event in trace.events_of("scale"):
@@ -177,16 +275,19 @@ def scale_matches(a: Trace, b: Trace) -> list[ScaleMatch]:
 
     ga, gb = groups(a), groups(b)
     matches = []
-    for key in sorted(set(ga) | set(gb)):
+    for key in sorted(set(ga) | set(gb), key=lambda k: (k[0], k[1] != "up")):
         ea, eb = ga.get(key, []), gb.get(key, [])
-        for i in range(max(len(ea), len(eb))):
-            x = ea[i] if i < len(ea) else None
-            y = eb[i] if i < len(eb) else None
+        pairs = pair_by_nearest_time(
+            [float(e["t"]) for e in ea], [float(e["t"]) for e in eb], max_gap_s
+        )
+        for index, (i, j) in enumerate(pairs):
+            x = ea[i] if i is not None else None
+            y = eb[j] if j is not None else None
             matches.append(
                 ScaleMatch(
                     target=key[0],
                     direction=key[1],
-                    index=i,
+                    index=index,
                     a_t=float(x["t"]) if x else None,
                     b_t=float(y["t"]) if y else None,
                     a_change=f"{x['old']}->{x['new']}" if x else None,
@@ -227,11 +328,55 @@ def load_steps(
     return steps
 
 
-def _window(trace: Trace, start: float, end: float) -> tuple[float | None, dict[str, float | None]]:
+#: The quantile of each percentile column.
+QUANTILES = {"latency_p50": 0.50, "latency_p95": 0.95, "latency_p99": 0.99}
+
+
+class LatencyHistogram:
+    """A run's per-second latency histograms (``latency_histogram.csv``), merged over spans."""
+
+    def __init__(self, columns: dict[str, list[Any]]) -> None:
+        self.t = np.asarray(columns["t"], dtype=float)
+        self.latency = np.asarray(columns["latency_s"], dtype=float)
+        self.count = np.asarray(columns["count"], dtype=np.int64)
+        if len(self.t) and np.any(np.diff(self.t) < 0):
+            raise ValueError("latency_histogram.csv: rows are not in time order")
+
+    def percentiles(self, start: float, end: float) -> dict[str, float | None]:
+        """p50/p95/p99 of every OK request that completed in [start, end): the value at rank
+        ceil(q * n) of the merged histogram, as the summary's own percentiles
+        (:meth:`sim.recorder.RequestRecorder.percentile`)."""
+        lo, hi = np.searchsorted(self.t, [start, end], side="left")
+        values, counts = self.latency[lo:hi], self.count[lo:hi]
+        total = int(counts.sum())
+        if total == 0:
+            return dict.fromkeys(QUANTILES)
+        order = np.argsort(values, kind="stable")
+        cumulative = np.cumsum(counts[order])
+        out: dict[str, float | None] = {}
+        for name, q in QUANTILES.items():
+            rank = max(1, math.ceil(q * total))
+            out[name] = float(values[order][int(np.searchsorted(cumulative, rank))])
+        return out
+
+
+def _histogram(trace: Trace) -> LatencyHistogram | None:
+    return None if trace.latency_histogram is None else LatencyHistogram(trace.latency_histogram)
+
+
+def _window(
+    trace: Trace, start: float, end: float, histogram: LatencyHistogram | None = None
+) -> tuple[float | None, dict[str, float | None]]:
     rows = [i for i, t in enumerate(trace.column("t")) if t is not None and start <= t < end]
     rate = trace.column("completed_rps")
     rates = [float(v) for v in (rate[i] for i in rows) if v is not None]
     rps = round(sum(rates) / len(rates), 6) if rates else None
+    if histogram is not None:
+        return rps, {
+            k: None if v is None else round(v, 6)
+            for k, v in histogram.percentiles(start, end).items()
+        }
+    # No histogram: the completion-weighted mean of the per-second percentiles (approximate).
     latency: dict[str, float | None] = {}
     for name in PERCENTILES:
         column = trace.column(name)
@@ -243,6 +388,27 @@ def _window(trace: Trace, start: float, end: float) -> tuple[float | None, dict[
                 weight += float(done)
         latency[name] = round(total / weight, 6) if weight else None
     return rps, latency
+
+
+def scenario_warnings(a: Trace, b: Trace, labels: tuple[str, str] = ("A", "B")) -> list[str]:
+    """What makes the comparison less than like for like: different scenarios (by the
+    ``scenario_sha256`` each run recorded) or a run without that record."""
+    ha, hb = a.summary.get("scenario_sha256"), b.summary.get("scenario_sha256")
+    names = (a.summary.get("scenario"), b.summary.get("scenario"))
+    if ha and hb and ha != hb:
+        which = f" ({names[0]!s} vs {names[1]!s})" if names[0] != names[1] else ""
+        return [
+            f"{labels[0]} and {labels[1]} ran different scenarios{which}: scenario_sha256 "
+            f"{str(ha)[:12]}... vs {str(hb)[:12]}...; differences include the settings, "
+            "not only the backend"
+        ]
+    missing = [label for label, h in zip(labels, (ha, hb), strict=True) if not h]
+    if missing:
+        return [
+            f"{' and '.join(missing)} recorded no scenario_sha256 in summary.json: "
+            "cannot tell whether both ran the same scenario"
+        ]
+    return []
 
 
 def _final_cost(trace: Trace) -> float | None:
@@ -260,16 +426,27 @@ def compare(
     b_label: str = "B",
     window_s: float = 60.0,
     min_step_s: float = 10.0,
+    max_gap_s: float | None = None,
 ) -> Comparison:
     """Compare B against A (see the module docstring for each measure)."""
     end = float(min(len(a), len(b)))
     result = Comparison(a=a_label, b=b_label, span=(0.0, end))
-    result.scale_events = scale_matches(a, b)
+    result.overall = overall_figures(a, b)
+    result.warnings = scenario_warnings(a, b, (a_label, b_label))
+    hist_a, hist_b = _histogram(a), _histogram(b)
+    for side, label, hist in (("a", a_label, hist_a), ("b", b_label, hist_b)):
+        result.latency_source[side] = FROM_PER_SECOND if hist is None else FROM_HISTOGRAM
+        if hist is None:
+            result.warnings.append(
+                f"{label} has no latency_histogram.csv: its per-step percentiles are the "
+                "completion-weighted mean of per-second percentiles, an approximation"
+            )
+    result.scale_events = scale_matches(a, b, max_gap_s)
     for name in TIMELINES:
         result.timelines[name] = step_mad(_series(a, name), _series(b, name), 0.0, end)
     for start, stop, users in load_steps(a, end, window_s, min_step_s):
-        a_rps, a_lat = _window(a, start, stop)
-        b_rps, b_lat = _window(b, start, stop)
+        a_rps, a_lat = _window(a, start, stop, hist_a)
+        b_rps, b_lat = _window(b, start, stop, hist_b)
         result.steps.append(
             StepError(
                 start=start,
@@ -329,8 +506,9 @@ OVERALL = (
 )
 
 
-def overall_rows(a: Trace, b: Trace) -> list[tuple[str, str, str, str, str]]:
-    """(figure, A, B, B - A, relative) for the summaries' headline figures both runs have."""
+def overall_figures(a: Trace, b: Trace) -> list[dict[str, Any]]:
+    """The summaries' headline figures both runs have: figure, a, b, diff (B - A), relative,
+    and each as text with its unit."""
     rows = []
     for key, name, unit in OVERALL:
         va, vb = a.summary.get(key), b.summary.get(key)
@@ -343,15 +521,27 @@ def overall_rows(a: Trace, b: Trace) -> list[tuple[str, str, str, str, str]]:
         diff = None if num_a is None or num_b is None else num_b - num_a
         suffix = f" {unit}" if unit else ""
         rows.append(
-            (
-                name,
-                _fmt(num_a) + suffix,
-                _fmt(num_b) + suffix,
-                ("-" if diff is None else f"{diff:+.3g}") + suffix,
-                _pct(_rel(num_a, num_b)),
-            )
+            {
+                "key": key,
+                "figure": name,
+                "a": num_a,
+                "b": num_b,
+                "diff": diff,
+                "relative": _rel(num_a, num_b),
+                "a_text": _fmt(num_a) + suffix,
+                "b_text": _fmt(num_b) + suffix,
+                "diff_text": ("-" if diff is None else f"{diff:+.3g}") + suffix,
+            }
         )
     return rows
+
+
+def overall_rows(a: Trace, b: Trace) -> list[tuple[str, str, str, str, str]]:
+    """(figure, A, B, B - A, relative) as text, for the report's overall table."""
+    return [
+        (r["figure"], r["a_text"], r["b_text"], r["diff_text"], _pct(r["relative"]))
+        for r in overall_figures(a, b)
+    ]
 
 
 def overlay_figure(a: Trace, b: Trace, labels: tuple[str, str]) -> Any:
@@ -449,24 +639,31 @@ def write_comparison(result: Comparison, a: Trace, b: Trace, out: Path) -> None:
         ],
         numeric=[False] + [True] * (4 + len(PERCENTILES)),
     )
+    warned = "".join(f"<p><b>warning:</b> {html.escape(w)}</p>" for w in result.warnings)
     body = f"""<p>A = <b>{html.escape(la)}</b> ({html.escape(result.a)}), blue; B = <b>{
         html.escape(lb)
     }</b> ({html.escape(result.b)}), orange. Differences are B - A, over t in [{result.span[0]:g}, {
         result.span[1]:g}) s.</p>
-<h2>Overall</h2>{overall}
+{warned}<h2>Overall</h2>{overall}
 <h2>Timelines</h2>{figure_div(overlay_figure(a, b, (la, lb)), "overlay")}
-<h2>Scale events, matched in order</h2>{events if result.scale_events else "<p>none</p>"}
+<h2>Scale events, paired by nearest time</h2>{events if result.scale_events else "<p>none</p>"}
 <h2>Timelines, time-weighted mean difference</h2>{timelines}
 <h2>Load steps</h2>{steps}"""
     (out / "report.html").write_text(page(f"{la} vs {lb}", body))
 
 
 def compare_dirs(
-    a_dir: Path, b_dir: Path, out: Path | None = None, window_s: float = 60.0
+    a_dir: Path,
+    b_dir: Path,
+    out: Path | None = None,
+    window_s: float = 60.0,
+    max_gap_s: float | None = None,
 ) -> Comparison:
     """Read two run directories, compare, and write the report when ``out`` is given."""
     a, b = Trace.read(a_dir), Trace.read(b_dir)
-    result = compare(a, b, a_label=str(a_dir), b_label=str(b_dir), window_s=window_s)
+    result = compare(
+        a, b, a_label=str(a_dir), b_label=str(b_dir), window_s=window_s, max_gap_s=max_gap_s
+    )
     if out is not None:
         write_comparison(result, a, b, out)
     return result

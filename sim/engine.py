@@ -170,6 +170,7 @@ def simulate(
         summary=summary,
         pods=dict(pod_series.columns),
         locust=locust,
+        latency_histogram=recorder.latency_histogram(),
     )
 
 

@@ -9,6 +9,8 @@ from enum import StrEnum
 
 import numpy as np
 
+from sim.trace import Cell
+
 # Summary percentiles come from a log-bucketed histogram: buckets 1% wide, so a reported
 # percentile is within 1% of the exact one, in memory that does not grow with the request count.
 _LOG_STEP = math.log(1.01)
@@ -52,6 +54,11 @@ class Cumulative:
     last_t: float | None
 
 
+def bucket_centres(keys: np.ndarray) -> list[float]:
+    """The latency each histogram bucket stands for (its geometric centre, s)."""
+    return [_FLOOR * math.exp((int(k) + 0.5) * _LOG_STEP) for k in keys]
+
+
 def _nearest_rank(ordered: Sequence[float], q: float) -> float:
     return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
 
@@ -83,6 +90,9 @@ class RequestRecorder:
         self.failures: dict[FailureReason, FailureTally] = {}
         # Per second, Locust's running totals as they stood at its start (see snapshot()).
         self.cumulative: list[Cumulative | None] = [None] * seconds
+        # Per second, the successful requests' histogram (sparse: bucket keys, counts), so that
+        # percentiles over any span merge exactly (per-second percentiles do not combine).
+        self.second_histograms: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self._open_second = 0
         self._open: list[float] = []
 
@@ -135,6 +145,10 @@ class RequestRecorder:
         scaled = np.log(np.maximum(np.asarray(ordered), _FLOOR) / _FLOOR) / _LOG_STEP
         keys = np.minimum(scaled.astype(np.int64), _BUCKETS)
         self.histogram += np.bincount(keys, minlength=_BUCKETS + 1)
+        earlier = self.second_histograms.get(second)
+        if earlier is not None:  # the last second also takes completions after the end
+            keys = np.concatenate([keys, np.repeat(*earlier)])
+        self.second_histograms[second] = np.unique(keys, return_counts=True)
         self.latency_sum += math.fsum(ordered)
         self.response_min = min(self.response_min, ordered[0])
         self.response_max = max(self.response_max, ordered[-1])
@@ -178,6 +192,19 @@ class RequestRecorder:
         keys = np.searchsorted(cumulative, ranks)
         return tuple(_FLOOR * math.exp((int(k) + 0.5) * _LOG_STEP) for k in keys)
 
+    def latency_histogram(self) -> dict[str, list[Cell]]:
+        """Per second, how many requests completed OK with each latency (the bucket's centre,
+        s): columns ``t``, ``latency_s``, ``count``, one row per non-empty bucket, in order."""
+        ts: list[Cell] = []
+        values: list[Cell] = []
+        counts: list[Cell] = []
+        for second in sorted(self.second_histograms):
+            keys, n = self.second_histograms[second]
+            ts += [second] * len(keys)
+            values += bucket_centres(keys)
+            counts += [int(c) for c in n]
+        return {"t": ts, "latency_s": values, "count": counts}
+
     def percentile(self, q: float) -> float | None:
         """A percentile over every successful request, to within 1%."""
         total = int(self.histogram.sum())
@@ -185,4 +212,4 @@ class RequestRecorder:
             return None
         rank = max(1, math.ceil(q * total))
         key = int(np.searchsorted(np.cumsum(self.histogram), rank))
-        return _FLOOR * math.exp((key + 0.5) * _LOG_STEP)
+        return bucket_centres(np.array([key]))[0]

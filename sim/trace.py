@@ -1,9 +1,11 @@
 """The Trace: the contract between backends (simulator, real cluster) and everything downstream.
 
 On disk, in a run directory: ``trace.csv`` (one row per second), ``events.jsonl`` (one JSON
-object per line, each with ``t`` and ``kind``), ``summary.json`` and, where the backend samples
-pods, ``pods.csv`` (one row per pod per sample, :mod:`sim.podseries`). Times and latencies are
-in seconds, money in USD.
+object per line, each with ``t`` and ``kind``), ``summary.json``, where the backend samples
+pods, ``pods.csv`` (one row per pod per sample, :mod:`sim.podseries`) and, where it keeps them,
+``latency_histogram.csv`` (per second, the OK requests' latency histogram: ``t, latency_s,
+count``, one row per non-empty bucket; percentiles over a span merge these, since per-second
+percentiles cannot be combined). Times and latencies are in seconds, money in USD.
 """
 
 from __future__ import annotations
@@ -36,6 +38,9 @@ COLUMNS = (
     "cpu_target",
     "cost_usd",
 )
+
+#: latency_histogram.csv: second, a latency (s, the bucket's centre), how many OK requests.
+HISTOGRAM_COLUMNS = ("t", "latency_s", "count")
 
 if TYPE_CHECKING:
     from sim.locust_csv import LocustStats
@@ -118,6 +123,7 @@ class Trace:
     summary: dict[str, Any] = field(default_factory=dict)
     pods: dict[str, list[Any]] | None = None  # sim.podseries.POD_COLUMNS
     locust: LocustStats | None = None  # for Locust's CSV files; not read back
+    latency_histogram: dict[str, list[Cell]] | None = None  # HISTOGRAM_COLUMNS
 
     def __len__(self) -> int:
         return len(self.columns["t"])
@@ -144,6 +150,8 @@ class Trace:
         _write_csv(out / "trace.csv", self.columns)
         if self.pods is not None:
             _write_csv(out / "pods.csv", self.pods)
+        if self.latency_histogram is not None:
+            _write_csv(out / "latency_histogram.csv", self.latency_histogram)
         with open(out / "events.jsonl", "w") as handle:
             for event in self.events:
                 handle.write(json.dumps(event, sort_keys=False) + "\n")
@@ -163,4 +171,12 @@ class Trace:
         summary = json.loads((run_dir / "summary.json").read_text())
         pods_csv = run_dir / "pods.csv"
         pods = _read_csv(pods_csv, _parse_any) if pods_csv.is_file() else None
-        return cls(columns=columns, events=events, summary=summary, pods=pods)
+        histogram_csv = run_dir / "latency_histogram.csv"
+        histogram = _read_csv(histogram_csv, _parse) if histogram_csv.is_file() else None
+        if histogram is not None and list(histogram) != list(HISTOGRAM_COLUMNS):
+            raise ValueError(
+                f"{histogram_csv} has columns {list(histogram)}, expected {list(HISTOGRAM_COLUMNS)}"
+            )
+        return cls(
+            columns=columns, events=events, summary=summary, pods=pods, latency_histogram=histogram
+        )

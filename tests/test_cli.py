@@ -33,6 +33,7 @@ def test_run_writes_its_outputs(tmp_path: Path) -> None:
         "summary.json",
         "report.html",
         "pods.csv",
+        "latency_histogram.csv",  # per second, for compare's per-step percentiles
         "gsp777_stats.csv",  # Locust's --csv files
         "gsp777_stats_history.csv",
         "gsp777_failures.csv",

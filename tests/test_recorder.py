@@ -29,3 +29,22 @@ def test_histogram_percentiles_within_one_percent(latencies: list[float]) -> Non
         assert approx is not None
         assert abs(approx - exact) <= 0.0101 * exact
     assert sum(rec.ok) == len(latencies)
+
+
+def test_per_second_histograms_sum_to_the_run_histogram() -> None:
+    rec = RequestRecorder(3)
+    rec.complete(0.5, 0.1)
+    rec.complete(0.7, 0.1)
+    rec.complete(1.2, 0.2)
+    rec.snapshot(2)
+    rec.complete(2.5, 0.3)
+    rec.snapshot(3)  # closes second 2; what completes after the end still lands in it
+    rec.complete(5.0, 2.0)
+    rec.close()
+    hist = rec.latency_histogram()
+    assert hist["t"] == [0, 1, 2, 2]
+    assert hist["count"] == [2, 1, 1, 1]
+    latencies = [float(v or 0) for v in hist["latency_s"]]
+    for got, want in zip(latencies, (0.1, 0.2, 0.3, 2.0), strict=True):
+        assert abs(got - want) <= 0.005 * want  # a 1% bucket's centre
+    assert sum(int(c or 0) for c in hist["count"]) == int(rec.histogram.sum()) == sum(rec.ok)

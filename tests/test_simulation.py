@@ -94,7 +94,7 @@ def test_same_seed_same_bytes(tmp_path: Path) -> None:
     simulate(scenario).write(tmp_path / "a")
     simulate(scenario).write(tmp_path / "b")
     simulate(scenario, seed=2).write(tmp_path / "c")
-    for name in ("trace.csv", "events.jsonl"):
+    for name in ("trace.csv", "events.jsonl", "latency_histogram.csv"):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
     assert (tmp_path / "a" / "trace.csv").read_bytes() != (
         tmp_path / "c" / "trace.csv"
