@@ -85,6 +85,20 @@ def fidelity(
     cpu_cgroup: Annotated[
         Path | None, typer.Option(help="--endpoint: read the server's CPU from this cgroup")
     ] = None,
+    cpu_pod: Annotated[
+        str | None,
+        typer.Option(
+            help="--endpoint: read the server's CPU from this NAMESPACE/POD through the "
+            "Kubernetes API (kubelet counter, else metrics.k8s.io); --seconds must span 4 of "
+            "its resolutions and --settle its lag"
+        ),
+    ] = None,
+    kubeconfig: Annotated[
+        Path | None, typer.Option(help="--cpu-pod: kubeconfig [default: KUBECONFIG or ~/.kube]")
+    ] = None,
+    context: Annotated[
+        str | None, typer.Option(help="--cpu-pod: kubeconfig context [default: current]")
+    ] = None,
     users: Annotated[str, typer.Option(help="the ladder's user counts")] = DEFAULT_USERS,
     seconds: Annotated[float, typer.Option(help="measured seconds per user count")] = 30.0,
     settle: Annotated[float, typer.Option(help="seconds discarded at each count's start")] = 5.0,
@@ -117,8 +131,15 @@ def fidelity(
         waits = _wait(wait)
         if seconds <= 0 or settle < 0:
             raise CloudError(f"--seconds must be > 0 and --settle >= 0, got {seconds}, {settle}")
-        if endpoint is None and (cpu_pid is not None or cpu_cgroup is not None):
-            raise CloudError("--cpu-pid and --cpu-cgroup read a server given by --endpoint")
+        sources = (cpu_pid, cpu_cgroup, cpu_pod)
+        if endpoint is None and any(v is not None for v in sources):
+            raise CloudError(
+                "--cpu-pid, --cpu-cgroup and --cpu-pod read a server given by --endpoint"
+            )
+        if sum(v is not None for v in sources) > 1:
+            raise CloudError("--cpu-pid, --cpu-cgroup and --cpu-pod are different CPU sources")
+        if cpu_pod is None and (kubeconfig is not None or context is not None):
+            raise CloudError("--kubeconfig and --context say where --cpu-pod's pod is")
         if endpoint is not None and profile is None:
             raise CloudError(
                 "--endpoint needs --profile: calibrate that server first with "
@@ -143,6 +164,7 @@ def fidelity(
                 cores=cores,
                 cpu_pid=cpu_pid,
                 cpu_cgroup=cpu_cgroup,
+                cpu_pod=(cpu_pod, kubeconfig, context) if cpu_pod is not None else None,
                 seed=seed,
                 sim_seeds=sim_seeds,
                 discipline=discipline,
@@ -170,6 +192,34 @@ def fidelity(
         raise typer.Exit(1)
 
 
+def _pod_cpu(
+    console: Console, pod: str, kubeconfig: Path | None, context: str | None, ladder: list[Any]
+) -> Any:
+    """``--cpu-pod``: the pod's CPU through the Kubernetes API, refused when the ladder's
+    windows are too short for its resolution or its settle shorter than its lag (a window's
+    first seconds would count the previous user count's CPU)."""
+    from sim.serving.calibrate.podcpu import PodCpu, window_too_short
+
+    console.print(f"reading {pod}'s CPU through the Kubernetes API (two samples first) ...")
+    try:
+        source = PodCpu(pod, kubeconfig, context)
+    except UserError as error:
+        raise CloudError(f"--cpu-pod {pod}: {error}") from None
+    seconds, settle = min(s.seconds for s in ladder), min(s.settle for s in ladder)
+    why = window_too_short(seconds, source.resolution_s, "--seconds")
+    if why is None and settle < source.lag_s:
+        why = (
+            f"--settle {settle:g} is shorter than the source's lag ({source.lag_s:.3g} s: "
+            "two resolutions, the samples' arrival jitter and a poll), so each window would start "
+            f"with the previous user count's CPU; use --settle {source.lag_s:.3g} or more"
+        )
+    if why is not None:
+        source.close()
+        raise CloudError(f"--cpu-pod {pod}: {why}")
+    console.print(f"CPU from {source.description}")
+    return source
+
+
 def _measure(
     console: Console,
     tmp: Path,
@@ -185,6 +235,7 @@ def _measure(
     cores: float | None,
     cpu_pid: int | None,
     cpu_cgroup: Path | None,
+    cpu_pod: tuple[str, Path | None, str | None] | None,
     seed: int,
     sim_seeds: int,
     discipline: str,
@@ -211,11 +262,21 @@ def _measure(
         elif cpu_cgroup is not None:
             cpu = CgroupCpu(cpu_cgroup)
         real.check_endpoint(endpoint, model, "1", body, 30.0)
-        console.print(f"driving {endpoint} with the ladder {[s.users for s in ladder]}")
-        measured = real.run_ladder(
-            endpoint, model, ladder, wait=waits, body=body, cpu=cpu, seed=seed, workdir=tmp
-        )
+        if cpu_pod is not None:
+            cpu = _pod_cpu(console, *cpu_pod, ladder)
+        try:
+            console.print(f"driving {endpoint} with the ladder {[s.users for s in ladder]}")
+            measured = real.run_ladder(
+                endpoint, model, ladder, wait=waits, body=body, cpu=cpu, seed=seed, workdir=tmp
+            )
+        finally:
+            if cpu_pod is not None:
+                cpu.close()
         meta["server"] = {"endpoint": endpoint, "model": model, "cores": have}
+        if cpu is not None:
+            meta["server"]["cpu"] = cpu.description
+            if cpu_pod is not None:
+                meta["server"]["cpu_source"] = cpu.provenance()
     else:
         have = cores or float(len(host.usable_cpus()))
         threads = max(1, round(have))

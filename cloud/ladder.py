@@ -44,7 +44,7 @@ from typing import IO, Any
 
 from cloud.errors import CloudError
 from cloud.load import predict_path
-from sim.serving.calibrate.cpu import CpuSource
+from sim.serving.calibrate.cpu import CpuError, CpuSource
 from sim.serving.fidelity import Rung, Step
 
 START_LEAD = 0.3
@@ -75,7 +75,7 @@ def _sample(cpu: CpuSource) -> tuple[float, float] | None:
     before = time.monotonic()
     try:
         value = cpu.seconds()
-    except (CloudError, OSError):
+    except (CloudError, CpuError, OSError):  # the rung's CPU is then unmeasured
         return None
     return (before + time.monotonic()) / 2, value
 

@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from kubernetes import client as k8s
 from kubernetes.utils import parse_quantity as upstream_quantity
+from typer.testing import CliRunner
 
+from sim.cli import app
 from sim.serving.calibrate import podcpu
 from sim.serving.calibrate.cpu import CpuError
 from sim.serving.calibrate.podcpu import (
@@ -311,12 +314,17 @@ def cluster(tmp_path: Path) -> Iterator[tuple[FakeKubeAPI, FakePod, Path]]:
         api.close()
 
 
-def measured_cores(source: PodCpu, seconds: float) -> float:
-    """Cores over ``seconds``, read as the callers read it, after the source's lag."""
+def assert_cores(source: PodCpu, seconds: float, true: float) -> None:
+    """Cores over ``seconds``, read as the callers read it after the source's lag, are the
+    true figure within the stated bound: the rebuilt counter follows the pod delayed by each
+    sample's arrival, so a difference is off by at most ``true x`` the delays' spread."""
     time.sleep(source.lag_s)
     a, t0 = source.seconds(), time.monotonic()
     time.sleep(seconds)
-    return (source.seconds() - a) / (time.monotonic() - t0)
+    elapsed = time.monotonic() - t0
+    cores = (source.seconds() - a) / elapsed
+    spread = source.provenance()["arrival_delay_spread_s"]
+    assert abs(cores - true) <= true * spread / elapsed + 0.01, (cores, true, spread)
 
 
 def test_the_kubelet_counter_is_preferred(cluster: tuple[FakeKubeAPI, FakePod, Path]) -> None:
@@ -325,9 +333,9 @@ def test_the_kubelet_counter_is_preferred(cluster: tuple[FakeKubeAPI, FakePod, P
     try:
         assert source.source == "kubelet" and source.node == NODE
         assert source.resolution_s == pytest.approx(pod.resolution, rel=0.05)
-        assert measured_cores(source, 1.0) == pytest.approx(1.55, rel=0.1)  # both containers
+        assert_cores(source, 1.0, 1.55)  # both containers
         pod.set_rate(0.5)  # the load drops: the figure follows after lag_s
-        assert measured_cores(source, 1.0) == pytest.approx(0.55, rel=0.15)
+        assert_cores(source, 1.0, 0.55)
         record = source.provenance()
         assert record["source"] == "kubelet" and record["samples"] > 10
         assert "kubelet_not_used" not in record
@@ -345,7 +353,7 @@ def test_metrics_api_when_the_node_proxy_is_forbidden(
     source = PodCpu("lab/server", kubeconfig, poll_s=0.02)
     try:
         assert source.source == "metrics.k8s.io"
-        assert measured_cores(source, 1.0) == pytest.approx(1.55, rel=0.1)
+        assert_cores(source, 1.0, 1.55)
         assert "HTTP 403" in source.description and "metrics.k8s.io/v1beta1" in source.description
         record = source.provenance()
         assert record["source"] == "metrics.k8s.io" and "HTTP 403" in record["kubelet_not_used"]
@@ -482,3 +490,74 @@ def test_calibrate_pod_errors_exit_2_and_write_nothing(
 def test_cpu_pod_needs_an_endpoint(tmp_path: Path) -> None:
     done = invoke("--cpu-pod", "lab/server", "-o", str(tmp_path / "p.yaml"))
     assert done.exit_code == 2 and "CPU source of an --endpoint" in done.output
+
+
+# --- scalelab fidelity --endpoint --cpu-pod ---------------------------------------------------
+
+
+class TinyServing(BaseHTTPRequestHandler):
+    """Just enough TF Serving for fidelity's endpoint check (status, one predict)."""
+
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def _send(self, payload: dict[str, object]) -> None:
+        data = json.dumps(payload).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self) -> None:
+        self._send({"model_version_status": [{"version": "1", "state": "AVAILABLE"}]})
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers["Content-Length"]))
+        self._send({"predictions": [{"labels": ["a"], "probabilities": [1.0]}]})
+
+
+@pytest.fixture
+def tiny_serving() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), TinyServing)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--cpu-pod", "lab/nope"], "--cpu-pod lab/nope: pod lab/nope: the API server"),
+        (["--cpu-pod", "lab/server", "--settle", "0"], "--settle 0 is shorter than the source's"),
+        (["--cpu-pod", "lab/server", "--seconds", "0.2"], "--seconds 0.2 is shorter than 4"),
+        (["--cpu-pod", "lab/server", "--cpu-pid", "1"], "different CPU sources"),
+        (["--context", "x"], "say where --cpu-pod's pod is"),
+    ],
+)
+def test_fidelity_pod_errors_exit_2_and_write_nothing(
+    cluster: tuple[FakeKubeAPI, FakePod, Path],
+    tiny_serving: str,
+    tmp_path: Path,
+    extra: list[str],
+    message: str,
+) -> None:
+    from tests.test_fidelity import linear_profile
+
+    _, _, kubeconfig = cluster
+    profile = tmp_path / "p.yaml"
+    profile.write_text(json.dumps(linear_profile()))
+    out = tmp_path / "out"
+    args = ["fidelity", "--endpoint", tiny_serving, "--profile", str(profile), "--out", str(out)]
+    done = CliRunner().invoke(app, [*args, "--kubeconfig", str(kubeconfig), *extra])
+    assert done.exit_code == 2, done.output
+    assert message in " ".join(done.output.split()), done.output
+    assert "Traceback" not in done.output and not out.exists()

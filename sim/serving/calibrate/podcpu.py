@@ -492,13 +492,15 @@ class PodCpu:
 
     @property
     def lag_s(self) -> float:
-        """How long after a change of load the figure reflects it: the largest arrival delay
-        seen beyond the smallest (the clocks' offset cancels), plus a resolution and a poll."""
+        """How long after a change of load the figure follows only the new load: the newest
+        sample must cover time after the change only (a resolution) and have arrived (at most
+        a resolution old when first seen, assumed, plus the arrival delays' spread: the clocks'
+        offset cancels in it), and a poll must have fetched it."""
         with self.lock:
             delays = self.integral.delays
             spread = max(delays) - min(delays) if delays else 0.0
             resolution = self.integral.resolution or 0.0
-        return resolution + spread + self.poll_s
+        return 2 * resolution + spread + self.poll_s
 
     @property
     def description(self) -> str:
