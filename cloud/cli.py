@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from cloud.errors import CloudError
-from cloud.settings import CloudSettings, new_run_id
+from cloud.settings import CloudSettings, new_run_id, with_model_path
 from sim.console import fail
 
 if TYPE_CHECKING:
@@ -69,7 +69,7 @@ def run_on_cluster(
     """
     from cloud.backend import backend_class
 
-    settings = settings or CloudSettings.from_env()
+    settings = with_model_path(settings or CloudSettings.from_env(), scenario)
     cls = backend_class(backend)
     cls.check(scenario)
     run = cls(
@@ -126,7 +126,9 @@ def manifests(
         loaded = load_scenario(scenario, set_ or [])
         from cloud.manifests import allowed_versions, build_objects, to_yaml, validate
 
-        settings = CloudSettings.from_env(namespace=namespace, model_path=model_path)
+        settings = with_model_path(
+            CloudSettings.from_env(namespace=namespace, model_path=model_path), loaded
+        )
         objects = build_objects(loaded, settings, run_id=run_id, no_lb=no_lb)
         if not settings.model_path:
             from cloud.manifests import DEFAULT_MODEL_PATH

@@ -19,9 +19,17 @@ from typing import Any
 
 import yaml
 
-from cloud.errors import MissingDependencyError
+from cloud.errors import CloudError, MissingDependencyError
 from cloud.plan import CONFIGMAP_NAME, GRPC_PORT, REST_PORT
-from cloud.settings import MANAGED_BY, MANAGED_BY_LABEL, RUN_ID_LABEL, CloudSettings
+from cloud.settings import (
+    DEFAULT_MODEL_PATH,
+    MANAGED_BY,
+    MANAGED_BY_LABEL,
+    RUN_ID_LABEL,
+    CloudSettings,
+    with_model_path,
+)
+from sim import tfserving_flags
 from sim.scenario import Probe, Scenario
 
 try:
@@ -32,8 +40,6 @@ except ImportError as _err:  # pragma: no cover - exercised only without the ext
 CONTAINER_NAME = "tf-serving"
 """The lab's container name."""
 CONFIG_MOUNT = "/etc/scalelab"
-DEFAULT_MODEL_PATH = "gs://MODEL_BUCKET/resnet_101"
-"""Placeholder for printing manifests; a real run needs ``model_path`` (SCALELAB_MODEL_PATH)."""
 
 GKE_MINOR_VERSIONS: tuple[str, ...] = ("1.31", "1.32", "1.33", "1.34", "1.35")
 """GKE minor versions in the release channels when this was written (assumed, from GKE's
@@ -167,27 +173,61 @@ def probe(spec: Probe) -> Any:
     )
 
 
-def batching_text(scenario: Scenario, settings: CloudSettings) -> str | None:
+def batching_text(scenario: Scenario) -> str | None:
     """The ``--batching_parameters_file`` text proto (BatchingParameters, wrapper-typed fields:
     tensorflow_serving/servables/tensorflow/session_bundle_config.proto) for the scenario's
-    ``serving.batching``, else the settings'; None without batching. A field the scenario leaves
-    unset (num_batch_threads) is left out, so TF Serving's default applies as simulated."""
+    ``serving.batching``; None without batching. A field the scenario leaves unset
+    (num_batch_threads) is left out, so TF Serving's default applies as simulated."""
     batching = scenario.serving.batching
-    if batching is None:
-        return settings.batching.text_proto() if settings.batching is not None else None
-    fields = batching.model_dump(exclude_none=True)
-    return "".join(f"{name} {{ value: {value} }}\n" for name, value in fields.items())
+    return None if batching is None else tfserving_flags.batching_text(batching.model_dump())
 
 
 def serving_flags(scenario: Scenario) -> list[str]:
     """The TF Serving flags the scenario's serving settings stand for (main.cc's flags)."""
     serving = scenario.serving
-    flags = [f"--rest_api_timeout_in_ms={round(serving.request_timeout * 1000)}"]
-    if serving.rest_api_num_threads is not None:
-        flags.append(f"--rest_api_num_threads={serving.rest_api_num_threads}")
-    if serving.intra_op_threads is not None:
-        flags.append(f"--tensorflow_intra_op_parallelism={serving.intra_op_threads}")
-    return flags
+    return tfserving_flags.serving_args(
+        serving.request_timeout,
+        serving.rest_api_num_threads,
+        serving.intra_op_threads,
+        serving.inter_op_threads,
+    )
+
+
+SCALELAB_ENV = ("MODEL_NAME", "MODEL_PATH")
+"""The variables scalelab's ConfigMap gives the container (``$(VAR)`` in its args)."""
+FIXED_FLAGS = {"port": GRPC_PORT, "rest_api_port": REST_PORT}
+"""Ports the Service, the readiness probe's default and the load generator use."""
+
+
+def kept_args(scenario: Scenario) -> list[str]:
+    """The deployment's own args to emit after scalelab's flags: as given, less a
+    ``--model_base_path`` (scalelab writes it: :func:`cloud.settings.with_model_path`).
+    Refused: another gRPC or REST port (the Service and the load use 8500/8501) and a
+    ``$(VAR)`` that scalelab's Deployment does not define (Kubernetes would pass it on
+    unexpanded)."""
+    dep = scenario.deployment
+    kept: list[str] = []
+    for index, item in enumerate(dep.args):
+        parsed = tfserving_flags.flag_name(item)
+        name, value = parsed if parsed is not None else (None, None)
+        if name == "model_base_path":
+            continue
+        if name in FIXED_FLAGS and value != str(FIXED_FLAGS[name]):
+            raise CloudError(
+                f"deployment.args[{index}] {item!r}: scalelab's Service, readiness probe and "
+                f"load use --{name}={FIXED_FLAGS[name]}"
+            )
+        kept.append(item)
+    defined = dict.fromkeys(SCALELAB_ENV, "")
+    for item in [*(dep.command or []), *kept]:
+        _, unresolved = tfserving_flags.expand(item, defined)
+        if unresolved:
+            raise CloudError(
+                f"deployment.command/args item {item!r} refers to $({sorted(unresolved)[0]}), "
+                "which scalelab's Deployment does not define (it defines "
+                f"{', '.join(SCALELAB_ENV)}); write the value"
+            )
+    return kept
 
 
 def lifecycle(scenario: Scenario) -> Any:
@@ -213,12 +253,17 @@ def build_objects(
     dep = scenario.deployment
     labels = object_labels(run_id, extra=settings.extra_labels)
     app_labels = object_labels(run_id, dep.name, settings.extra_labels)
-    batching = batching_text(scenario, settings)
+    batching = batching_text(scenario)
 
     data = {
         "MODEL_NAME": dep.model_name,
-        "MODEL_PATH": settings.model_path or DEFAULT_MODEL_PATH,
+        "MODEL_PATH": with_model_path(settings, scenario).model_path or DEFAULT_MODEL_PATH,
     }
+    # The image's entrypoint puts its own --port, --rest_api_port, --model_name and
+    # --model_base_path first (tensorflow_serving/tools/docker/Dockerfile); these come after
+    # and, TF Serving keeping a flag's last value, win. Scenario fields are written once here;
+    # the deployment's own args (a manifest's, as given) follow, with no flag a field stands
+    # for (Deployment refuses those).
     args = ["--model_name=$(MODEL_NAME)", "--model_base_path=$(MODEL_PATH)"]
     args += serving_flags(scenario)
     mounts, volumes = None, None
@@ -229,6 +274,7 @@ def build_objects(
         volumes = [
             k8s.V1Volume(name="config", config_map=k8s.V1ConfigMapVolumeSource(name=CONFIGMAP_NAME))
         ]
+    args += kept_args(scenario)
 
     requests = {"cpu": cpu_quantity(dep.resources.requests.cpu or 0)}
     if dep.resources.requests.memory is not None:
@@ -243,6 +289,7 @@ def build_objects(
         name=CONTAINER_NAME,
         image=dep.image,
         image_pull_policy="IfNotPresent",
+        command=list(dep.command) if dep.command is not None else None,
         args=args,
         env_from=[
             k8s.V1EnvFromSource(config_map_ref=k8s.V1ConfigMapEnvSource(name=CONFIGMAP_NAME))

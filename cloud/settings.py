@@ -11,11 +11,14 @@ from __future__ import annotations
 import os
 import re
 import time
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cloud.errors import CloudError
+
+if TYPE_CHECKING:
+    from sim.scenario import Scenario
 
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 """Kubernetes' recommended label (https://kubernetes.io/docs/concepts/overview/working-with-objects/common-labels/)."""
@@ -38,21 +41,8 @@ GCLOUD_DEFAULT_SCOPES: tuple[str, ...] = (
 devstorage.read_only the nodes cannot read the model from Cloud Storage."""
 
 
-@dataclass(frozen=True)
-class BatchingParameters:
-    """TF Serving's ``--batching_parameters_file`` (a BatchingParameters text proto).
-
-    Field names as in tensorflow_serving/servables/tensorflow/session_bundle_config.proto;
-    see https://github.com/tensorflow/serving/blob/master/tensorflow_serving/batching/README.md.
-    """
-
-    max_batch_size: int = 32
-    batch_timeout_micros: int = 1000
-    num_batch_threads: int = 4
-    max_enqueued_batches: int = 100
-
-    def text_proto(self) -> str:
-        return "".join(f"{f.name} {{ value: {getattr(self, f.name)} }}\n" for f in fields(self))
+DEFAULT_MODEL_PATH = "gs://MODEL_BUCKET/resnet_101"
+"""Placeholder for printing manifests; a real run needs ``model_path`` (SCALELAB_MODEL_PATH)."""
 
 
 @dataclass(frozen=True)
@@ -82,8 +72,6 @@ class CloudSettings:
     signature_name: str = "serving_preprocess"
     image_file: Path | None = None
     """The JPEG the lab posts; default: the packaged grace_hopper.jpg."""
-    batching: BatchingParameters | None = None
-    """Used when the scenario does not say (it has no batching field yet)."""
     observe_interval: float = 1.0
     """Seconds between reads of the HPA, pods, nodes and metrics: the trace's rows are 1 s, as
     the simulator's (SCALELAB_OBSERVE_INTERVAL changes it; each read is ~7 API calls)."""
@@ -165,3 +153,25 @@ def new_run_id(scenario_name: str, now: float | None = None) -> str:
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(time.time() if now is None else now))
     slug = re.sub(r"[^a-z0-9-]+", "-", scenario_name.lower()).strip("-")[:40] or "run"
     return f"{slug}-{stamp}"
+
+
+def with_model_path(settings: CloudSettings, scenario: Scenario) -> CloudSettings:
+    """The settings with the model's base path: their own (``--model-path``,
+    SCALELAB_MODEL_PATH), else the deployment's own ``--model_base_path`` (a manifest's arg;
+    the last one, as TF Serving reads it); both, and different, is an error naming both."""
+    from sim.tfserving_flags import flag_name
+
+    given = None
+    for item in scenario.deployment.args:
+        parsed = flag_name(item)
+        if parsed is not None and parsed[0] == "model_base_path":
+            given = parsed[1]
+    if given in ("$(MODEL_PATH)", DEFAULT_MODEL_PATH):
+        given = None  # scalelab's own reference, or the placeholder it prints: not a path
+    if given is not None and settings.model_path is not None and given != settings.model_path:
+        raise CloudError(
+            f"deployment.args has --model_base_path={given} and the model path setting "
+            f"(--model-path or SCALELAB_MODEL_PATH) is {settings.model_path}; give one, or the "
+            "same in both"
+        )
+    return replace(settings, model_path=settings.model_path or given)

@@ -9,6 +9,7 @@ Every assumption the simulator makes is a named field here, with its default and
 from __future__ import annotations
 
 import math
+from collections.abc import Collection
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -25,8 +26,15 @@ from pydantic import (
     model_validator,
 )
 
+from sim.container_manifest import (
+    Container,
+    deployment_fields,
+    read_container,
+    serving_from_container,
+)
 from sim.hpa import HorizontalPodAutoscalerSpec
 from sim.replay import RATE_NAMES, USER_NAMES, Series, read_series
+from sim.tfserving_flags import FIELD_FLAGS, REFUSED_FLAGS, field_flag_in
 from sim.units import cpu_millis, memory_bytes, parse_duration
 
 
@@ -244,6 +252,14 @@ class Deployment(Strict):
         None, description="e.g. preStop: {sleep: {seconds: 30}} to drain before SIGTERM"
     )
     startup: Startup = Startup()
+    command: list[str] | None = Field(
+        None, description="the container's command, as given in a manifest [default: the image's]"
+    )
+    args: list[str] = Field(
+        default_factory=list,
+        description="TF Serving args emitted as given after the flags scalelab writes for the "
+        "scenario's fields (a manifest's own args; a flag that a field stands for is refused)",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -252,7 +268,21 @@ class Deployment(Strict):
             return data
         rest = {k: v for k, v in data.items() if k != "manifest"}
         base = Path((info.context or {}).get("base_dir", "."))
-        return {**deployment_from_manifest(base / str(data["manifest"])), **rest}
+        return {**deployment_from_manifest(base / str(data["manifest"]), rest), **rest}
+
+    @model_validator(mode="after")
+    def _one_place_per_flag(self) -> Deployment:
+        # A flag and the field it stands for must not disagree: the field is the one place.
+        for part, items in (("command", self.command or []), ("args", self.args)):
+            found = field_flag_in(items)
+            if found is not None:
+                index, flag = found
+                raise ValueError(
+                    f"{part}[{index}] {items[index]!r} sets what "
+                    f"{FIELD_FLAGS.get(flag, 'no scenario field')} says; set it there "
+                    f"({REFUSED_FLAGS.get(flag, 'scalelab writes the flag')})"
+                )
+        return self
 
     @model_validator(mode="after")
     def _needs_cpu_request(self) -> Deployment:
@@ -263,13 +293,17 @@ class Deployment(Strict):
         return self
 
 
-def _read_manifest(path: Path, kind: str) -> dict[str, Any]:
+def _manifest_docs(path: Path) -> list[Any]:
     try:
-        docs = list(yaml.safe_load_all(path.read_text()))
+        return list(yaml.safe_load_all(path.read_text()))
     except OSError as err:
         raise ValueError(f"cannot read manifest {path}: {err.strerror}") from err
     except yaml.YAMLError as err:
         raise ValueError(f"manifest {path} is not valid YAML: {err}") from err
+
+
+def _read_manifest(path: Path, kind: str, docs: list[Any] | None = None) -> dict[str, Any]:
+    docs = _manifest_docs(path) if docs is None else docs
     found = [d for d in docs if isinstance(d, dict) and d.get("kind") == kind]
     if len(found) != 1:
         kinds = [d.get("kind") for d in docs if isinstance(d, dict)]
@@ -277,8 +311,16 @@ def _read_manifest(path: Path, kind: str) -> dict[str, Any]:
     return found[0]
 
 
-def deployment_from_manifest(path: Path) -> dict[str, Any]:
-    """The scenario's deployment fields from a real apps/v1 Deployment manifest."""
+def _container(path: Path) -> Container:
+    docs = _manifest_docs(path)
+    spec = _read_manifest(path, "Deployment", docs).get("spec") or {}
+    pod = (spec.get("template") or {}).get("spec") or {}
+    return read_container(docs, pod, f"manifest {path}")
+
+
+def deployment_from_manifest(path: Path, given: Collection[str] = ()) -> dict[str, Any]:
+    """The scenario's deployment fields from a real apps/v1 Deployment manifest (and the
+    ConfigMaps in the same file); fields in ``given`` are the scenario's own and not read."""
     manifest = _read_manifest(path, "Deployment")
     spec = manifest.get("spec") or {}
     pod = (spec.get("template") or {}).get("spec") or {}
@@ -295,10 +337,13 @@ def deployment_from_manifest(path: Path) -> dict[str, Any]:
     for key in ("nodeSelector", "terminationGracePeriodSeconds"):
         if key in pod:
             out[key] = pod[key]
-    for arg in container.get("args") or []:
-        if str(arg).startswith("--model_name="):
-            out["model_name"] = str(arg).split("=", 1)[1]
-    return out
+    return {**out, **deployment_fields(_container(path), given)}
+
+
+def serving_from_manifest(path: Path, given: Collection[str] = ()) -> dict[str, Any]:
+    """The ``serving`` fields a Deployment manifest's TF Serving flags set (and a batching
+    parameters file from a ConfigMap in the same file); ``given`` fields are not read."""
+    return serving_from_container(_container(path), given)
 
 
 def hpa_from_manifest(path: Path) -> dict[str, Any]:
@@ -701,6 +746,27 @@ class Scenario(Strict):
     serving: Serving = Serving()
     load: Load = LocustLoad()
     slo: SLO | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _serving_from_manifest(cls, data: Any, info: ValidationInfo) -> Any:
+        """A Deployment manifest's TF Serving flags fill ``serving`` where the scenario does not
+        say (the scenario wins, as over the manifest's other fields), so what is simulated is
+        what ``scalelab manifests`` writes back."""
+        dep = data.get("deployment") if isinstance(data, dict) else None
+        serving = data.get("serving") or {} if isinstance(data, dict) else None
+        if not isinstance(dep, dict) or "manifest" not in dep or not isinstance(serving, dict):
+            return data
+        path = Path((info.context or {}).get("base_dir", ".")) / str(dep["manifest"])
+        try:
+            container = _container(path)
+        except ValueError:
+            return data  # deployment's own validator reports it, under deployment
+        try:
+            found = serving_from_container(container, serving)
+        except ValueError as err:
+            raise ValueError(f"deployment.manifest -> serving: {err}") from err
+        return {**data, "serving": {**found, **serving}}
 
     @field_validator("duration")
     @classmethod

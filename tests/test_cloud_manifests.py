@@ -23,7 +23,7 @@ from cloud.manifests import (
     to_yaml,
     validate,
 )
-from cloud.settings import BatchingParameters, CloudSettings
+from cloud.settings import CloudSettings
 from sim.loader import load_scenario
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -94,9 +94,8 @@ def test_yaml_is_what_the_client_sends() -> None:
 
 
 def test_batching_adds_flags_and_the_parameters_file() -> None:
-    lab = load_scenario(ROOT / "scenarios" / "gsp777.yaml")
-    settings = CloudSettings(batching=BatchingParameters(max_batch_size=8))
-    objects = build_objects(lab, settings, run_id="r")
+    lab = load_scenario(ROOT / "scenarios" / "gsp777.yaml", ["serving.batching.max_batch_size=8"])
+    objects = build_objects(lab, CloudSettings(), run_id="r")
     cm, deployment = objects[1], objects[2]
     assert "max_batch_size { value: 8 }" in cm.data["batching.config"]
     args = deployment.spec.template.spec.containers[0].args
