@@ -315,7 +315,8 @@ def test_tune_command_writes_the_sweep_outputs(tmp_path: Path) -> None:
     )  # fmt: skip
     assert done.exit_code == 0, done.stderr
     info = json.loads((out / "sweep.json").read_text())
-    assert info["command"] == "tune" and info["trials"] == 4
+    assert info["command"] == "tune" and info["evaluated"] == info["points"] == 4
+    assert info["trials"] >= 4 and info["shortfall"] is None  # a repeat is asked again
     assert {p.name for p in out.iterdir()} >= {
         "results.csv", "results.parquet", "points.csv", "report.html", "recommended.yaml",
         "recommended-hpa.yaml",

@@ -301,6 +301,11 @@ def execute(setup: Setup, fresh: bool, progress: bool, **tune_options: Any) -> t
 
                 log = search(study, setup.axes, setup.budget, runner, on_run=update, **tune_options)
                 meta["trials"] = log.trials
+                meta["budget"] = setup.budget
+                meta["evaluated"] = log.evaluated
+                meta["repeated_trials"] = log.repeats
+                meta["search_space_points"] = log.space
+                meta["shortfall"] = log.shortfall
                 meta["invalid_trials"] = [{"values": v, "reason": why} for v, why in log.invalid]
     except KeyboardInterrupt:
         runner.close()
@@ -452,8 +457,11 @@ def print_recommendation(study: Study, outcome: Outcome, out: Path) -> bool:
         held = " at every load level (" + "; ".join(label(v) for v in outcome.levels) + ")"
     elif base_cost:
         versus = f" (baseline {base_cost:.4f} USD, {(cost - base_cost) / base_cost:+.1%})"
+    what = label(chosen.point.values)
+    if chosen.point.sha == outcome.baseline.point.sha:  # no point beat it; ties keep it
+        what, versus = f"keep the scenario as given ({what})", ""
     console.print(
-        f"recommended: {label(chosen.point.values)}: {cost:.4f} USD per run, mean of "
+        f"recommended: {what}: {cost:.4f} USD per run, mean of "
         f"{runs}{versus}; meets {study.slo.text()} in every seed{held}",
         highlight=False,
         markup=False,
@@ -503,6 +511,14 @@ def _main(
         return
     from sim.sweep.outputs import write_outputs
 
+    if meta.get("shortfall"):  # tune: fewer distinct points than --budget, and why
+        err.print(
+            f"warning: tune evaluated {meta['evaluated']} of --budget {setup.budget} points: "
+            f"{meta['shortfall']}",
+            highlight=False,
+            markup=False,
+            soft_wrap=True,
+        )
     outcome = write_outputs(setup, study, meta, recommend)
     runs = meta["runs"]
     if not quiet:

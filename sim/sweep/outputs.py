@@ -59,6 +59,8 @@ def write_outputs(setup: Setup, study: Study, meta: dict[str, Any], recommend: b
     chosen, levels = (
         rec.choose_setting(ranked, setup.base, study.slo) if study.slo is not None else (None, [])
     )
+    if study.slo is not None and not levels:  # ties keep the scenario as given
+        chosen = rec.keep_baseline(chosen, baseline, ranked, study.slo)
     rows = [row for p in sorted(study.points, key=lambda p: p.index) for row in study.rows(p)]
     rows += baseline.rows
     written: list[str] = []

@@ -102,6 +102,39 @@ def choose_setting(
     return min(candidates, key=key, default=None), levels
 
 
+#: Relative difference below which two means are a tie (the same runs give equal floats;
+#: this only absorbs rounding in sums taken in another order).
+TIE = 1e-9
+
+
+def keep_baseline(
+    chosen: PointResult | None, baseline: PointResult, ranked: list[PointResult], slo: SLOSpec
+) -> PointResult | None:
+    """The recommendation, or the scenario as given when no point beats it: a point as cheap
+    with an equal SLO metric (or worse) would be an arbitrary change. Prefers a point that
+    *is* the baseline (same scenario), so its values still name the settings."""
+    if chosen is None or not baseline.feasible or baseline.seeds_met is None:
+        return chosen
+    if chosen.point.sha == baseline.point.sha:
+        return chosen
+
+    def better(a: float | None, b: float | None) -> bool | None:
+        """True if a < b beyond a tie, False if a > b, None for a tie."""
+        x, y = (math.inf if v is None else v for v in (a, b))
+        if x == y or math.isclose(x, y, rel_tol=TIE):
+            return None
+        return x < y
+
+    column = slo.primary.column
+    verdict = better(chosen.mean("cost_usd"), baseline.mean("cost_usd"))
+    if verdict is None:
+        verdict = better(chosen.mean(column), baseline.mean(column))
+    if verdict:
+        return chosen
+    same = [r for r in ranked if r.point.sha == baseline.point.sha]
+    return same[0] if same else baseline
+
+
 def straddling(result: PointResult, slo: SLOSpec) -> list[str]:
     """Objectives whose limit lies inside the point's 95% interval of the mean: with these
     seeds it is a coin toss which side of the limit the point is on."""

@@ -46,12 +46,43 @@ def distribution(axis: Axis) -> BaseDistribution:
     return FloatDistribution(float(axis.low), float(axis.high), log=axis.log, step=axis.step)
 
 
+#: Proposals asked per point of the budget before the search gives up on new points (a
+#: space of mostly invalid combinations, or one TPE keeps re-proposing): an assumption.
+ASKS_PER_POINT = 10
+
+
 @dataclass
 class TuneLog:
-    """What the search did: trials asked, and those whose parameters made no valid scenario."""
+    """What the search did: trials asked, distinct points evaluated, proposals that repeated
+    an evaluated point or made no valid scenario, and why fewer points than the budget."""
 
     trials: int = 0
+    evaluated: int = 0
+    repeats: int = 0
     invalid: list[tuple[dict[str, Any], str]] = field(default_factory=list)
+    space: int | None = None  # distinct points of the search space; None: continuous
+    shortfall: str | None = None
+
+
+def space_size(axes: Sequence[Axis]) -> int | None:
+    """How many distinct points the axes span (None when a range is continuous)."""
+    from optuna.distributions import (
+        CategoricalDistribution,
+        FloatDistribution,
+        IntDistribution,
+    )
+
+    size = 1
+    for axis in axes:
+        dist = distribution(axis)
+        if isinstance(dist, CategoricalDistribution):
+            size *= len(dist.choices)
+        elif isinstance(dist, FloatDistribution) and dist.step is None:
+            return None  # a continuous range
+        else:
+            assert isinstance(dist, FloatDistribution | IntDistribution)
+            size *= math.floor((dist.high - dist.low) / (dist.step or 1) + 1e-9) + 1
+    return size
 
 
 def tune(
@@ -64,7 +95,10 @@ def tune(
     sampler_seed: int = 0,
     on_run: Callable[[Study], None] | None = None,
 ) -> TuneLog:
-    """Evaluate ``budget`` points chosen by TPE; they are added to ``study.points``."""
+    """Evaluate ``budget`` distinct points chosen by TPE (added to ``study.points``), or fewer
+    with the reason in ``shortfall``: the space has fewer, or the sampler's proposals kept
+    repeating evaluated points or making invalid scenarios. A repeat is told the result
+    already known, so the sampler learns from it without another run."""
     import optuna
     from optuna.trial import TrialState
 
@@ -78,24 +112,35 @@ def tune(
     )
     search = optuna.create_study(direction="minimize", sampler=sampler)
     space = {axis.path: distribution(axis) for axis in axes}
-    log = TuneLog()
+    log = TuneLog(space=space_size(axes))
+    target = budget if log.space is None else min(budget, log.space)
+    evaluated: dict[str, Point] = {}
     first = True
-    while log.trials < budget:
-        trials = [search.ask(space) for _ in range(min(batch, budget - log.trials))]
+    while log.evaluated < target and log.trials < ASKS_PER_POINT * budget:
+        asks = min(batch, target - log.evaluated, ASKS_PER_POINT * budget - log.trials)
+        trials = [search.ask(space) for _ in range(asks)]
         log.trials += len(trials)
-        pending: list[tuple[Any, Point]] = []
+        told: list[tuple[Any, Point]] = []
+        fresh: list[Point] = []
         for trial in trials:
             values = tuple((a.path, _clean(trial.params[a.path])) for a in axes)
             try:
-                point = build_point(study.base, len(study.points) + len(pending), values)
+                point = build_point(study.base, len(study.points) + len(fresh), values)
             except SweepError as err:
                 log.invalid.append((dict(values), "; ".join(p.allowed for p in err.problems)))
                 search.tell(trial, state=TrialState.FAIL)
                 continue
-            pending.append((trial, point))
-        study.run(runner, [p for _, p in pending], on_run, with_baseline=first)
+            if point.sha in evaluated:
+                log.repeats += 1
+                point = evaluated[point.sha]
+            else:
+                evaluated[point.sha] = point
+                fresh.append(point)
+            told.append((trial, point))
+        study.run(runner, fresh, on_run, with_baseline=first)
         first = False
-        for trial, point in pending:
+        log.evaluated += len(fresh)
+        for trial, point in told:
             result = study.result(point)
             for objective in slo.objectives:
                 excess = objective.violation(result.worst(objective.column))
@@ -103,7 +148,21 @@ def tune(
             trial.set_user_attr("point", point.index)
             cost = result.mean("cost_usd")
             search.tell(trial, cost if cost is not None else FAR)
+    log.shortfall = _shortfall(log, budget)
     return log
+
+
+def _shortfall(log: TuneLog, budget: int) -> str | None:
+    if log.evaluated >= budget:
+        return None
+    if log.space is not None and log.evaluated >= log.space:
+        return f"the search space has only {log.space} points: all were evaluated"
+    return (
+        f"{log.trials} proposals ({ASKS_PER_POINT} per point of the budget) gave "
+        f"{log.evaluated} distinct valid points: {log.repeats} repeated an evaluated point, "
+        f"{len(log.invalid)} made no valid scenario"
+        + (f" (the space has {log.space} points)" if log.space is not None else "")
+    )
 
 
 def _clean(value: Any) -> Any:
