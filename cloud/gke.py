@@ -240,6 +240,25 @@ class GKE:
         """Delete, first waiting out any operation still running on the cluster (its create
         after a Ctrl-C, an upgrade): until it is DONE, GKE refuses the delete with 400
         FAILED_PRECONDITION. ``pending`` is an operation known to be running (the create)."""
+        self._delete_when_idle(
+            f"cluster {name}",
+            name,
+            lambda: self.client.delete_cluster(name=self.cluster_path(name)),
+            timeout,
+            pending,
+        )
+
+    def _delete_when_idle(
+        self,
+        what: str,
+        cluster: str,
+        delete: Callable[[], Any],
+        timeout: float,
+        pending: str | None = None,
+    ) -> None:
+        """Call ``delete`` once no operation runs on ``cluster`` (GKE runs one at a time per
+        cluster, its node pools included, and refuses others with 400 FAILED_PRECONDITION),
+        then wait for the delete; ``timeout`` covers the waits and the delete."""
         c = container_v1()
         deadline = time.monotonic() + timeout
         waiting = [] if pending is None else [pending]
@@ -248,29 +267,29 @@ class GKE:
                 operation = self.client.get_operation(name=f"{self.parent}/operations/{op_name}")
                 if operation.status != c.Operation.Status.DONE:
                     self.say(
-                        f"cluster {name}: waiting for operation {op_name} "
+                        f"{what}: waiting for operation {op_name} "
                         f"({operation.operation_type.name.lower()}) before deleting it"
                     )
                     self.wait(
                         operation,
-                        f"waiting for {op_name} on cluster {name}",
+                        f"waiting for {op_name} on {what}",
                         max(0.0, deadline - time.monotonic()),
                         check=False,
                     )
             try:
-                operation = self.client.delete_cluster(name=self.cluster_path(name))
+                operation = delete()
                 break
             except Exception as err:
                 if not _busy(err):
                     raise
                 if time.monotonic() > deadline:
                     raise CloudError(
-                        f"cluster {name} still busy after {timeout:.0f} s; GKE said: {err}"
+                        f"{what} still busy after {timeout:.0f} s; GKE said: {err}"
                     ) from err
-                waiting = [op.name for op in self.running_operations(name)]
+                waiting = [op.name for op in self.running_operations(cluster)]
                 if not waiting:
                     self._sleep(self.poll_s)
-        self.wait(operation, f"deleting cluster {name}", max(0.0, deadline - time.monotonic()))
+        self.wait(operation, f"deleting {what}", max(0.0, deadline - time.monotonic()))
 
     def ensure_cluster(
         self,
@@ -345,8 +364,15 @@ class GKE:
         return self.client.get_cluster(name=self.cluster_path(name))
 
     def delete_node_pool(self, pool_name: str, timeout: float) -> None:
-        operation = self.client.delete_node_pool(name=pool_name)
-        self.wait(operation, f"deleting node pool {pool_name}", timeout)
+        """Delete a pool (its full path), waiting out operations running on its cluster as
+        :meth:`delete_cluster` does: a pool's create, an autoscaling change."""
+        cluster = pool_name.partition("/clusters/")[2].partition("/")[0]
+        self._delete_when_idle(
+            f"node pool {pool_name.rpartition('/')[2]} of cluster {cluster}",
+            cluster,
+            lambda: self.client.delete_node_pool(name=pool_name),
+            timeout,
+        )
 
     def _set_autoscaling(self, pool_name: str, autoscaling: Any, timeout: float) -> None:
         c = container_v1()

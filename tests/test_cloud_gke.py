@@ -386,6 +386,42 @@ def test_cleanup_waits_for_an_operation_it_did_not_start(fake_gke: FakeGKE) -> N
     assert len(refused) == 2
 
 
+def test_cleanup_of_a_pool_waits_for_an_operation_on_its_cluster(fake_gke: FakeGKE) -> None:
+    """A run's pool in someone else's cluster: GKE refuses the pool's delete (400) while any
+    operation runs on that cluster, here the owner's autoscaling change; cleanup waits it out
+    as it does for a cluster, rather than failing."""
+    said: list[str] = []
+    gke = gke_for(fake_gke, said)
+    key = "projects/proj/locations/us-central1-a/clusters/theirs"
+    fake_gke.clusters[key] = {
+        "name": "theirs",
+        "location": "us-central1-a",
+        "resourceLabels": {"team": "x"},
+        "nodePools": [{"name": "default-pool", "config": {"machineType": "e2-medium"}}],
+        "autoscaling": {"autoscalingProfile": "BALANCED"},
+    }
+    extra = build_scenario(
+        {"cluster": {"node_pools": [{"name": "extra", "machine_type": "n1-standard-4"}]}}, "x"
+    )
+    gke.ensure_cluster(extra, CloudSettings(cluster_name="theirs"), "lab-1", Ledger())
+    fake_gke.operation_polls = 4
+    gke.client.set_node_pool_autoscaling(  # the owner's change, still RUNNING
+        request=c.SetNodePoolAutoscalingRequest(
+            name=f"{key}/nodePools/default-pool",
+            autoscaling=c.NodePoolAutoscaling(enabled=True, min_node_count=1, max_node_count=4),
+        )
+    )
+    found = cluster_leftovers(gke, timeout=60)
+    assert [w for w, _ in found] == [
+        "GKE node pool extra of cluster theirs in us-central1-a (run lab-1)"
+    ]
+    found[0][1]()
+    assert [p["name"] for p in fake_gke.clusters[key]["nodePools"]] == ["default-pool"]
+    deletes = [p for m, p, _ in fake_gke.requests if m == "DELETE"]
+    assert deletes == [f"{key}/nodePools/extra"] * 2  # refused once (400), then through
+    assert any("node pool extra of cluster theirs: waiting for operation" in line for line in said)
+
+
 def test_a_cluster_created_meanwhile_by_someone_else_is_not_ours(fake_gke: FakeGKE) -> None:
     gke = gke_for(fake_gke, [])
     gke.ensure_cluster(load_scenario(LAB), SETTINGS, "theirs", Ledger())
