@@ -5,11 +5,12 @@ A probe script is put at the top of a copy of each page: it records uncaught err
 unhandled promise rejections and console.error, and after the load event writes what it found
 (per plot: drawn, trace count, cell texts and how many overlap) into a <pre> that
 ``--dump-dom`` prints. Chromium is Debian's ``chromium`` package (.ci/run installs it); without
-it these tests skip. The pages load in parallel, so the module takes ~10 s on 2 cores.
+it these tests skip. One Chromium loads every page, each in an iframe of an index page.
 """
 
 from __future__ import annotations
 
+import html
 import json
 import re
 import shutil
@@ -130,30 +131,45 @@ def pages(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     }
 
 
+INDEX = """<html><body>{frames}<script>
+var frames=document.querySelectorAll('iframe'),timer=setInterval(function(){{
+ var found={{}},done=0;frames.forEach(function(f){{
+  var p=f.contentDocument&&f.contentDocument.getElementById('scalelab-probe');
+  if(p){{found[f.dataset.kind]=JSON.parse(p.textContent);done++;}}}});
+ if(done<frames.length)return;clearInterval(timer);
+ var out=document.createElement('pre');out.id='all-probes';
+ out.textContent=JSON.stringify(found);document.body.appendChild(out);}},50);
+</script></body></html>"""
+
+
 @pytest.fixture(scope="module")
 def probed(pages: dict[str, Path]) -> dict[str, dict[str, Any]]:
-    """Each page's probe result, the Chromium processes run side by side."""
+    """Each page's probe result: one Chromium loads every page, each in an iframe of an index
+    page that collects the probes (one browser start instead of one per page)."""
     assert CHROMIUM is not None
-    running = {}
-    for kind, path in pages.items():
-        copy = path.with_name(path.stem + "-probed.html")
+    frames = []
+    for n, (kind, path) in enumerate(pages.items()):
+        copy = path.parent / f"probed-{n}.html"
         copy.write_text(path.read_text().replace("<head>", "<head>" + PROBE, 1))
-        running[kind] = subprocess.Popen(
-            [
-                CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                "--disable-extensions", "--virtual-time-budget=5000", "--dump-dom",
-                copy.as_uri(),
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-        )  # fmt: skip
-    found = {}
-    for kind, proc in running.items():
-        out, _ = proc.communicate(timeout=60)
-        match = re.search(r'<pre id="scalelab-probe">(.*?)</pre>', out, re.S)
-        assert match, f"{kind}: the probe wrote nothing (rc {proc.returncode})"
-        found[kind] = json.loads(match.group(1).replace("&quot;", '"').replace("&amp;", "&"))
+        frames.append(
+            f'<iframe data-kind="{kind}" src="{copy.as_uri()}" width="1300" height="900"></iframe>'
+        )
+    index = next(iter(pages.values())).parent / "probe-index.html"
+    index.write_text(INDEX.format(frames="".join(frames)))
+    done = subprocess.run(
+        [
+            CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+            "--disable-extensions", "--allow-file-access-from-files",
+            "--virtual-time-budget=20000", "--dump-dom", index.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )  # fmt: skip
+    match = re.search(r'<pre id="all-probes">(.*?)</pre>', done.stdout, re.S)
+    assert match, f"the probes wrote nothing (rc {done.returncode}): {done.stderr[-2000:]}"
+    found: dict[str, dict[str, Any]] = json.loads(html.unescape(match.group(1)))
+    assert set(found) == set(pages)
     return found
 
 
