@@ -3,9 +3,10 @@ drawn with its traces, no script error, heat map text that does not overlap.
 
 A probe script is put at the top of a copy of each page: it records uncaught errors,
 unhandled promise rejections and console.error, and after the load event writes what it found
-(per plot: drawn, trace count, cell texts and how many overlap) into a <pre> that
+(per plot: drawn, trace count, cell texts and how many overlap) into a <pre>. One Chromium
+loads every page, each in an iframe of an index page that gathers the probes into the <pre>
 ``--dump-dom`` prints. Chromium is Debian's ``chromium`` package (.ci/run installs it); without
-it these tests skip. One Chromium loads every page, each in an iframe of an index page.
+it these tests skip.
 """
 
 from __future__ import annotations
