@@ -48,6 +48,39 @@ class BatchingConfig:
         return sum(works) / b * self.cost(b)
 
 
+_SHARING: dict[tuple[int, int], tuple[list[float], list[float], list[float], int]] = {}
+_SHARING_MAX = 4096
+
+
+def sharing(rate: list[float], width: int) -> tuple[list[float], list[float], int]:
+    """From per-request rates X(n)/n, X made non-decreasing: ``shared[k]``, the rate of each of
+    k <= m running; ``lanes[i]``, X(m + i + 1) - X(m + i), the rate of the i-th waiting; and
+    ``lane_end``, how many waiting places progress at all (past the plateau requests only
+    wait, and are never visited). Kept per rate table (the profile caches one per cores), since
+    pods contending for a node change cores at every request."""
+    key = (id(rate), width)
+    hit = _SHARING.get(key)
+    if hit is not None and hit[0] is rate:
+        return hit[1], hit[2], hit[3]
+    m, best = width, 0.0
+    shared = [0.0]
+    for k in range(1, m + 1):
+        best = max(best, rate[k] * k)
+        shared.append(best / k)
+    lanes = []
+    for n in range(m + 1, len(rate)):
+        x = rate[n] * n
+        lanes.append(max(x - best, 0.0))
+        best = max(best, x)
+    end = len(lanes)
+    while end and lanes[end - 1] == 0.0:
+        end -= 1
+    if len(_SHARING) >= _SHARING_MAX:
+        _SHARING.clear()
+    _SHARING[key] = (rate, shared, lanes, end)  # holding ``rate`` keeps its id unique
+    return shared, lanes, end
+
+
 Job = tuple[float, int, float, "User | None", int]
 """(finish virtual work, or plain work when queued; order, sent at, user or None, user seq)."""
 
@@ -192,24 +225,7 @@ class Server:
         self._set_rates()
 
     def _set_rates(self) -> None:
-        """From X made non-decreasing: ``shared[k]``, the rate of each of k <= m running;
-        ``lanes[i]``, X(m + i + 1) - X(m + i), the rate of the i-th waiting, for the waiting
-        places that progress at all (``lane_end`` of them: past the plateau requests only
-        wait, and are never visited)."""
-        m, best = self.width, 0.0
-        self.shared = [0.0]
-        for k in range(1, m + 1):
-            best = max(best, self.rate[k] * k)
-            self.shared.append(best / k)
-        self.lanes = []
-        for n in range(m + 1, self.top + 1):
-            x = self.rate[n] * n
-            self.lanes.append(max(x - best, 0.0))
-            best = max(best, x)
-        end = len(self.lanes)
-        while end and self.lanes[end - 1] == 0.0:
-            end -= 1
-        self.lane_end = end
+        self.shared, self.lanes, self.lane_end = sharing(self.rate, self.width)
 
     def push(self, work: float, order: int, t0: float, user: User | None, seq: int) -> None:
         """A request (or batch) starts; the server has been advanced to now."""
