@@ -22,6 +22,15 @@ new failures, and p50/p95/p99 from the difference of its response-time histogram
 Locust's own ``calculate_response_time_percentile`` (ms -> s). Locust counts failed requests'
 times in its histogram; the simulator's latencies are of completed requests only.
 
+Each sample also carries what the simulator's recorder keeps: the OK requests' latencies as
+``histogram`` (``[[bucket, count], ...]`` in :func:`sim.recorder.latency_bucket`'s 1% buckets,
+from each request's own response time, not Locust's rounded one) and ``failures_by_reason``
+(:func:`cloud.failures.failure_reason`), both counted by a listener on Locust's ``request``
+event and taken at the same instant as the ``stats.total`` difference, so per second the
+histogram's counts sum to ``ok`` and the reasons to ``failed``. What completes after the last
+sample (while the runner quits) comes in the total as ``late_histogram`` and
+``late_failures_by_reason``.
+
 With ``csv_name`` the child also runs Locust's own ``StatsCSVFileWriter`` (what ``locust --csv
 NAME`` runs, locust/main.py), writing ``NAME_stats.csv``, ``NAME_stats_history.csv``,
 ``NAME_failures.csv`` and ``NAME_exceptions.csv`` beside the spec file, once a second; after the
@@ -40,6 +49,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -256,7 +266,9 @@ def child_main(spec_path: str) -> int:  # pragma: no cover - runs in the child (
     from locust.stats import calculate_response_time_percentile, diff_response_time_dicts
     from pydantic import TypeAdapter
 
+    from cloud.failures import failure_reason
     from sim.loadgen import open_loop_source, wait_time
+    from sim.recorder import latency_bucket
     from sim.rng import stream
     from sim.scenario import Load, LocustLoad
 
@@ -319,6 +331,24 @@ def child_main(spec_path: str) -> int:  # pragma: no cover - runs in the child (
 
     gevent.signal_handler(signal.SIGTERM, stopping.set)
 
+    ok_buckets: Counter[int] = Counter()
+    reasons: Counter[str] = Counter()
+
+    def on_request(response_time: float, exception: Any, **_: Any) -> None:
+        if exception is None:
+            ok_buckets[latency_bucket(response_time / 1000.0)] += 1
+        else:
+            reasons[failure_reason(exception)] += 1
+
+    env.events.request.add_listener(on_request)
+
+    def take_counts() -> dict[str, Any]:
+        """The OK histogram and failure reasons since the last take (then cleared)."""
+        taken = {"histogram": sorted(ok_buckets.items()), "failures_by_reason": dict(reasons)}
+        ok_buckets.clear()
+        reasons.clear()
+        return taken
+
     def snapshot() -> tuple[int, int, int, dict[int, int]]:
         # Read env.stats.total each time: Runner.start() replaces it (RequestStats.clear_all).
         total = env.stats.total
@@ -366,6 +396,7 @@ def child_main(spec_path: str) -> int:  # pragma: no cover - runs in the child (
                 "ok": requests - failures,
                 "failed": failures,
                 **pct,
+                **take_counts(),
             }
         )
         prev = cur
@@ -377,6 +408,7 @@ def child_main(spec_path: str) -> int:  # pragma: no cover - runs in the child (
         csv_greenlet.kill()
         _final_csv_rows(csv_writer)
     stats = env.stats.total
+    late = take_counts()
     errors = sorted(env.stats.errors.values(), key=lambda e: -e.occurrences)[:10]
     _emit(
         {
@@ -393,6 +425,8 @@ def child_main(spec_path: str) -> int:  # pragma: no cover - runs in the child (
                 for q in (0.50, 0.95, 0.99)
             },
             "errors": {str(e.error): e.occurrences for e in errors},
+            "late_histogram": late["histogram"],
+            "late_failures_by_reason": late["failures_by_reason"],
         }
     )
     return 0

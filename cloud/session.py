@@ -14,6 +14,7 @@ from __future__ import annotations
 import bisect
 import math
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -25,8 +26,11 @@ from cloud.plan import LOAD_BALANCER_PER_HOUR, standing_cost_per_hour
 from cloud.settings import CloudSettings
 from cloud.teardown import Say
 from sim import __version__
+from sim.diagnosis import causes
 from sim.engine import slo_checks
 from sim.loader import scenario_sha256
+from sim.recorder import histogram_columns
+from sim.runinfo import settings as run_settings
 from sim.scenario import Scenario
 from sim.trace import COLUMNS, Cell, Trace, timeline_figures
 
@@ -202,10 +206,65 @@ class Session:
                 columns[name].append(gauges.get(name))
             columns["cpu_target"].append(target)
             columns["cost_usd"].append(round(self.tracker.cost(float(s)), 6))
+        self._add_late(columns)
         events = sorted(self.events, key=lambda e: e["t"])
-        return Trace(columns=columns, events=events, summary=self._summary(columns, aborted))
+        return Trace(
+            columns=columns,
+            events=events,
+            summary=self._summary(columns, events, aborted),
+            latency_histogram=self._latency_histogram(samples, seconds),
+        )
 
-    def _summary(self, columns: dict[str, list[Cell]], aborted: str | None) -> dict[str, Any]:
+    def _late(self) -> tuple[int, int]:
+        """Requests that completed (OK, failed) after Locust's last sample, as its total says."""
+        total = self.load.total
+        if not total:
+            return 0, 0
+        samples = self.load.samples
+        failed = int(total["failures"]) - sum(int(s["failed"]) for s in samples)
+        done = int(total["requests"]) - sum(int(s["ok"]) + int(s["failed"]) for s in samples)
+        return max(0, done - failed), max(0, failed)
+
+    def _add_late(self, columns: dict[str, list[Cell]]) -> None:
+        """Count the late requests in the last second, as the simulator's recorder counts
+        completions after the end, so the columns sum to the summary's requests_ok/failed."""
+        ok, failed = self._late()
+        if not columns["t"] or not (ok or failed):
+            return
+        for name, n in (("completed_rps", ok), ("failed_rps", failed)):
+            columns[name][-1] = int(columns[name][-1] or 0) + n
+
+    def _latency_histogram(
+        self, samples: dict[int, dict[str, Any]], seconds: int
+    ) -> dict[str, list[Cell]]:
+        """latency_histogram.csv, as the simulator writes it: each sample's OK histogram, the
+        late one folded into the last second."""
+        per_second: dict[int, Counter[int]] = {}
+        for second, sample in samples.items():
+            if 0 <= second < seconds and sample.get("histogram"):
+                per_second[second] = Counter({int(k): int(n) for k, n in sample["histogram"]})
+        late = (self.load.total or {}).get("late_histogram") or []
+        if late and seconds:
+            last = per_second.setdefault(seconds - 1, Counter())
+            last.update({int(k): int(n) for k, n in late})
+        return histogram_columns(
+            {s: (sorted(c), [c[k] for k in sorted(c)]) for s, c in per_second.items()}
+        )
+
+    def _failures_by_reason(self) -> dict[str, int]:
+        """Failed requests by reason (cloud.failures), over the samples and the late ones."""
+        total: Counter[str] = Counter()
+        for sample in self.load.samples:
+            total.update(sample.get("failures_by_reason") or {})
+        total.update((self.load.total or {}).get("late_failures_by_reason") or {})
+        return {reason: total[reason] for reason in sorted(total) if total[reason]}
+
+    def _summary(
+        self,
+        columns: dict[str, list[Cell]],
+        events: list[dict[str, Any]],
+        aborted: str | None,
+    ) -> dict[str, Any]:
         total = self.load.total or {}
         samples = self.load.samples
         sent = int(total.get("sent", sum(s["sent"] for s in samples)))
@@ -219,7 +278,7 @@ class Session:
             max(0.0, min(duration, life.end if life.end is not None else duration) - life.start)
             for life in self.tracker.lives.values()
         )
-        return {
+        summary = {
             "scenario": self.scenario.name,
             "duration_s": duration,
             "requests_total": sent,
@@ -227,6 +286,7 @@ class Session:
             "requests_failed": failed,
             "requests_abandoned": 0,
             "requests_in_flight": max(0, sent - done),
+            "failures_by_reason": self._failures_by_reason(),
             "latency_mean": total.get("latency_mean"),
             "latency_p50": p50,
             "latency_p95": p95,
@@ -248,3 +308,7 @@ class Session:
             "locust_errors": total.get("errors", {}),
             "unpriced_machine_types": sorted(self.tracker.unpriced),
         }
+        # As sim/engine.py: what went wrong, read off this trace, and the settings behind it.
+        summary["causes"] = causes(columns, events, summary)
+        summary["settings"] = run_settings(self.scenario)
+        return summary

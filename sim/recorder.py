@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -54,9 +54,31 @@ class Cumulative:
     last_t: float | None
 
 
-def bucket_centres(keys: np.ndarray) -> list[float]:
+def latency_bucket(latency: float) -> int:
+    """The histogram bucket of one latency (s): what a real run's load driver uses too, so its
+    ``latency_histogram.csv`` has the simulator's buckets."""
+    return min(int(math.log(max(latency, _FLOOR) / _FLOOR) / _LOG_STEP), _BUCKETS)
+
+
+def bucket_centres(keys: np.ndarray | Sequence[int]) -> list[float]:
     """The latency each histogram bucket stands for (its geometric centre, s)."""
     return [_FLOOR * math.exp((int(k) + 0.5) * _LOG_STEP) for k in keys]
+
+
+def histogram_columns(
+    per_second: Mapping[int, tuple[np.ndarray | Sequence[int], np.ndarray | Sequence[int]]],
+) -> dict[str, list[Cell]]:
+    """``latency_histogram.csv``'s columns from each second's (bucket keys ascending, counts):
+    ``t``, ``latency_s`` (the bucket's centre), ``count``; one row per non-empty bucket."""
+    ts: list[Cell] = []
+    values: list[Cell] = []
+    counts: list[Cell] = []
+    for second in sorted(per_second):
+        keys, n = per_second[second]
+        ts += [second] * len(keys)
+        values += bucket_centres(keys)
+        counts += [int(c) for c in n]
+    return {"t": ts, "latency_s": values, "count": counts}
 
 
 def _nearest_rank(ordered: Sequence[float], q: float) -> float:
@@ -115,8 +137,7 @@ class RequestRecorder:
         tally.count += 1
         tally.first = min(tally.first, t)
         tally.last = max(tally.last, t)
-        key = int(math.log(max(latency, _FLOOR) / _FLOOR) / _LOG_STEP)
-        self.fail_histogram[min(key, _BUCKETS)] += 1
+        self.fail_histogram[latency_bucket(latency)] += 1
         self.fail_latency_sum += latency
         self.response_min = min(self.response_min, latency)
         self.response_max = max(self.response_max, latency)
@@ -195,15 +216,7 @@ class RequestRecorder:
     def latency_histogram(self) -> dict[str, list[Cell]]:
         """Per second, how many requests completed OK with each latency (the bucket's centre,
         s): columns ``t``, ``latency_s``, ``count``, one row per non-empty bucket, in order."""
-        ts: list[Cell] = []
-        values: list[Cell] = []
-        counts: list[Cell] = []
-        for second in sorted(self.second_histograms):
-            keys, n = self.second_histograms[second]
-            ts += [second] * len(keys)
-            values += bucket_centres(keys)
-            counts += [int(c) for c in n]
-        return {"t": ts, "latency_s": values, "count": counts}
+        return histogram_columns(self.second_histograms)
 
     def percentile(self, q: float) -> float | None:
         """A percentile over every successful request, to within 1%."""

@@ -25,10 +25,12 @@ from cloud.errors import Aborted
 from cloud.serve import ProfileServable, RunningServer, start_server
 from cloud.settings import CloudSettings
 from cloud.workload import PortForwarder
-from sim.compare import compare
+from sim.compare import FROM_HISTOGRAM, LatencyHistogram, compare
 from sim.engine import simulate
 from sim.loader import build_scenario
 from sim.locust_csv import FAILURES_COLUMNS
+from sim.recorder import bucket_centres
+from sim.runinfo import settings as run_settings
 from sim.serving.profile import profile_for
 from sim.trace import COLUMNS, Trace
 from tests.cloud_fakes import FakeKubeAPI, api_json
@@ -279,7 +281,31 @@ def test_locust_against_the_stand_in_makes_a_trace(
     completed = [v for v in written.column("completed_rps") if v is not None]
     summary = json.loads((out / "summary.json").read_text())
     assert sum(completed) > 10 and summary["requests_failed"] == 0
-    assert summary["requests_ok"] - 3 <= sum(completed) <= summary["requests_ok"]
+    # Requests done after Locust's last sample count in the last second, as in the simulator.
+    assert sum(completed) == summary["requests_ok"]
+    # The simulator's contract: failures by reason, the settings, the causes.
+    assert summary["failures_by_reason"] == {}
+    assert summary["settings"] == run_settings(lab)
+    assert summary["settings"]["hpa"]["targets"] == ["cpu 60%"]
+    assert isinstance(summary["causes"], list)
+    # latency_histogram.csv: per second, the OK requests in the simulator's 1% buckets.
+    histogram = written.latency_histogram
+    assert histogram is not None and list(histogram) == ["t", "latency_s", "count"]
+    assert sum(int(c or 0) for c in histogram["count"]) == summary["requests_ok"]
+    per_second: dict[int, int] = {}
+    for t, n in zip(histogram["t"], histogram["count"], strict=True):
+        per_second[int(t or 0)] = per_second.get(int(t or 0), 0) + int(n or 0)
+    assert per_second == {
+        int(t or 0): int(c)
+        for t, c in zip(written.column("t"), written.column("completed_rps"), strict=True)
+        if c
+    }
+    centres = {float(v or 0) for v in histogram["latency_s"]}
+    assert centres <= {float(f"{c:.6g}") for c in bucket_centres(range(2000))}
+    # Locust's own p50 agrees within its rounding (2 significant digits), the 1% buckets and
+    # its rank rule (int(n q) + 1 against ceil(n q)); seconds against milliseconds would not.
+    merged = LatencyHistogram(histogram).percentiles(0, len(written))["latency_p50"]
+    assert merged == pytest.approx(summary["latency_p50"], rel=0.1)
     assert all(u == 3 for u in written.column("users")[1:])
     assert summary["backend"] == "kube" and summary["aborted"] is None
     # At least the profile's service time (scaled by 0.3); queueing for the two workers and a
@@ -307,6 +333,9 @@ def test_locust_against_the_stand_in_makes_a_trace(
     # And the real trace compares with a simulation of the same scenario.
     fidelity = compare(simulate(lab), written)
     assert fidelity.timelines["replicas_desired"] is not None and fidelity.steps
+    # ... with both sides' step percentiles from merged histograms, and no warning about it.
+    assert set(fidelity.latency_source.values()) == {FROM_HISTOGRAM}
+    assert not [w for w in fidelity.warnings if "latency_histogram" in w]
     # Locust's own CSV files, as the simulator writes them, holding the final totals.
     stats, history, failures = locust_csv(out, "e2e")
     assert stats[0][:4] == ["Type", "Name", "Request Count", "Failure Count"]
