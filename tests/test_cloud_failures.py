@@ -8,14 +8,19 @@ import socket
 import struct
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import requests
 import urllib3.exceptions as u3
 
 from cloud.failures import OTHER, failure_reason
-from sim.recorder import FailureReason
+from cloud.load import LoadProcess, LoadSpec
+from sim.loader import build_scenario
+from sim.recorder import FailureReason, bucket_centres
 
 CLIENT_TIMEOUT = 0.2
 
@@ -155,3 +160,92 @@ def test_a_cyclic_chain_ends() -> None:
     first, second = OSError("a"), OSError("b")
     first.__context__, second.__context__ = second, first
     assert failure_reason(first) == OTHER
+
+
+class Cycling:
+    """A stand-in that fails in turn (OK, 503, too slow, reset) until ``refuse_after`` seconds
+    after its first request, then stops listening, so later connections are refused."""
+
+    MODES = ("ok", "503", "slow", "reset")
+
+    def __init__(self, refuse_after: float) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.refuse_after = refuse_after
+        self.accepted = 0
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        first: float | None = None
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            first = time.monotonic() if first is None else first
+            mode = self.MODES[self.accepted % len(self.MODES)]
+            self.accepted += 1
+            threading.Thread(target=self._answer, args=(conn, mode), daemon=True).start()
+            if time.monotonic() - first >= self.refuse_after:
+                self.sock.close()
+                return
+
+    @staticmethod
+    def _answer(conn: socket.socket, mode: str) -> None:
+        with conn:
+            conn.recv(1 << 20)
+            if mode == "reset":
+                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                return
+            if mode == "slow":
+                time.sleep(4 * CLIENT_TIMEOUT)
+                return
+            status, body = (
+                ("200 OK", b'{"predictions": [[1]]}') if mode == "ok" else ("503 X", b"{}")
+            )
+            conn.sendall(
+                f"HTTP/1.1 {status}\r\nContent-Length: {len(body)}\r\n"
+                "Connection: close\r\n\r\n".encode()
+                + body
+            )
+
+
+def test_locust_counts_every_failure_by_reason_and_every_ok_latency(tmp_path: Path) -> None:
+    """The real Locust child against :class:`Cycling`: each second's reasons sum to its failed
+    requests and its histogram to its OK ones, and all four reasons appear."""
+    stand_in = Cycling(refuse_after=1.5)
+    lab = build_scenario(
+        {
+            "name": "failing",
+            "duration": 3,
+            "load": {"kind": "open_loop", "rate": {"kind": "constant", "rps": 30}},
+        },
+        "failing",
+    )
+    spec = replace(
+        LoadSpec.for_scenario(lab, host=stand_in.url, client_timeout=CLIENT_TIMEOUT),
+        csv_name=None,
+    )
+    load = LoadProcess(spec, tmp_path)
+    load.start()
+    try:
+        assert load.wait(timeout=30)
+    finally:
+        load.stop()
+    assert load.total is not None and len(load.samples) == 3
+    for sample in load.samples:
+        assert sum(n for _, n in sample["histogram"]) == sample["ok"]
+        assert sum(sample["failures_by_reason"].values()) == sample["failed"]
+    reasons: Counter[str] = Counter(load.total["late_failures_by_reason"])
+    ok = sum(n for _, n in load.total["late_histogram"])
+    for sample in load.samples:
+        reasons.update(sample["failures_by_reason"])
+        ok += sum(n for _, n in sample["histogram"])
+    assert sum(reasons.values()) == load.total["failures"]
+    assert ok == load.total["requests"] - load.total["failures"] > 0
+    assert set(reasons) == {r.value for r in FailureReason}, reasons
+    # The OK requests answered at once: buckets of milliseconds, not of the 0.8 s sleepers.
+    late = [bucket_centres([k])[0] for s in load.samples for k, _ in s["histogram"]]
+    assert max(late) < 4 * CLIENT_TIMEOUT
