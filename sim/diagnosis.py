@@ -25,6 +25,7 @@ _FAILURE_WORDS = {
     "unavailable": "UNAVAILABLE (batch queue full)",
     "reset": "reset at SIGTERM",
     "no_endpoint": "refused: no Ready endpoint",
+    "other": "other errors (summary.json's locust_errors has their texts)",
 }
 
 
@@ -56,6 +57,12 @@ def _pending_causes(events: Sequence[dict[str, Any]], duration: float) -> list[s
             involved = str(e.get("involved") or "")
             message = str(e.get("message", ""))
             ca_reason[involved] = message.split(": ", 1)[-1]
+        elif kind == "k8s_event" and e.get("reason") == "NotTriggerScaleUp":
+            # A real cluster's Event as cloud/observe.py logs it: object "Pod/NAME", message
+            # "pod didn't trigger scale-up: ..." (cluster-autoscaler
+            # processors/status/eventing_scale_up_processor.go).
+            involved = str(e.get("object") or "").removeprefix("Pod/")
+            ca_reason[involved] = str(e.get("message", "")).split(": ", 1)[-1]
     order = {name: i + 1 for i, name in enumerate(sorted(created, key=lambda n: created[n]))}
     causes = []
     for pod, start in first_unschedulable.items():
