@@ -169,7 +169,10 @@ class RequestRecorder:
         earlier = self.second_histograms.get(second)
         if earlier is not None:  # the last second also takes completions after the end
             keys = np.concatenate([keys, np.repeat(*earlier)])
-        self.second_histograms[second] = np.unique(keys, return_counts=True)
+        # Small integer types: a day of per-second histograms must not dominate the run's memory
+        # (keys < 2^16 buckets; a second's count < 2^32).
+        unique, counts = np.unique(keys, return_counts=True)
+        self.second_histograms[second] = (unique.astype(np.uint16), counts.astype(np.uint32))
         self.latency_sum += math.fsum(ordered)
         self.response_min = min(self.response_min, ordered[0])
         self.response_max = max(self.response_max, ordered[-1])
