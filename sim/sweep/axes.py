@@ -196,7 +196,7 @@ def _scaled_users(value: Any, factor: float, what: str, minimum: int) -> int:
     return users
 
 
-def scale_load(data: Mapping[str, Any], factor: float, base_dir: Path | None = None) -> dict:
+def scale_load(data: Mapping[str, Any], factor: float) -> dict:
     """The raw scenario mapping with its load multiplied by ``factor``.
 
     Locust shapes: users (``step_users``, ``users``, each stage's ``users``) times the factor,

@@ -19,17 +19,6 @@ if TYPE_CHECKING:
     from sim.sweep.results import PointResult
     from sim.sweep.study import Study
 
-#: Files a sweep writes in its output directory (plus cache/); stale ones are replaced or removed.
-OUTPUT_FILES = (
-    "results.csv",
-    "results.parquet",
-    "points.csv",
-    "report.html",
-    "sweep.json",
-    "recommended.yaml",
-    "recommended-hpa.yaml",
-)
-
 
 @dataclass
 class Outcome:

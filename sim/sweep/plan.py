@@ -86,7 +86,7 @@ def point_data(base: Base, values: Values) -> dict[str, Any]:
         else:
             set_path(data, path, value)
     if scale is not None:
-        data = scale_load(data, scale, base.path.parent)
+        data = scale_load(data, scale)
     return data
 
 
