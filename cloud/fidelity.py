@@ -337,15 +337,19 @@ def _rest_overhead(
 ) -> tuple[Any, dict[str, float]]:
     """An in-process profile has no REST: measure what the REST path adds to a lone request
     (median of ``count`` predicts on one keep-alive connection, after 3 to warm up, less the
-    profile's lone median) and carry it as the profile's ``overhead_s``. Requests are ``pause``
-    apart, as a lone user's are: back to back, each meets the previous one's intra-op threads
-    still spinning, which made a lone request 25% slower here (144 ms against 114 ms)."""
+    profile's lone median) and carry it as the profile's ``overhead_s``, and the spread of
+    those requests' server part as its ``served_sigma`` (assumption: the served path's
+    variability is the server's work, HTTP and JSON on its threads, so it queues like work).
+    Requests are ``pause`` apart, as a lone user's are: back to back, each meets the previous
+    one's intra-op threads still spinning, which made a lone request 25% slower here (144 ms
+    against 114 ms)."""
     import dataclasses
     import statistics
     import urllib.parse
 
     from cloud.load import predict_path
     from sim.serving.calibrate.endpoint import connection as nodelay
+    from sim.serving.fidelity import served_spread
 
     parts = urllib.parse.urlsplit(url)
     connection = nodelay(parts.scheme, parts.hostname or "127.0.0.1", parts.port or 80, 60.0)
@@ -367,12 +371,22 @@ def _rest_overhead(
     lone = statistics.median(times)
     inside = profile.latency(cores, 1)[profile.quantiles.index(0.5)]
     overhead = max(0.0, lone - inside)
+    served = served_spread([t - overhead - profile.overhead_s for t in times])
     console.print(
         f"REST path: lone request {lone * 1000:.1f} ms through the API, "
-        f"{inside * 1000:.1f} ms in process: overhead {overhead * 1000:.1f} ms"
+        f"{inside * 1000:.1f} ms in process: overhead {overhead * 1000:.1f} ms; "
+        f"served spread sigma {served:.3f} (in process {profile.sigma(cores):.3f})"
     )
-    figures = {"lone_rest_s": lone, "lone_in_process_s": inside, "overhead_s": overhead}
-    return dataclasses.replace(profile, overhead_s=profile.overhead_s + overhead), figures
+    figures = {
+        "lone_rest_s": lone,
+        "lone_in_process_s": inside,
+        "overhead_s": overhead,
+        "served_sigma": served,
+    }
+    changed = dataclasses.replace(
+        profile, overhead_s=profile.overhead_s + overhead, served_sigma=served
+    )
+    return changed, figures
 
 
 def _base(saved: Path) -> Path:

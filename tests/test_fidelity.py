@@ -6,15 +6,26 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import json
+import math
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
 from sim.cli import app
 from sim.errors import UserError
-from sim.serving.fidelity import Bounds, Row, Rung, Step, compare, simulate_ladder, write
+from sim.serving.fidelity import (
+    Bounds,
+    Row,
+    Rung,
+    Step,
+    compare,
+    served_spread,
+    simulate_ladder,
+    write,
+)
 from sim.serving.profile import profile_from_dict
 from tests.test_profile import synthetic
 
@@ -172,3 +183,27 @@ def test_resnet101_short_ladder_real_against_simulated(tmp_path: Path) -> None:
     rows = json.loads((out / "fidelity.json").read_text())["rows"]
     assert [r["users"] for r in rows] == [1, 4, 24]
     assert all(r["real"]["ok"] > 0 and r["real"]["failed"] == 0 for r in rows)
+
+
+@pytest.mark.parametrize("sigma", [0.05, 0.2, 0.5])
+def test_served_spread_recovers_a_lognormal_sigma(sigma: float) -> None:
+    rng = np.random.default_rng(7)
+    times = rng.lognormal(math.log(0.1), sigma, 4000).tolist()
+    assert served_spread(times) == pytest.approx(sigma, rel=0.06)
+    # the odd very slow request does not move it (an interquartile estimate)
+    assert served_spread([*times[:40], 5.0, 9.0]) == pytest.approx(
+        served_spread(times[:40]), rel=0.15
+    )
+    with pytest.raises(ValueError, match="at least 4"):
+        served_spread([0.1, 0.2, -0.1])
+
+
+def test_the_served_spread_is_a_floor_under_the_work_spread() -> None:
+    profile = profile_from_dict(synthetic(threads=(1, 2), sigma=lambda t: 0.05))
+    served = dataclasses.replace(profile, served_sigma=0.2)
+    assert profile.spread(2.0, 1) == pytest.approx(0.05)
+    assert served.spread(2.0, 1) == pytest.approx(0.2)
+    assert served.spreads(2.0, 6) == [max(v, 0.2) for v in profile.spreads(2.0, 6)]
+    again = profile_from_dict(served.to_dict())
+    assert again.served_sigma == pytest.approx(0.2)
+    assert profile_from_dict(profile.to_dict()).served_sigma is None

@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import statistics
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -25,6 +26,9 @@ from sim.rng import Buffered, stream
 from sim.scenario import Serving
 from sim.serving.model import build_server
 from sim.serving.profile import Profile
+
+_Z75 = 0.6744897501960817
+"""The standard normal's 75th percentile."""
 
 METRICS = ("throughput_rps", "p50", "p95", "p99", "cpu_cores")
 
@@ -80,6 +84,16 @@ class Rung:
     @property
     def p99(self) -> float | None:
         return self.percentile(0.99)
+
+
+def served_spread(server_parts: Sequence[float]) -> float:
+    """A lognormal sigma from lone requests' server times, by their interquartile range
+    (q75 / q25 = exp(1.349 sigma)): robust to the odd slow request in a few dozen."""
+    values = sorted(v for v in server_parts if v > 0)
+    if len(values) < 4:
+        raise ValueError(f"need at least 4 positive times, got {len(values)}")
+    q1, _, q3 = statistics.quantiles(values, n=4)
+    return math.log(q3 / q1) / (2 * _Z75)
 
 
 def steps_for(users: Sequence[int], seconds: float, settle: float) -> list[Step]:

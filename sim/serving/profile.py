@@ -30,6 +30,8 @@ Schema (``schema_version: 3``), one mapping::
       overhead_s: float          # latency that burns no server CPU (network, HTTP), >= 0
       idle_cpu_cores: float      # CPU an idle server burns
       model_load_s, cold_factor  # optional: SavedModel load time; first request / warm one
+      served_sigma: float        # optional: a lone request's lognormal spread through the
+                                 # served path (REST), a floor under the work's spread
     quantiles: [0.05, ..., 0.5, ..., 0.99]      # increasing, in (0, 1), contains 0.5
     points:                      # per threads: a batch-1 ladder over concurrency, from 1
       - threads: 2               # batch > 1 only at concurrency 1 (batching's cost)
@@ -240,6 +242,7 @@ class Profile:
     idle_cpu_cores: float
     model_load_s: float | None = None
     cold_factor: float | None = None
+    served_sigma: float | None = None
     model: Mapping[str, Any] = field(default_factory=dict)
     provenance: Mapping[str, Any] = field(default_factory=dict)
     scaled_from: str | None = None
@@ -310,16 +313,18 @@ class Profile:
     def spread(self, cores: float, n: float) -> float:
         """The lognormal sigma of the latency distribution measured with ``n`` in flight,
         ln(p95 / p50) / 1.645 of its server part: under load requests do not share the CPU
-        evenly, and the data plane draws a request's work with this spread (mean 1 kept)."""
+        evenly, and the data plane draws a request's work with this spread (mean 1 kept). Never
+        below the served path's lone spread (``served_sigma``) when one was measured."""
+        floor = max(self.sigma(cores), self.served_sigma or 0.0)
         qs = self.quantiles
         if 0.95 not in qs or n <= 1:
-            return self.sigma(cores)
+            return floor
         o = self.overhead_s
         lat = self.latency(cores, n)
         p50, p95 = lat[qs.index(0.5)] - o, lat[qs.index(0.95)] - o
         if p50 <= 0 or p95 <= p50:
-            return self.sigma(cores)
-        return max(math.log(p95 / p50) / _Z95, self.sigma(cores))
+            return floor
+        return max(math.log(p95 / p50) / _Z95, floor)
 
     def spreads(self, cores: float, size: int) -> list[float]:
         """:meth:`spread` for n = 0 .. size - 1, kept per cores (every pod of a deployment asks
@@ -424,6 +429,7 @@ class Profile:
             idle_cpu_cores=self.idle_cpu_cores,
             model_load_s=self.model_load_s,
             cold_factor=self.cold_factor,
+            served_sigma=self.served_sigma,
             model=self.model,
             provenance=self.provenance,
             scaled_from=self.name if note_source else self.scaled_from,
@@ -442,6 +448,8 @@ class Profile:
             defaults["model_load_s"] = _round(self.model_load_s)
         if self.cold_factor is not None:
             defaults["cold_factor"] = _round(self.cold_factor)
+        if self.served_sigma is not None:
+            defaults["served_sigma"] = _round(self.served_sigma)
         return {
             "schema_version": SCHEMA_VERSION,
             "name": self.name,
@@ -649,6 +657,7 @@ def profile_from_dict(data: Any, origin: str = "<profile>") -> Profile:
         ),
         model_load_s=opt("model_load_s"),
         cold_factor=opt("cold_factor"),
+        served_sigma=opt("served_sigma"),
         model=dict(data.get("model") or {}),
         provenance=dict(provenance),
         origin=origin,
