@@ -174,18 +174,11 @@ def apply(
                 ) from None
         read = _reader(kube, obj)
         if read is not None:
-
-            def delete_and_wait(
-                delete: Callable[[], Any] = delete, read: Callable[[], Any] = read
-            ) -> None:
-                try:
-                    delete()
-                except ApiException as err:
-                    if not _is_conflict(err):  # 409: a Namespace already Terminating
-                        raise
-                wait_gone(read, delete_timeout, poll_s)
-
-            ledger.record(what, delete_and_wait, is_not_found)
+            ledger.record(
+                what,
+                functools.partial(_delete_and_wait, delete, read, delete_timeout, poll_s),
+                is_not_found,
+            )
         else:
             ledger.record(what, delete, is_not_found)
         say(f"created {what}")
