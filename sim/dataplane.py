@@ -84,6 +84,9 @@ class DataPlane:
         self._arrival_i = 0
         self._next_arrival = _INF
         self._arrival_source: Callable[[], list[float] | None] | None = None
+        # Completions (time, latency) not yet handed to the recorder (see _record).
+        self._done_t: list[float] = []
+        self._done_latency: list[float] = []
 
     # --- control-plane API ------------------------------------------------------------------
 
@@ -180,40 +183,192 @@ class DataPlane:
     # --- the loop -----------------------------------------------------------------------------
 
     def advance_to(self, t_end: float) -> None:
+        """Run every request event up to ``t_end``.
+
+        The common cases, an open-loop arrival at a plain pod (no CPU limit, batching, node
+        neighbours or cold start) and a completion there, run inline here with the hot state
+        in locals: calls and attribute lookups are most of the time a request takes. Every
+        other case goes to the methods below, ``now`` set first. Outcomes are handed to the
+        recorder in bulk when it returns.
+        """
         heap = self._heap
+        pop, push = heapq.heappop, heapq.heappush
+        seq = self._seq
+        exp = math.exp
+        timeout = self.timeout
+        arrivals, ai, t_arr = self._arrivals, self._arrival_i, self._next_arrival
+        counted = ai  # arrivals before it were offered by an earlier call
+        endpoints = self.endpoints
+        routes = len(endpoints)
+        route, ri = self._route_buf, self._route_i
+        demand, di = self._demand_buf, self._demand_i
+        done_t, done_latency = self._done_t.append, self._done_latency.append
+        sent = ok = 0
         while True:
             t_heap = heap[0][0] if heap else _INF
-            t_arr = self._next_arrival
             if t_arr <= t_heap:
                 if t_arr > t_end:
                     break
-                self.now = t_arr
-                self._arrive_open(t_arr)
+                t = t_arr
+                ai += 1
+                if ai < len(arrivals):
+                    t_arr = arrivals[ai]
+                else:  # the block is used up: every arrival in it is offered
+                    self.recorder.offer_many(arrivals[counted:])
+                    self._refill()
+                    arrivals, ai, t_arr, counted = self._arrivals, 0, self._next_arrival, 0
+                sent += 1
+                # Drawn for every request, routed or not, as _dispatch does.
+                if di >= len(demand):
+                    demand, di = self._service.standard_normal(_BLOCK).tolist(), 0
+                z = demand[di]
+                di += 1
+                if not routes:
+                    self.now = t
+                    self._serve(None, t, None, 0, z)
+                    continue
+                if ri >= len(route):  # _pick(), inlined
+                    route, ri = self._routing.random(_BLOCK).tolist(), 0
+                server: Server = endpoints[int(route[ri] * routes)]
+                ri += 1
+                n = server.n
+                if server.cold_left or server.batching is not None or n >= server.threads:
+                    self.now = t
+                    self._serve(server, t, None, 0, z)
+                    continue
+                # self._serve(server, t, None, 0, z), its common case inlined
+                top = server.top
+                k = n + 1 if n < top else top
+                work = server.work_median[k] * exp(server.spread[k] * z)
+                jobs = server.jobs
+                dt = t - server.last
+                quota = server.quota
+                if dt > 0.0 and n and quota is None:  # server.advance(t), its busy case inlined
+                    server.virtual += server.shared[len(jobs)] * dt
+                    server.clock += dt
+                    server.cpu_seconds += server.burn[n if n < top else top] * dt
+                    server.last = t
+                else:
+                    server.advance(t)
+                server.n = n + 1
+                if len(jobs) < server.width:
+                    push(jobs, (server.virtual + work, next(seq), t, None, 0))
+                else:
+                    server.waiting.append([work, next(seq), t, None, 0, server.clock])
+                node = server.node
+                if node is not None and node.contended(server):
+                    self.now = t
+                    self._split(node)
+                elif n and quota is None:
+                    # The scheduled completion may stay, as in _serve.
+                    m = server.width
+                    if n >= m:
+                        i = n - m
+                        rate = server.lanes[i] if i < server.lane_end else 0.0
+                        if rate == 0.0 or t + work / rate >= server.due:
+                            continue
+                    elif server.shared[n + 1] <= server.shared[n] and jobs[0][1] == server.head:
+                        continue
+                if server.waiting or quota is not None:
+                    self._reschedule(server)
+                    continue
+                # self._reschedule(server), its common case inlined
+                server.generation = gen = server.generation + 1
+                first = jobs[0]
+                server.head = first[1]
+                left = first[0] - server.virtual
+                if left < 0.0:
+                    left = 0.0
+                server.due = when = server.last + left / server.shared[len(jobs)]
+                push(heap, (when, next(seq), _COMPLETE, server, gen))
                 continue
             if t_heap > t_end:
                 break
-            t, _, kind, obj, aux = heapq.heappop(heap)
-            self.now = t
+            t, _, kind, obj, aux = pop(heap)
             if kind == _COMPLETE:
-                server: Server = obj  # type: ignore[assignment]
-                if aux == server.generation:
+                server = obj  # type: ignore[assignment]
+                if aux != server.generation:
+                    continue
+                if (
+                    server.waiting
+                    or server.quota is not None
+                    or server.batching is not None
+                    or server.node is not None
+                ):
+                    self.now = t
                     self._complete(server, t)
-            elif kind == _WAKE:
-                user: User = obj  # type: ignore[assignment]
-                if not user.stopped:
-                    self._send(user, t)
+                    continue
+                # self._complete(server, t), its common case inlined
+                jobs = server.jobs
+                dt = t - server.last
+                if dt > 0.0:  # server.advance(t), inlined (it is busy)
+                    n = server.n
+                    top = server.top
+                    server.virtual += server.shared[len(jobs)] * dt
+                    server.clock += dt
+                    server.cpu_seconds += server.burn[n if n < top else top] * dt
+                    server.last = t
+                first = jobs[0]
+                left = first[0] - server.virtual
+                if left > _EARLY:  # arrivals slowed the head down since it was scheduled
+                    server.generation = gen = server.generation + 1
+                    server.head = first[1]
+                    server.due = when = server.last + left / server.shared[len(jobs)]
+                    push(heap, (when, next(seq), _COMPLETE, server, gen))
+                    continue
+                _, _, t0, user, useq = pop(jobs)
+                server.n -= 1
+                server.served += 1
+                if server.queue:
+                    server.push(*server.queue.popleft())
+                latency = t - t0 + server.overhead
+                if user is None and latency <= timeout:  # _respond's common case, inlined
+                    ok += 1
+                    done_t(t)
+                    done_latency(latency)
+                else:
+                    self.now = t
+                    self._respond(server, t, t0, user, useq)
+                if jobs and not server.waiting:  # self._reschedule(server), inlined
+                    server.generation = gen = server.generation + 1
+                    first = jobs[0]
+                    server.head = first[1]
+                    left = first[0] - server.virtual
+                    when = t + (left if left > 0.0 else 0.0) / server.shared[len(jobs)]
+                    server.due = when
+                    push(heap, (when, next(seq), _COMPLETE, server, gen))
+                else:
+                    self._reschedule(server)
+                continue
+            self.now = t
+            if kind == _WAKE:
+                client: User = obj  # type: ignore[assignment]
+                if not client.stopped:
+                    self._route_buf, self._route_i = route, ri
+                    self._demand_buf, self._demand_i = demand, di
+                    self._send(client, t)
+                    route, ri = self._route_buf, self._route_i
+                    demand, di = self._demand_buf, self._demand_i
             elif kind == _BATCH:
                 server = obj  # type: ignore[assignment]
                 if server.alive:
                     self._start_batches(server, t)
             else:
-                user = obj  # type: ignore[assignment]
-                if user.sending == aux:
+                client = obj  # type: ignore[assignment]
+                if client.sending == aux:
                     # The client gives up; urllib3 drops a timed-out connection, so it reconnects.
                     self._fail(t, FailureReason.TIMEOUT, self.timeout)
-                    user.server = None
-                    self._idle(user, t)
+                    client.server = None
+                    self._idle(client, t)
         self.now = t_end
+        self._arrival_i, self._next_arrival = ai, t_arr
+        if counted < ai:
+            self.recorder.offer_many(arrivals[counted:ai])
+        self._route_buf, self._route_i = route, ri
+        self._demand_buf, self._demand_i = demand, di
+        self.tally.sent += sent
+        self.tally.ok += ok
+        self._record()
 
     # --- internals ------------------------------------------------------------------------------
 
@@ -227,24 +382,7 @@ class DataPlane:
                 self._arrivals, self._arrival_i = block, 0
                 self._next_arrival = block[0]
                 return
-        self._next_arrival = _INF
-
-    def _arrive_open(self, t: float) -> None:
-        i = self._arrival_i = self._arrival_i + 1
-        if i < len(self._arrivals):
-            self._next_arrival = self._arrivals[i]
-        else:
-            self._refill()
-        endpoints = self.endpoints
-        if not endpoints:
-            self._dispatch(None, t, None, 0)
-            return
-        # _pick(), inlined: one call fewer per request.
-        r = self._route_i
-        if r >= len(self._route_buf):
-            self._route_buf, r = self._routing.random(_BLOCK).tolist(), 0
-        self._route_i = r + 1
-        self._dispatch(endpoints[int(self._route_buf[r] * len(endpoints))], t, None, 0)
+        self._arrivals, self._arrival_i, self._next_arrival = [], 0, _INF
 
     def _pick(self) -> Server | None:
         endpoints = self.endpoints
@@ -277,7 +415,13 @@ class DataPlane:
         if i >= len(self._demand_buf):
             self._demand_buf, i = self._service.standard_normal(_BLOCK).tolist(), 0
         self._demand_i = i + 1
-        z = self._demand_buf[i]
+        self._serve(server, t, user, seq, self._demand_buf[i])
+
+    def _serve(
+        self, server: Server | None, t: float, user: User | None, seq: int, z: float
+    ) -> None:
+        """A request sent at ``t`` (counted and offered) reaches ``server``, with demand draw
+        ``z``."""
         if server is None:
             # No Ready endpoint: the connection is refused at once (Locust records a failure).
             self._fail(t, FailureReason.NO_ENDPOINT)
@@ -299,21 +443,9 @@ class DataPlane:
         if n >= server.threads:
             server.queue.append((work, next(self._seq), t, user, seq))
             return
+        server.advance(t)
+        server.push(work, next(self._seq), t, user, seq)
         jobs = server.jobs
-        dt = t - server.last
-        if dt > 0.0 and n and server.quota is None:  # server.advance(t), its busy case inlined
-            server.virtual += server.shared[len(jobs)] * dt
-            server.clock += dt
-            server.cpu_seconds += server.burn[n if n < server.top else server.top] * dt
-            server.last = t
-        else:
-            server.advance(t)
-        # server.push(...), inlined
-        server.n = n + 1
-        if len(jobs) < server.width:
-            heapq.heappush(jobs, (server.virtual + work, next(self._seq), t, user, seq))
-        else:
-            server.waiting.append([work, next(self._seq), t, user, seq, server.clock])
         if server.node is not None and server.node.contended(server):
             self._split(server.node)
         elif n and server.quota is None:
@@ -351,16 +483,9 @@ class DataPlane:
         heapq.heappush(self._heap, (when, next(self._seq), _COMPLETE, server, server.generation))
 
     def _complete(self, server: Server, t: float) -> None:
+        """The scheduled completion on ``server`` is due at ``t``, or came early."""
         jobs = server.jobs
-        dt = t - server.last
-        if dt > 0.0 and server.quota is None:  # server.advance(t), inlined (it is busy)
-            n = server.n
-            server.virtual += server.shared[len(jobs)] * dt
-            server.clock += dt
-            server.cpu_seconds += server.burn[n if n < server.top else server.top] * dt
-            server.last = t
-        else:
-            server.advance(t)
+        server.advance(t)
         if server.waiting:
             head, _, left = server.next_done()
             if head != server.head or left > _EARLY:
@@ -390,27 +515,10 @@ class DataPlane:
             server.served += 1
             if server.queue:
                 server.push(*server.queue.popleft())
-            latency = t - t0 + server.overhead
-            if user is None and latency <= self.timeout:  # _respond's common case, inlined
-                self.tally.ok += 1
-                self.recorder.complete(t, latency)
-            else:
-                self._respond(server, t, t0, user, seq)
+            self._respond(server, t, t0, user, seq)
         if node is not None and node.contended(server):
             self._split(node)
-        if jobs and not server.waiting and server.quota is None:
-            # self._reschedule(server), its common case inlined
-            server.generation += 1
-            first = jobs[0]
-            server.head = first[1]
-            left = first[0] - server.virtual
-            when = t + (left if left > 0.0 else 0.0) / server.shared[len(jobs)]
-            server.due = when
-            heapq.heappush(
-                self._heap, (when, next(self._seq), _COMPLETE, server, server.generation)
-            )
-        else:
-            self._reschedule(server)
+        self._reschedule(server)
 
     def _respond(self, server: Server, t: float, t0: float, user: User | None, seq: int) -> None:
         latency = t - t0 + server.overhead
@@ -419,11 +527,28 @@ class DataPlane:
                 self._fail(t0 + self.timeout, FailureReason.TIMEOUT, self.timeout)
             else:
                 self.tally.ok += 1
-                self.recorder.complete(t, latency)
+                self._done_t.append(t)
+                self._done_latency.append(latency)
         elif user.sending == seq:
             self.tally.ok += 1
-            self.recorder.complete(t, latency)
+            self._done_t.append(t)
+            self._done_latency.append(latency)
             self._idle(user, t + server.overhead)
+
+    def _record(self) -> None:
+        """Hand the completions since the last call to the recorder, in time order. A recorder
+        without ``complete_many`` (the fidelity ladder's log) gets them one by one."""
+        times, latencies = self._done_t, self._done_latency
+        if not times:
+            return
+        many = getattr(self.recorder, "complete_many", None)
+        if many is not None:
+            many(times, latencies)
+        else:
+            for t, latency in zip(times, latencies, strict=True):
+                self.recorder.complete(t, latency)
+        times.clear()
+        latencies.clear()
 
     # --- TF Serving's batch scheduler ---------------------------------------------------------
 

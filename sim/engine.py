@@ -13,7 +13,7 @@ from sim import __version__, hpa
 from sim.cluster.ca.model import NodePhase
 from sim.cluster.ca.options import AutoscalerOptions, Expander
 from sim.cluster.ca.options import Profile as CAProfile
-from sim.cluster.cost import RunningBill, cluster_cost
+from sim.cluster.cost import NodeRecord, RunningBill, cluster_cost
 from sim.controllers import AutoscalerLoop, HPALoop, MetricsServer, cpu_utilization
 from sim.dataplane import DataPlane
 from sim.diagnosis import causes
@@ -111,6 +111,21 @@ def simulate(
     gauges: dict[str, list[Cell]] = {c: [] for c in COLUMNS}
     pod_series = PodSeries(scenario.duration)
     bill = RunningBill(management_fee=scenario.cluster.management_fee)
+    live: list[tuple[str, NodeRecord]] = []
+    live_version = -1
+
+    def running_cost(t: float) -> float:
+        """:func:`_cost` for the per-second gauge (retired nodes billed once; the live nodes'
+        records listed again only when a node comes or goes)."""
+        nonlocal live, live_version
+        if live_version != world.node_version:
+            live = [(n.name, (n.pool, n.machine, n.created, n.deleted_at)) for n in world.nodes]
+            live_version = world.node_version
+        retiring = [
+            (n.name, (n.pool, n.machine, n.created, n.deleted_at))
+            for n in world.retired_nodes[bill.retired :]
+        ]
+        return bill.total(live, retiring, t)
 
     def sample() -> Generator[Any, Any, None]:
         for t in range(seconds):
@@ -133,7 +148,7 @@ def simulate(
                 cpu_utilization(hpa_loop.last) if hpa_loop is not None else None
             )
             gauges["cpu_target"].append(cpu_target)
-            gauges["cost_usd"].append(round(_running_cost(world, bill, float(t)), 6))
+            gauges["cost_usd"].append(round(running_cost(float(t)), 6))
             recorder.snapshot(t)
             if pod_series.due(t):
                 pod_series.sample(t, world.pods, plane.connections())
@@ -179,16 +194,6 @@ def _cost(world: World, t: float) -> float:
         (n.pool, n.machine, n.created, n.deleted_at) for n in (*world.retired_nodes, *world.nodes)
     ]
     return cluster_cost(records, t, management_fee=world.scenario.cluster.management_fee)
-
-
-def _running_cost(world: World, bill: RunningBill, t: float) -> float:
-    """:func:`_cost` for the per-second gauge (retired nodes billed once)."""
-    retiring = world.retired_nodes[bill.retired :]
-    return bill.total(
-        [(n.name, (n.pool, n.machine, n.created, n.deleted_at)) for n in world.nodes],
-        [(n.name, (n.pool, n.machine, n.created, n.deleted_at)) for n in retiring],
-        t,
-    )
 
 
 def _node_hours(world: World, t: float) -> float:

@@ -56,24 +56,29 @@ class PodSeries:
         return t % self.every == 0
 
     def sample(self, t: int, pods: Iterable[Pod], users: dict[Server, int]) -> None:
-        cols = self.columns
+        # One append per column per pod: bound once here, not looked up for every pod.
+        add_t, add_pod, add_node, add_phase, add_flight, add_rps, add_cpu, add_users = (
+            self.columns[c].append for c in POD_COLUMNS
+        )
+        last = self._last
+        now = float(t)
         for pod in pods:
             server = pod.server
             served = server.served if server is not None else 0
-            cpu = pod.cpu_seconds(float(t))
-            before = self._last.get(pod.name)
-            self._last[pod.name] = (float(t), served, cpu)
+            cpu = pod.cpu_seconds(now)
+            before = last.get(pod.name)
+            last[pod.name] = (now, served, cpu)
             if before is None or t <= before[0]:
                 rate, cores = None, None
             else:
                 span = t - before[0]
                 rate = round((served - before[1]) / span, 4)
                 cores = round((cpu - before[2]) / span, 4)
-            cols["t"].append(t)
-            cols["pod"].append(pod.name)
-            cols["node"].append(pod.node.name if pod.node is not None else "")
-            cols["phase"].append(pod_phase(pod))
-            cols["in_flight"].append(in_flight(server) if server is not None else 0)
-            cols["completed_rps"].append(rate)
-            cols["cpu_cores"].append(cores)
-            cols["users"].append(users.get(server, 0) if server is not None else 0)
+            add_t(t)
+            add_pod(pod.name)
+            add_node(pod.node.name if pod.node is not None else "")
+            add_phase(pod_phase(pod))
+            add_flight(in_flight(server) if server is not None else 0)
+            add_rps(rate)
+            add_cpu(cores)
+            add_users(users.get(server, 0) if server is not None else 0)

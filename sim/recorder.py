@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -60,9 +61,17 @@ def latency_bucket(latency: float) -> int:
     return min(int(math.log(max(latency, _FLOOR) / _FLOOR) / _LOG_STEP), _BUCKETS)
 
 
+def _centre(key: int) -> float:
+    return _FLOOR * math.exp((key + 0.5) * _LOG_STEP)
+
+
+_CENTRES = [_centre(k) for k in range(_BUCKETS + 1)]  # looked up: a run has ~10^5 rows of them
+
+
 def bucket_centres(keys: np.ndarray | Sequence[int]) -> list[float]:
     """The latency each histogram bucket stands for (its geometric centre, s)."""
-    return [_FLOOR * math.exp((int(k) + 0.5) * _LOG_STEP) for k in keys]
+    keys = keys.tolist() if isinstance(keys, np.ndarray) else keys
+    return [_CENTRES[k] if 0 <= k <= _BUCKETS else _centre(int(k)) for k in keys]
 
 
 def histogram_columns(
@@ -77,12 +86,22 @@ def histogram_columns(
         keys, n = per_second[second]
         ts += [second] * len(keys)
         values += bucket_centres(keys)
-        counts += [int(c) for c in n]
+        counts += n.tolist() if isinstance(n, np.ndarray) else [int(c) for c in n]
     return {"t": ts, "latency_s": values, "count": counts}
 
 
-def _nearest_rank(ordered: Sequence[float], q: float) -> float:
-    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
+def _nearest_rank(ordered: np.ndarray, q: float) -> float:
+    return float(ordered[max(0, math.ceil(q * len(ordered)) - 1)])
+
+
+def _percentiles(cumulative: np.ndarray, total: int) -> tuple[float, ...] | None:
+    """Locust's report percentiles from a histogram's cumulative counts (``total`` the last)."""
+    if total == 0:
+        return None
+    # calculate_response_time_percentile (locust/stats.py): the value at rank
+    # int(n * q) + 1, capped at n.
+    ranks = [min(total, int(q * total) + 1) for q in LOCUST_PERCENTILES]
+    return tuple(bucket_centres(np.searchsorted(cumulative, ranks)))
 
 
 class RequestRecorder:
@@ -117,6 +136,7 @@ class RequestRecorder:
         self.second_histograms: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self._open_second = 0
         self._open: list[float] = []
+        self._last_snapshot: Cumulative | None = None
 
     def _bucket(self, t: float) -> int:
         second = int(t)
@@ -127,6 +147,19 @@ class RequestRecorder:
         if second >= self.seconds:
             second = self.seconds - 1
         self.offered[second] += 1
+
+    def offer_many(self, times: Sequence[float]) -> None:
+        """:meth:`offer` for each of ``times`` (ascending): one count when they share a second,
+        as an open-loop block does."""
+        if not times:
+            return
+        last = self.seconds - 1
+        first = min(int(times[0]), last)
+        if first == min(int(times[-1]), last):
+            self.offered[first] += len(times)
+        else:
+            for t in times:
+                self.offer(t)
 
     def fail(self, t: float, reason: FailureReason, latency: float = 0.0) -> None:
         """A request failed at ``t`` after ``latency`` seconds, for ``reason``."""
@@ -154,28 +187,53 @@ class RequestRecorder:
         self._open.append(latency)
         self.ok[second] += 1
 
+    def complete_many(self, times: Sequence[float], latencies: Sequence[float]) -> None:
+        """:meth:`complete` for each (``times[i]``, ``latencies[i]``), in that order (``times``
+        ascending), a second at a time: the data plane hands them over in bulk."""
+        i, count, last = 0, len(times), self.seconds - 1
+        while i < count:
+            second = int(times[i])
+            if second >= last:
+                second, j = last, count
+            else:
+                j = bisect.bisect_left(times, second + 1, i, count)
+            if second != self._open_second:
+                self.close()
+                self._open_second = second
+            self._open += latencies[i:j]
+            self.ok[second] += j - i
+            i = j
+
     def close(self) -> None:
         """Reduce the open second's latencies to percentiles and fold them into the histogram."""
         if not self._open:
             return
-        ordered = sorted(self._open)
+        ordered = np.array(self._open)
+        ordered.sort()
         second = self._open_second
         self.p50[second] = _nearest_rank(ordered, 0.50)
         self.p95[second] = _nearest_rank(ordered, 0.95)
         self.p99[second] = _nearest_rank(ordered, 0.99)
-        scaled = np.log(np.maximum(np.asarray(ordered), _FLOOR) / _FLOOR) / _LOG_STEP
-        keys = np.minimum(scaled.astype(np.int64), _BUCKETS)
-        self.histogram += np.bincount(keys, minlength=_BUCKETS + 1)
+        scaled = np.log(np.maximum(ordered, _FLOOR) / _FLOOR) / _LOG_STEP
+        keys = np.minimum(scaled.astype(np.int64), _BUCKETS)  # ascending, as ``ordered``
+        low = int(keys[0])
+        counts = np.bincount(keys - low)
+        unique = np.flatnonzero(counts)
+        counts = counts[unique]
+        unique += low
+        self.histogram[unique] += counts
         earlier = self.second_histograms.get(second)
         if earlier is not None:  # the last second also takes completions after the end
-            keys = np.concatenate([keys, np.repeat(*earlier)])
+            unique, counts = np.unique(
+                np.concatenate([np.repeat(unique, counts), np.repeat(*earlier)]),
+                return_counts=True,
+            )
         # Small integer types: a day of per-second histograms must not dominate the run's memory
         # (keys < 2^16 buckets; a second's count < 2^32).
-        unique, counts = np.unique(keys, return_counts=True)
         self.second_histograms[second] = (unique.astype(np.uint16), counts.astype(np.uint32))
-        self.latency_sum += math.fsum(ordered)
-        self.response_min = min(self.response_min, ordered[0])
-        self.response_max = max(self.response_max, ordered[-1])
+        self.latency_sum += math.fsum(self._open)  # exactly rounded: the order does not matter
+        self.response_min = min(self.response_min, float(ordered[0]))
+        self.response_max = max(self.response_max, float(ordered[-1]))
         self._open = []
         if self.last_t is None or second > self.last_t:
             self.last_t = float(second)  # a completion within ``second``: Locust reads int(t)
@@ -187,15 +245,20 @@ class RequestRecorder:
             self.close()
         if not 0 <= t < self.seconds:
             return
-        histogram = self.histogram + self.fail_histogram
-        count = int(histogram.sum())
-        self.cumulative[t] = Cumulative(
+        cumulative = np.cumsum(self.histogram + self.fail_histogram)
+        count = int(cumulative[-1])
+        last = self._last_snapshot
+        if last is None or last.requests != count:  # else nothing has come in since
+            percentiles = _percentiles(cumulative, count)
+        else:
+            percentiles = last.percentiles
+        self.cumulative[t] = self._last_snapshot = Cumulative(
             requests=count,
             failures=sum(f.count for f in self.failures.values()),
             response_sum=self.latency_sum + self.fail_latency_sum,
             response_min=self.response_min if count else None,
             response_max=self.response_max if count else None,
-            percentiles=self.percentiles_of(histogram),
+            percentiles=percentiles,
             last_t=self.last_t,
         )
 
@@ -207,14 +270,7 @@ class RequestRecorder:
     def percentiles_of(histogram: np.ndarray) -> tuple[float, ...] | None:
         """Locust's report percentiles of ``histogram`` (bucket centres, s)."""
         cumulative = np.cumsum(histogram)
-        total = int(cumulative[-1])
-        if total == 0:
-            return None
-        # calculate_response_time_percentile (locust/stats.py): the value at rank
-        # int(n * q) + 1, capped at n.
-        ranks = [min(total, int(q * total) + 1) for q in LOCUST_PERCENTILES]
-        keys = np.searchsorted(cumulative, ranks)
-        return tuple(_FLOOR * math.exp((int(k) + 0.5) * _LOG_STEP) for k in keys)
+        return _percentiles(cumulative, int(cumulative[-1]))
 
     def latency_histogram(self) -> dict[str, list[Cell]]:
         """Per second, how many requests completed OK with each latency (the bucket's centre,

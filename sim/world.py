@@ -74,6 +74,7 @@ class World:
         self.plane = plane
         self.events: list[dict[str, Any]] = []
         self._nodes: dict[str, Node] = {}
+        self.node_version = 0  # bumped when a node is added or deleted: readers may reuse lists
         self.retired_nodes: list[Node] = []
         self._pods: dict[str, Pod] = {}
         self.cache = SchedulerCache(scenario.cluster.scoring)
@@ -160,6 +161,7 @@ class World:
             node.system_pods += tuple(sched.PodView.from_system_pod(p) for p in cluster_pods)
             self._cluster_pods_placed = True
         self._nodes[node.name] = node
+        self.node_version += 1
         self.node_phases[node.phase] += 1
         if ready:
             self._node_ready(node)
@@ -226,6 +228,7 @@ class World:
         self._set_phase(node, NodePhase.DELETED)
         node.deleted_at = self.env.now
         del self._nodes[node.name]
+        self.node_version += 1
         self.cache.remove(node.name)
         self.retired_nodes.append(node)
         self.log("node", node=node.name, pool=node.pool, event="deleted")

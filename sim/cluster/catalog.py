@@ -89,11 +89,14 @@ class Resources:
 def sum_resources(
     items: Iterator[Resources] | list[Resources] | tuple[Resources, ...],
 ) -> Resources:
-    """The component-wise sum of ``items``."""
-    total = Resources()
+    """The component-wise sum of ``items`` (the cluster autoscaler sums every node's pods at
+    every scan: one Resources at the end, not one per item)."""
+    cpu = memory = gpu = 0
     for item in items:
-        total = total + item
-    return total
+        cpu += item.cpu_milli
+        memory += item.memory_bytes
+        gpu += item.gpu
+    return Resources(cpu, memory, gpu)
 
 
 @dataclass(frozen=True, slots=True)

@@ -152,11 +152,19 @@ class RunningBill:
             self.closed += as_billing(record).cost(t)
         self.retired += len(retiring)
         total = self.closed
+        bills = self._live
         for name, record in live:
-            billing = self._live.get(name)
+            billing = bills.get(name)
             if billing is None:
-                billing = self._live[name] = as_billing(record)
-            total += billing.cost(t)
+                billing = bills[name] = as_billing(record)
+            # billing.cost(t), inlined: it runs for every node every simulated second
+            start, end = billing.start, billing.end
+            if t < start:
+                billed = 0.0
+            else:
+                ran = math.ceil(max((t if end is None else min(t, end)) - start, 0.0) - _EPS)
+                billed = max(float(ran), MINIMUM_BILLED_SECONDS)
+            total += billed * billing.price_per_hour / 3600.0
         if self.management_fee:
             total += cluster_fee(t, self.cluster_start)
         return total
