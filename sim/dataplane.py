@@ -183,111 +183,48 @@ class DataPlane:
     # --- the loop -----------------------------------------------------------------------------
 
     def advance_to(self, t_end: float) -> None:
-        """Run every request event up to ``t_end``.
+        """Run every request event up to ``t_end``; completions are counted, and handed to the
+        recorder, in bulk at the end."""
+        if self._users or not self.endpoints:
+            self._advance_events(t_end)
+        else:
+            self._advance_open(t_end)
+        self.now = t_end
+        self._record()
 
-        The common cases, an open-loop arrival at a plain pod (no CPU limit, batching, node
-        neighbours or cold start) and a completion there, run inline here with the hot state
-        in locals: calls and attribute lookups are most of the time a request takes. Every
-        other case goes to the methods below, ``now`` set first. Outcomes are handed to the
-        recorder in bulk when it returns.
-        """
+    def _advance_events(self, t_end: float) -> None:
+        """One heap of events in time order (open-loop arrivals, by time, before any event
+        at the same instant). A completion on a plain pod runs inline with the hot state in
+        locals; every other event goes to the methods below, ``now`` set first."""
         heap = self._heap
-        pop, push = heapq.heappop, heapq.heappush
+        pop, replace = heapq.heappop, heapq.heapreplace
         seq = self._seq
-        exp = math.exp
         timeout = self.timeout
-        arrivals, ai, t_arr = self._arrivals, self._arrival_i, self._next_arrival
-        counted = ai  # arrivals before it were offered by an earlier call
-        endpoints = self.endpoints
-        routes = len(endpoints)
-        route, ri = self._route_buf, self._route_i
-        demand, di = self._demand_buf, self._demand_i
         done_t, done_latency = self._done_t.append, self._done_latency.append
-        sent = ok = 0
         while True:
             t_heap = heap[0][0] if heap else _INF
+            t_arr = self._next_arrival
             if t_arr <= t_heap:
                 if t_arr > t_end:
                     break
-                t = t_arr
-                ai += 1
-                if ai < len(arrivals):
-                    t_arr = arrivals[ai]
-                else:  # the block is used up: every arrival in it is offered
-                    self.recorder.offer_many(arrivals[counted:])
+                self.now = t_arr
+                self._arrival_i += 1
+                if self._arrival_i < len(self._arrivals):
+                    self._next_arrival = self._arrivals[self._arrival_i]
+                else:
                     self._refill()
-                    arrivals, ai, t_arr, counted = self._arrivals, 0, self._next_arrival, 0
-                sent += 1
-                # Drawn for every request, routed or not, as _dispatch does.
-                if di >= len(demand):
-                    demand, di = self._service.standard_normal(_BLOCK).tolist(), 0
-                z = demand[di]
-                di += 1
-                if not routes:
-                    self.now = t
-                    self._serve(None, t, None, 0, z)
-                    continue
-                if ri >= len(route):  # _pick(), inlined
-                    route, ri = self._routing.random(_BLOCK).tolist(), 0
-                server: Server = endpoints[int(route[ri] * routes)]
-                ri += 1
-                n = server.n
-                if server.cold_left or server.batching is not None or n >= server.threads:
-                    self.now = t
-                    self._serve(server, t, None, 0, z)
-                    continue
-                # self._serve(server, t, None, 0, z), its common case inlined
-                top = server.top
-                k = n + 1 if n < top else top
-                work = server.work_median[k] * exp(server.spread[k] * z)
-                jobs = server.jobs
-                dt = t - server.last
-                quota = server.quota
-                if dt > 0.0 and n and quota is None:  # server.advance(t), its busy case inlined
-                    server.virtual += server.shared[len(jobs)] * dt
-                    server.clock += dt
-                    server.cpu_seconds += server.burn[n if n < top else top] * dt
-                    server.last = t
-                else:
-                    server.advance(t)
-                server.n = n + 1
-                if len(jobs) < server.width:
-                    push(jobs, (server.virtual + work, next(seq), t, None, 0))
-                else:
-                    server.waiting.append([work, next(seq), t, None, 0, server.clock])
-                node = server.node
-                if node is not None and node.contended(server):
-                    self.now = t
-                    self._split(node)
-                elif n and quota is None:
-                    # The scheduled completion may stay, as in _serve.
-                    m = server.width
-                    if n >= m:
-                        i = n - m
-                        rate = server.lanes[i] if i < server.lane_end else 0.0
-                        if rate == 0.0 or t + work / rate >= server.due:
-                            continue
-                    elif server.shared[n + 1] <= server.shared[n] and jobs[0][1] == server.head:
-                        continue
-                if server.waiting or quota is not None:
-                    self._reschedule(server)
-                    continue
-                # self._reschedule(server), its common case inlined
-                server.generation = gen = server.generation + 1
-                first = jobs[0]
-                server.head = first[1]
-                left = first[0] - server.virtual
-                if left < 0.0:
-                    left = 0.0
-                server.due = when = server.last + left / server.shared[len(jobs)]
-                push(heap, (when, next(seq), _COMPLETE, server, gen))
+                self._dispatch(self._pick(), t_arr, None, 0)
                 continue
             if t_heap > t_end:
                 break
-            t, _, kind, obj, aux = pop(heap)
+            # The event stays first in the heap while it runs (whatever it schedules is at
+            # its time or later, with a later sequence number): popped, or replaced by the
+            # event it schedules, when done.
+            t, _, kind, obj, aux = heap[0]
             if kind == _COMPLETE:
-                server = obj  # type: ignore[assignment]
+                server: Server = obj  # type: ignore[assignment]
                 if aux != server.generation:
+                    pop(heap)
                     continue
                 if (
                     server.waiting
@@ -295,6 +232,7 @@ class DataPlane:
                     or server.batching is not None
                     or server.node is not None
                 ):
+                    pop(heap)
                     self.now = t
                     self._complete(server, t)
                     continue
@@ -314,7 +252,7 @@ class DataPlane:
                     server.generation = gen = server.generation + 1
                     server.head = first[1]
                     server.due = when = server.last + left / server.shared[len(jobs)]
-                    push(heap, (when, next(seq), _COMPLETE, server, gen))
+                    replace(heap, (when, next(seq), _COMPLETE, server, gen))
                     continue
                 _, _, t0, user, useq = pop(jobs)
                 server.n -= 1
@@ -323,7 +261,6 @@ class DataPlane:
                     server.push(*server.queue.popleft())
                 latency = t - t0 + server.overhead
                 if user is None and latency <= timeout:  # _respond's common case, inlined
-                    ok += 1
                     done_t(t)
                     done_latency(latency)
                 else:
@@ -336,39 +273,259 @@ class DataPlane:
                     left = first[0] - server.virtual
                     when = t + (left if left > 0.0 else 0.0) / server.shared[len(jobs)]
                     server.due = when
-                    push(heap, (when, next(seq), _COMPLETE, server, gen))
+                    replace(heap, (when, next(seq), _COMPLETE, server, gen))
                 else:
+                    pop(heap)
                     self._reschedule(server)
                 continue
+            pop(heap)
             self.now = t
-            if kind == _WAKE:
-                client: User = obj  # type: ignore[assignment]
-                if not client.stopped:
-                    self._route_buf, self._route_i = route, ri
-                    self._demand_buf, self._demand_i = demand, di
-                    self._send(client, t)
-                    route, ri = self._route_buf, self._route_i
-                    demand, di = self._demand_buf, self._demand_i
-            elif kind == _BATCH:
-                server = obj  # type: ignore[assignment]
-                if server.alive:
-                    self._start_batches(server, t)
-            else:
-                client = obj  # type: ignore[assignment]
-                if client.sending == aux:
-                    # The client gives up; urllib3 drops a timed-out connection, so it reconnects.
-                    self._fail(t, FailureReason.TIMEOUT, self.timeout)
-                    client.server = None
-                    self._idle(client, t)
-        self.now = t_end
+            self._event(t, kind, obj, aux)
+
+    def _event(self, t: float, kind: int, obj: object, aux: int) -> None:
+        """A user's wake-up or timeout, or a batch's timeout, due at ``t``."""
+        if kind == _WAKE:
+            user: User = obj  # type: ignore[assignment]
+            if not user.stopped:
+                self._send(user, t)
+        elif kind == _BATCH:
+            server: Server = obj  # type: ignore[assignment]
+            if server.alive:
+                self._start_batches(server, t)
+        else:
+            user = obj  # type: ignore[assignment]
+            if user.sending == aux:
+                # The client gives up; urllib3 drops a timed-out connection, so it reconnects.
+                self._fail(t, FailureReason.TIMEOUT, self.timeout)
+                user.server = None
+                self._idle(user, t)
+
+    def _advance_open(self, t_end: float) -> None:
+        """Open-loop arrivals only (no Locust user) and at least one endpoint: route every
+        arrival up to ``t_end`` first (the draws do not depend on the pods' state), then run
+        the pods.
+
+        Pods interact only through a node's shared CPU and through the draws that pick which
+        waiting request runs next (random_entry), taken in time order across pods. A plain
+        pod (no node neighbours, CPU limit or batching) whose requests in flight all run (no
+        queue, no waiting, nor will any in this window) touches neither, so its events need
+        no other pod's: :meth:`_run_alone` runs them with its state in locals and no heap.
+        The other pods run together, in time order, by the general methods
+        (:meth:`_run_routed`). Events of different pods at one instant may run in another
+        order than one heap would give: they commute.
+        """
+        endpoints = self.endpoints
+        routes = len(endpoints)
+        by_server: dict[Server, list[float]] = {}
+        buckets = [by_server.setdefault(server, []) for server in endpoints]
+        routed: list[int] = []  # the endpoint of each arrival, in order
+        arrivals, ai, t_arr = self._arrivals, self._arrival_i, self._next_arrival
+        arrived = len(arrivals)
+        counted = ai  # arrivals before it were offered by an earlier call
+        sent = 0
+        route, ri = self._route_buf, self._route_i
+        demand, di = self._demand_buf, self._demand_i
+        while t_arr <= t_end:
+            t = t_arr
+            ai += 1
+            if ai < arrived:
+                t_arr = arrivals[ai]
+            else:  # the block is used up: every arrival in it is sent and offered
+                sent += arrived - counted
+                self.recorder.offer_many(arrivals[counted:])
+                self._refill()
+                arrivals, ai, t_arr, counted = self._arrivals, 0, self._next_arrival, 0
+                arrived = len(arrivals)
+            # The draws _dispatch and _pick take, in the same order.
+            if di >= len(demand):
+                demand, di = self._service.standard_normal(_BLOCK).tolist(), 0
+            if ri >= len(route):
+                route, ri = self._routing.random(_BLOCK).tolist(), 0
+            i = int(route[ri] * routes)
+            ri += 1
+            bucket = buckets[i]
+            bucket.append(t)
+            bucket.append(demand[di])
+            di += 1
+            routed.append(i)
         self._arrival_i, self._next_arrival = ai, t_arr
         if counted < ai:
+            sent += ai - counted
             self.recorder.offer_many(arrivals[counted:ai])
+        self.tally.sent += sent
         self._route_buf, self._route_i = route, ri
         self._demand_buf, self._demand_i = demand, di
-        self.tally.sent += sent
-        self.tally.ok += ok
-        self._record()
+
+        heap = self._heap
+        due: dict[Server, float] = {}  # each pod's live completion event
+        for when, _, kind, obj, aux in heap:
+            if kind == _COMPLETE and aux == obj.generation:  # type: ignore[attr-defined]
+                due[obj] = when  # type: ignore[index]
+        alone: list[Server] = []
+        together: set[Server] = set()
+        for server in (*by_server, *due):
+            if server in together or server in alone:
+                continue
+            bucket = by_server.get(server, [])
+            if not bucket and due.get(server, _INF) > t_end:
+                continue
+            most = server.n + len(bucket) // 2
+            if (
+                server.quota is None
+                and server.batching is None
+                and server.node is None
+                and not server.waiting
+                and not server.queue
+                and most <= server.width
+                and most <= server.threads
+            ):
+                alone.append(server)
+            else:
+                together.add(server)
+        if alone:
+            fails: list[tuple[float, float]] = []  # (failed at, sent at): timed out
+            scheduled = []
+            for server in alone:
+                bucket = by_server.get(server, [])
+                when = self._run_alone(server, bucket, due.get(server, _INF), t_end, fails)
+                if when < _INF:
+                    scheduled.append((when, server))
+            # Their events are all past t_end now: the heap holds the one live event of each.
+            gone = set(alone)
+            heap[:] = [e for e in heap if e[3] not in gone]
+            for when, server in scheduled:
+                heap.append((when, next(self._seq), _COMPLETE, server, server.generation))
+            heapq.heapify(heap)
+            fails.sort()
+            for _, t0 in fails:
+                self._fail(t0 + self.timeout, FailureReason.TIMEOUT, self.timeout)
+        if together or (heap and heap[0][0] <= t_end):
+            cursors = dict.fromkeys(together, 0)
+            mine = []
+            for i in routed:
+                server = endpoints[i]
+                if server in together:
+                    bucket, j = by_server[server], cursors[server]
+                    mine.append((bucket[j], bucket[j + 1], server))
+                    cursors[server] = j + 2
+            self._run_routed(t_end, mine)
+
+    def _run_alone(
+        self,
+        server: Server,
+        arrivals: list[float],
+        due: float,
+        t_end: float,
+        fails: list[tuple[float, float]],
+    ) -> float:
+        """Run a plain pod's events up to ``t_end``: its ``arrivals`` (time, demand draw, ...)
+        and its completion event due at ``due``, as :meth:`_advance_events` and the methods
+        it calls would, in the same arithmetic. Every request in flight runs (``len(jobs)``
+        is ``n``). Completions go to the recorder's buffer, timeouts to ``fails``; returns
+        when its next completion is due (inf: none in flight)."""
+        seq, exp, push, pop = self._seq, math.exp, heapq.heappush, heapq.heappop
+        done_t, done_latency = self._done_t.append, self._done_latency.append
+        timeout = self.timeout
+        shared, burn, top = server.shared, server.burn, server.top
+        median, spread, overhead = server.work_median, server.spread, server.overhead
+        jobs, n, cold = server.jobs, server.n, server.cold_left
+        virtual, clock, cpu, last = server.virtual, server.clock, server.cpu_seconds, server.last
+        head, generation, served, when = server.head, server.generation, server.served, server.due
+        i, count = 0, len(arrivals)
+        t_arr = arrivals[0] if count else _INF
+        while True:
+            if i < count and t_arr <= due:  # an arrival: _serve's plain case
+                t, z = t_arr, arrivals[i + 1]
+                i += 2
+                t_arr = arrivals[i] if i < count else _INF
+                k = n + 1 if n < top else top
+                work = median[k] * exp(spread[k] * z)
+                if cold:
+                    cold -= 1
+                    work *= server.cold_factor
+                dt = t - last
+                if dt > 0.0:  # server.advance(t)
+                    if n:
+                        virtual += shared[n] * dt
+                        clock += dt
+                        cpu += burn[n if n < top else top] * dt
+                    else:
+                        cpu += burn[0] * dt
+                    last = t
+                push(jobs, (virtual + work, next(seq), t, None, 0))
+                if n and shared[n + 1] <= shared[n] and jobs[0][1] == head:
+                    n += 1  # the scheduled completion stays (see _serve)
+                    continue
+                n += 1
+                generation += 1  # _reschedule
+                first = jobs[0]
+                head = first[1]
+                left = first[0] - virtual
+                if left < 0.0:
+                    left = 0.0
+                when = due = last + left / shared[n]
+                continue
+            if due > t_end:
+                break
+            t = due  # its completion event: _complete's plain case
+            dt = t - last
+            if dt > 0.0:
+                virtual += shared[n] * dt
+                clock += dt
+                cpu += burn[n if n < top else top] * dt
+                last = t
+            first = jobs[0]
+            left = first[0] - virtual
+            if left > _EARLY:  # it came early
+                generation += 1
+                head = first[1]
+                when = due = last + left / shared[n]
+                continue
+            _, _, t0, _, _ = pop(jobs)
+            n -= 1
+            served += 1
+            latency = t - t0 + overhead
+            if latency <= timeout:
+                done_t(t)
+                done_latency(latency)
+            else:
+                fails.append((t, t0))
+            generation += 1
+            if jobs:
+                first = jobs[0]
+                head = first[1]
+                left = first[0] - virtual
+                when = due = t + (left if left > 0.0 else 0.0) / shared[n]
+            else:
+                due = _INF
+        server.n, server.cold_left, server.served = n, cold, served
+        server.virtual, server.clock, server.cpu_seconds, server.last = virtual, clock, cpu, last
+        server.head, server.generation, server.due = head, generation, when
+        return due
+
+    def _run_routed(self, t_end: float, arrivals: list[tuple[float, float, Server]]) -> None:
+        """Run the heap's events up to ``t_end`` and ``arrivals`` (time, demand draw, pod),
+        already routed, in time order (arrivals first at one instant), by the general
+        methods."""
+        heap = self._heap
+        i, count = 0, len(arrivals)
+        while True:
+            t_heap = heap[0][0] if heap else _INF
+            if i < count and arrivals[i][0] <= t_heap:
+                t, z, server = arrivals[i]
+                i += 1
+                self.now = t
+                self._serve(server, t, None, 0, z)
+                continue
+            if t_heap > t_end:
+                break
+            t, _, kind, obj, aux = heapq.heappop(heap)
+            self.now = t
+            if kind == _COMPLETE:
+                if aux == obj.generation:  # type: ignore[attr-defined]
+                    self._complete(obj, t)  # type: ignore[arg-type]
+            else:
+                self._event(t, kind, obj, aux)
 
     # --- internals ------------------------------------------------------------------------------
 
@@ -526,21 +683,21 @@ class DataPlane:
             if latency > self.timeout:
                 self._fail(t0 + self.timeout, FailureReason.TIMEOUT, self.timeout)
             else:
-                self.tally.ok += 1
                 self._done_t.append(t)
                 self._done_latency.append(latency)
         elif user.sending == seq:
-            self.tally.ok += 1
             self._done_t.append(t)
             self._done_latency.append(latency)
             self._idle(user, t + server.overhead)
 
     def _record(self) -> None:
-        """Hand the completions since the last call to the recorder, in time order. A recorder
-        without ``complete_many`` (the fidelity ladder's log) gets them one by one."""
+        """Count the completions since the last call and hand them to the recorder, in time
+        order. A recorder without ``complete_many`` (the fidelity ladder's log) gets them one
+        by one."""
         times, latencies = self._done_t, self._done_latency
         if not times:
             return
+        self.tally.ok += len(times)
         many = getattr(self.recorder, "complete_many", None)
         if many is not None:
             many(times, latencies)

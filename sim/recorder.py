@@ -188,21 +188,31 @@ class RequestRecorder:
         self.ok[second] += 1
 
     def complete_many(self, times: Sequence[float], latencies: Sequence[float]) -> None:
-        """:meth:`complete` for each (``times[i]``, ``latencies[i]``), in that order (``times``
-        ascending), a second at a time: the data plane hands them over in bulk."""
-        i, count, last = 0, len(times), self.seconds - 1
-        while i < count:
-            second = int(times[i])
-            if second >= last:
-                second, j = last, count
-            else:
-                j = bisect.bisect_left(times, second + 1, i, count)
-            if second != self._open_second:
-                self.close()
-                self._open_second = second
-            self._open += latencies[i:j]
-            self.ok[second] += j - i
+        """:meth:`complete` for each (``times[i]``, ``latencies[i]``) in time order, a second at
+        a time: the data plane hands them over in bulk, pod by pod, so ``times`` need not be
+        sorted (a second's latencies are a set: only which second each falls in counts)."""
+        if not times:
+            return
+        last = self.seconds - 1
+        first = min(int(min(times)), last)
+        if first == min(int(max(times)), last):
+            self._take(first, latencies)
+            return
+        order = sorted(range(len(times)), key=times.__getitem__)
+        ordered = [times[i] for i in order]
+        i = 0
+        while i < len(order):
+            second = int(ordered[i])
+            j = len(order) if second >= last else bisect.bisect_left(ordered, second + 1, i)
+            self._take(min(second, last), [latencies[k] for k in order[i:j]])
             i = j
+
+    def _take(self, second: int, latencies: Sequence[float]) -> None:
+        if second != self._open_second:
+            self.close()
+            self._open_second = second
+        self._open += latencies
+        self.ok[second] += len(latencies)
 
     def close(self) -> None:
         """Reduce the open second's latencies to percentiles and fold them into the histogram."""
