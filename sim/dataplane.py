@@ -28,6 +28,7 @@ _COMPLETE, _WAKE, _TIMEOUT, _BATCH = 0, 1, 2, 3
 _INF = math.inf
 _BLOCK = 4096  # random draws fetched from numpy at a time
 _EARLY = 1e-9  # work left (in mean requests) above which a completion event came early
+_END = (math.nan, math.nan)  # closes a pod's arrivals for _run_alone: nan compares below nothing
 
 
 class User:
@@ -386,7 +387,8 @@ class DataPlane:
             fails: list[tuple[float, float]] = []  # (failed at, sent at): timed out
             scheduled = []
             for server in alone:
-                bucket = by_server.get(server, [])
+                bucket = by_server.setdefault(server, [])
+                bucket += _END
                 when = self._run_alone(server, bucket, due.get(server, _INF), t_end, fails)
                 if when < _INF:
                     scheduled.append((when, server))
@@ -418,27 +420,27 @@ class DataPlane:
         t_end: float,
         fails: list[tuple[float, float]],
     ) -> float:
-        """Run a plain pod's events up to ``t_end``: its ``arrivals`` (time, demand draw, ...)
-        and its completion event due at ``due``, as :meth:`_advance_events` and the methods
-        it calls would, in the same arithmetic. Every request in flight runs (``len(jobs)``
-        is ``n``). Completions go to the recorder's buffer, timeouts to ``fails``; returns
-        when its next completion is due (inf: none in flight)."""
+        """Run a plain pod's events up to ``t_end``: its ``arrivals`` (time, demand draw, ...,
+        closed by _END) and its completion event due at ``due``, as :meth:`_advance_events`
+        and the methods it calls would, in the same arithmetic. Every request in flight runs
+        (``len(jobs)`` is ``n``, at most ``width``, so ``min(n, top)`` is ``n``). Completions
+        go to the recorder's buffer, timeouts to ``fails``; returns when its next completion
+        is due (inf: none in flight)."""
         seq, exp, push, pop = self._seq, math.exp, heapq.heappush, heapq.heappop
         done_t, done_latency = self._done_t.append, self._done_latency.append
         timeout = self.timeout
-        shared, burn, top = server.shared, server.burn, server.top
+        shared, burn = server.shared, server.burn
         median, spread, overhead = server.work_median, server.spread, server.overhead
         jobs, n, cold = server.jobs, server.n, server.cold_left
         virtual, clock, cpu, last = server.virtual, server.clock, server.cpu_seconds, server.last
         head, generation, served, when = server.head, server.generation, server.served, server.due
-        i, count = 0, len(arrivals)
-        t_arr = arrivals[0] if count else _INF
+        t_arr, i = arrivals[0], 0  # they end with _END
         while True:
-            if i < count and t_arr <= due:  # an arrival: _serve's plain case
+            if t_arr <= due:  # an arrival: _serve's plain case (n < width <= top)
                 t, z = t_arr, arrivals[i + 1]
                 i += 2
-                t_arr = arrivals[i] if i < count else _INF
-                k = n + 1 if n < top else top
+                t_arr = arrivals[i]
+                k = n + 1
                 work = median[k] * exp(spread[k] * z)
                 if cold:
                     cold -= 1
@@ -448,7 +450,7 @@ class DataPlane:
                     if n:
                         virtual += shared[n] * dt
                         clock += dt
-                        cpu += burn[n if n < top else top] * dt
+                        cpu += burn[n] * dt
                     else:
                         cpu += burn[0] * dt
                     last = t
@@ -472,7 +474,7 @@ class DataPlane:
             if dt > 0.0:
                 virtual += shared[n] * dt
                 clock += dt
-                cpu += burn[n if n < top else top] * dt
+                cpu += burn[n] * dt
                 last = t
             first = jobs[0]
             left = first[0] - virtual
