@@ -317,9 +317,8 @@ class DataPlane:
         """
         endpoints = self.endpoints
         routes = len(endpoints)
-        by_server: dict[Server, list[float]] = {}
-        buckets = [by_server.setdefault(server, []) for server in endpoints]
-        routed: list[int] = []  # the endpoint of each arrival, in order
+        by_server: dict[Server, list[float]] = {}  # each pod's arrivals: time, draw, ...
+        routed: list[Server] = []  # the pod of each arrival, in order
         arrivals, ai, t_arr = self._arrivals, self._arrival_i, self._next_arrival
         arrived = len(arrivals)
         counted = ai  # arrivals before it were offered by an earlier call
@@ -342,13 +341,15 @@ class DataPlane:
                 demand, di = self._service.standard_normal(_BLOCK).tolist(), 0
             if ri >= len(route):
                 route, ri = self._routing.random(_BLOCK).tolist(), 0
-            i = int(route[ri] * routes)
+            server = endpoints[int(route[ri] * routes)]
             ri += 1
-            bucket = buckets[i]
+            bucket = by_server.get(server)
+            if bucket is None:
+                bucket = by_server[server] = []
             bucket.append(t)
             bucket.append(demand[di])
             di += 1
-            routed.append(i)
+            routed.append(server)
         self._arrival_i, self._next_arrival = ai, t_arr
         if counted < ai:
             sent += ai - counted
@@ -357,20 +358,19 @@ class DataPlane:
         self._route_buf, self._route_i = route, ri
         self._demand_buf, self._demand_i = demand, di
 
+        # The events due by t_end, taken out: a pod's live completion is at server.due (its
+        # heap entry carries its generation); the rest go back unless their pod runs alone.
         heap = self._heap
-        due: dict[Server, float] = {}  # each pod's live completion event
-        for when, _, kind, obj, aux in heap:
-            if kind == _COMPLETE and aux == obj.generation:  # type: ignore[attr-defined]
-                due[obj] = when  # type: ignore[index]
+        taken = []
+        while heap and heap[0][0] <= t_end:
+            taken.append(heapq.heappop(heap))
         alone: list[Server] = []
         together: set[Server] = set()
+        due: list[Server] = [e[3] for e in taken if e[2] == _COMPLETE]  # type: ignore[misc]
         for server in (*by_server, *due):
             if server in together or server in alone:
                 continue
-            bucket = by_server.get(server, [])
-            if not bucket and due.get(server, _INF) > t_end:
-                continue
-            most = server.n + len(bucket) // 2
+            most = server.n + len(by_server.get(server, ())) // 2
             if (
                 server.quota is None
                 and server.batching is None
@@ -383,29 +383,30 @@ class DataPlane:
                 alone.append(server)
             else:
                 together.add(server)
+        gone = set(alone)
+        for entry in taken:
+            if entry[3] not in gone:
+                heapq.heappush(heap, entry)
         if alone:
             fails: list[tuple[float, float]] = []  # (failed at, sent at): timed out
-            scheduled = []
             for server in alone:
                 bucket = by_server.setdefault(server, [])
                 bucket += _END
-                when = self._run_alone(server, bucket, due.get(server, _INF), t_end, fails)
-                if when < _INF:
-                    scheduled.append((when, server))
-            # Their events are all past t_end now: the heap holds the one live event of each.
-            gone = set(alone)
-            heap[:] = [e for e in heap if e[3] not in gone]
-            for when, server in scheduled:
-                heap.append((when, next(self._seq), _COMPLETE, server, server.generation))
-            heapq.heapify(heap)
+                generation = server.generation
+                when = self._run_alone(
+                    server, bucket, server.due if server.jobs else _INF, t_end, fails
+                )
+                if when < _INF and server.generation != generation:  # else its entry stands
+                    heapq.heappush(
+                        heap, (when, next(self._seq), _COMPLETE, server, server.generation)
+                    )
             fails.sort()
             for _, t0 in fails:
                 self._fail(t0 + self.timeout, FailureReason.TIMEOUT, self.timeout)
         if together or (heap and heap[0][0] <= t_end):
             cursors = dict.fromkeys(together, 0)
             mine = []
-            for i in routed:
-                server = endpoints[i]
+            for server in routed:
                 if server in together:
                     bucket, j = by_server[server], cursors[server]
                     mine.append((bucket[j], bucket[j + 1], server))
