@@ -138,6 +138,10 @@ class RunningBill:
         self.closed = 0.0  # dollars of the nodes already retired
         self.retired = 0  # how many of them
         self._live: dict[str, NodeBilling] = {}
+        # The last ``live`` passed and its (start, end, price) per node: the engine passes
+        # the same list until a node comes or goes.
+        self._seen: Sequence[tuple[str, NodeRecord]] | None = None
+        self._terms: list[tuple[float, float | None, float]] = []
 
     def total(
         self,
@@ -146,25 +150,30 @@ class RunningBill:
         t: float,
     ) -> float:
         """Dollars by ``t``: ``live``, the nodes now, and ``retiring``, those retired since the
-        last call, each as (name, record)."""
+        last call, each as (name, record). ``live`` is read again only when it is another
+        object than at the last call (pass a new list when the nodes change)."""
         for name, record in retiring:
             self._live.pop(name, None)
             self.closed += as_billing(record).cost(t)
         self.retired += len(retiring)
+        if live is not self._seen:  # another list of live nodes: their billings, once
+            bills = self._live
+            terms = []
+            for name, record in live:
+                billing = bills.get(name)
+                if billing is None:
+                    billing = bills[name] = as_billing(record)
+                terms.append((billing.start, billing.end, billing.price_per_hour))
+            self._seen, self._terms = live, terms
         total = self.closed
-        bills = self._live
-        for name, record in live:
-            billing = bills.get(name)
-            if billing is None:
-                billing = bills[name] = as_billing(record)
-            # billing.cost(t), inlined: it runs for every node every simulated second
-            start, end = billing.start, billing.end
+        for start, end, price in self._terms:
+            # NodeBilling.cost(t), inlined: it runs for every node every simulated second
             if t < start:
                 billed = 0.0
             else:
                 ran = math.ceil(max((t if end is None else min(t, end)) - start, 0.0) - _EPS)
                 billed = max(float(ran), MINIMUM_BILLED_SECONDS)
-            total += billed * billing.price_per_hour / 3600.0
+            total += billed * price / 3600.0
         if self.management_fee:
             total += cluster_fee(t, self.cluster_start)
         return total
