@@ -19,6 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import sim.serving.profile as profile_module
+from sim.serving.calibrate.ladder import knee
 from sim.serving.profile import (
     DEFAULT_QUANTILES,
     EXTRAPOLATION_RULES,
@@ -29,6 +30,7 @@ from sim.serving.profile import (
     builtin_profiles,
     dump_profile,
     load_profile,
+    plateau_fit,
     profile_for,
     profile_from_dict,
 )
@@ -606,3 +608,43 @@ def test_importing_sim_leaves_tensorflow_out() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+# --- the plateau fit --------------------------------------------------------------------------
+
+_LADDER_N = [1, 2, 3, 4, 6, 8, 12, 16, 24, 32]
+
+
+@given(st.lists(st.floats(0.5, 50.0), min_size=1, max_size=len(_LADDER_N)))
+def test_plateau_fit_is_non_decreasing_and_keeps_the_total(xs: list[float]) -> None:
+    """Pooling replaces steps by their mean, so no throughput is made up or lost, and the
+    model's X never falls with more in flight."""
+    fitted = plateau_fit(_LADDER_N[: len(xs)], xs)
+    assert len(fitted) == len(xs)
+    assert all(a <= b * (1 + 1e-12) for a, b in itertools.pairwise(fitted))
+    assert math.isclose(sum(fitted), sum(xs), rel_tol=1e-9)
+
+
+@given(st.lists(st.floats(0.5, 50.0), min_size=2, max_size=len(_LADDER_N)))
+def test_plateau_fit_flattens_every_step_from_the_knee(xs: list[float]) -> None:
+    n = _LADDER_N[: len(xs)]
+    at = knee(list(zip(n, xs, strict=True)))
+    fitted = plateau_fit(n, xs)
+    if at is None:
+        # still rising at the end: only falls are pooled, a rising ladder is kept as measured
+        if all(a <= b for a, b in itertools.pairwise(xs)):
+            assert fitted == xs
+    else:
+        tail = fitted[n.index(at) :]
+        assert max(tail) - min(tail) <= 1e-9 * max(tail)
+        assert max(tail) <= max(xs) * (1 + 1e-12)  # never above the best window
+
+
+def test_plateau_fit_reads_the_plateau_as_the_mean_not_the_best_window() -> None:
+    # this machine's 2-thread ladder in process (fidelity run of session 3): the knee is n = 4
+    # (11.51 < 1.03 x 11.88); the best window, 11.88, is what a running maximum would keep
+    xs = [9.64, 11.35, 11.88, 11.51, 11.03, 11.85, 11.87]
+    fitted = plateau_fit([1, 2, 3, 4, 6, 8, 12], xs)
+    assert fitted[:2] == xs[:2]
+    assert fitted[2:] == pytest.approx([sum(xs[2:]) / 5] * 5)  # n = 3 pooled with the plateau
+    assert fitted[-1] == pytest.approx(11.628)

@@ -64,6 +64,7 @@ from typing import Any
 import yaml
 
 from sim.cluster.catalog import machine_type
+from sim.serving.calibrate.ladder import knee
 
 SCHEMA_VERSION = 3
 KINDS = ("measured", "endpoint", "derived")
@@ -174,6 +175,29 @@ def _lerp(xs: Sequence[float], ys: Sequence[float], x: float) -> float:
     return ys[i - 1] + w * (ys[i] - ys[i - 1])
 
 
+def plateau_fit(concurrency: Sequence[int], throughput: Sequence[float]) -> list[float]:
+    """X(n) as the model uses it. The steps from the ladder's knee on (``calibrate.ladder``)
+    measure one saturated throughput and differ by their windows' noise only, so each stands
+    for their mean; then X is made non-decreasing by pooling adjacent steps that fall (isotonic
+    regression). Taking the best window instead, as a running maximum does, reads the plateau
+    high by about a window's noise (4% on this machine's ladders)."""
+    xs = list(throughput)
+    at = knee(list(zip(concurrency, xs, strict=True)))
+    if at is not None:
+        i = list(concurrency).index(at)
+        flat = sum(xs[i:]) / len(xs[i:])
+        xs[i:] = [flat] * len(xs[i:])
+    blocks: list[list[float]] = []  # [mean, count] per pooled run of steps
+    for x in xs:
+        blocks.append([x, 1.0])
+        while len(blocks) > 1 and blocks[-2][0] > blocks[-1][0]:
+            mean, count = blocks.pop()
+            last = blocks[-1]
+            last[0] = (last[0] * last[1] + mean * count) / (last[1] + count)
+            last[1] += count
+    return [mean for mean, count in blocks for _ in range(int(count))]
+
+
 class _Ladder:
     """One thread count's measurements: X, U and latency over concurrency; batch cost."""
 
@@ -181,12 +205,13 @@ class _Ladder:
         self.threads = threads
         ladder = sorted((p for p in points if p.batch == 1), key=lambda p: p.concurrency)
         self.n = [float(p.concurrency) for p in ladder]
-        self.x = [p.throughput_rps for p in ladder]
+        measured = [p.throughput_rps for p in ladder]
+        self.x = plateau_fit([p.concurrency for p in ladder], measured)
         self.u = [p.cpu_cores for p in ladder]
         self.lat = [p.latency_s for p in ladder]
         self.sigma = ladder[0].sigma  # a lone request's spread: the work's own variability
         # The ladder ends on its plateau when its last step gained less than 3%.
-        self.plateau = len(self.x) > 1 and self.x[-1] <= 1.03 * max(self.x[:-1])
+        self.plateau = len(measured) > 1 and measured[-1] <= 1.03 * max(measured[:-1])
         self.q50 = list(quantiles).index(0.5)
         batches = sorted((p for p in points if p.concurrency == 1), key=lambda p: p.batch)
         self.batch = [float(p.batch) for p in batches]
