@@ -107,6 +107,14 @@ def fidelity(
     max_error_latency: Annotated[float, typer.Option(help="bound on p50/p95 error, %")] = 15.0,
     out: Annotated[Path, typer.Option(help="output directory")] = Path("out/fidelity"),
     seed: Annotated[int, typer.Option(help="seed of both sides' wait times")] = 1,
+    repeat: Annotated[
+        int,
+        typer.Option(
+            help="real ladders run one after another and pooled; the table and files show "
+            "their range, the real side's own run-to-run spread",
+            min=1,
+        ),
+    ] = 1,
     force: Annotated[
         bool, typer.Option(help="write into a non-empty --out that is not a scalelab output")
     ] = False,
@@ -166,6 +174,7 @@ def fidelity(
                 cpu_cgroup=cpu_cgroup,
                 cpu_pod=(cpu_pod, kubeconfig, context) if cpu_pod is not None else None,
                 seed=seed,
+                repeat=repeat,
                 sim_seeds=sim_seeds,
                 discipline=discipline,
                 out=out,
@@ -237,6 +246,7 @@ def _measure(
     cpu_cgroup: Path | None,
     cpu_pod: tuple[str, Path | None, str | None] | None,
     seed: int,
+    repeat: int,
     sim_seeds: int,
     discipline: str,
     out: Path,
@@ -266,9 +276,19 @@ def _measure(
             cpu = _pod_cpu(console, *cpu_pod, ladder)
         try:
             console.print(f"driving {endpoint} with the ladder {[s.users for s in ladder]}")
-            measured = real.run_ladder(
-                endpoint, model, ladder, wait=waits, body=body, cpu=cpu, seed=seed, workdir=tmp
-            )
+            measured = [
+                real.run_ladder(
+                    endpoint,
+                    model,
+                    ladder,
+                    wait=waits,
+                    body=body,
+                    cpu=cpu,
+                    seed=seed + k,
+                    workdir=tmp / str(k),
+                )
+                for k in range(repeat)
+            ]
         finally:
             if cpu_pod is not None:
                 cpu.close()
@@ -298,16 +318,19 @@ def _measure(
                     console, calibrated, server.url, model, body, have
                 )
             console.print(f"driving it with real Locust users: {[s.users for s in ladder]}")
-            measured = real.run_ladder(
-                server.url,
-                model,
-                ladder,
-                wait=waits,
-                body=body,
-                cpu=ProcessCpu(server.pid),
-                seed=seed,
-                workdir=tmp,
-            )
+            measured = [
+                real.run_ladder(
+                    server.url,
+                    model,
+                    ladder,
+                    wait=waits,
+                    body=body,
+                    cpu=ProcessCpu(server.pid),
+                    seed=seed + k,
+                    workdir=tmp / str(k),
+                )
+                for k in range(repeat)
+            ]
         if profile is None:
             meta["profile_file"] = str(out / "profile.yaml")
         meta["server"] = {"saved_model": str(saved_model), "threads": threads, "cores": have}
@@ -319,6 +342,7 @@ def _measure(
             for k in range(sim_seeds)
         ]
     )
+    meta["real"] = {"ladders": repeat, "seeds": [seed + k for k in range(repeat)]}
     meta["simulated"] = {"seeds": sim_seeds, "discipline": discipline}
     meta["profile"] = calibrated.name
     meta["elapsed_s"] = round(time.perf_counter() - began, 1)
@@ -447,7 +471,9 @@ def _table(rows: list[Any]) -> Table:
                 cells.append("-")
                 continue
             error = "" if e is None else f" ({e:+.0f}%)"
-            cells.append(f"{r:.3g} / {s:.3g}{error}")
+            spread = row.spread(metric)
+            within = "" if spread is None else f"\n(real range {spread:.0f}%)"
+            cells.append(f"{r:.3g} / {s:.3g}{error}{within}")
         table.add_row(*cells)
     return table
 

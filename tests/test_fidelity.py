@@ -87,8 +87,9 @@ def rung(users: int, ok: int, latencies: list[float], cpu: float | None = 1.0) -
 def test_errors_are_relative_to_the_real_side(tmp_path: Path) -> None:
     real = [rung(1, 10, [0.2] * 10), rung(4, 40, [0.4] * 40)]
     simulated = [rung(1, 11, [0.25] * 11), rung(4, 40, [0.4] * 40, None)]
-    rows = compare(real, simulated)
+    rows = compare([real], simulated)
     assert rows[0].error("throughput_rps") == pytest.approx(10.0)
+    assert rows[0].real_range == {} and rows[0].spread("p50") is None  # one ladder
     assert rows[0].error("p50") == pytest.approx(25.0)
     assert rows[1].error("cpu_cores") is None
     misses = Bounds(throughput=5, latency=15).misses(rows)
@@ -105,7 +106,26 @@ def test_errors_are_relative_to_the_real_side(tmp_path: Path) -> None:
     data = json.loads((tmp_path / "fidelity.json").read_text())
     assert data["machine"] == "here" and data["rows"][1]["error_pct"]["cpu_cores"] is None
     with pytest.raises(ValueError, match="different user counts"):
-        compare(real, simulated[:1])
+        compare([real], simulated[:1])
+
+
+def test_repeated_real_ladders_are_pooled_and_their_range_kept(tmp_path: Path) -> None:
+    # two real ladders of one rung: 10 and 14 requests in 10 s, latencies 0.2 and 0.3 s
+    first, second = [rung(2, 10, [0.2] * 10, 0.5)], [rung(2, 14, [0.3] * 14, 0.7)]
+    (row,) = compare([first, second], [rung(2, 12, [0.25] * 12, 0.6)])
+    assert row.real["throughput_rps"] == pytest.approx(1.2)  # 24 requests over 20 s
+    assert row.real["p50"] == 0.3  # over all 24 responses: 14 of them took 0.3 s
+    assert row.real["cpu_cores"] == pytest.approx(0.6)
+    assert row.real_range["throughput_rps"] == (1.0, 1.4)
+    assert row.real_range["p50"] == (0.2, 0.3)
+    assert row.spread("throughput_rps") == pytest.approx(100 * 0.4 / 1.2)
+    assert row.error("throughput_rps") == pytest.approx(0.0)
+    write(tmp_path, [row], {})
+    header, line = (tmp_path / "fidelity.csv").read_text().splitlines()
+    cells = dict(zip(header.split(","), line.split(","), strict=True))
+    assert (cells["real_p50_min"], cells["real_p50_max"]) == ("0.2", "0.3")
+    data = json.loads((tmp_path / "fidelity.json").read_text())
+    assert data["rows"][0]["real_spread_pct"]["p50"] == pytest.approx(100 * 0.1 / 0.3)
 
 
 def test_a_row_without_a_real_value_has_no_error() -> None:

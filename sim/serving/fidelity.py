@@ -101,12 +101,17 @@ def steps_for(users: Sequence[int], seconds: float, settle: float) -> list[Step]
 
 
 def pooled(runs: Sequence[Sequence[Rung]]) -> list[Rung]:
-    """Several simulated ladders (seeds) as one: the model's expectation, not one draw of it.
-    A rung's windows are laid end to end, so throughput and CPU are their means."""
+    """Several ladders as one: simulated seeds (the model's expectation, not one draw of it) or
+    repeated real ladders (fewer tail samples' noise). A rung's windows are laid end to end, so
+    throughput and CPU are their means and percentiles are over all its responses."""
     out = []
     for same in zip(*runs, strict=True):
         span = sum(r.end - r.start for r in same)
         cpu = [r.cpu_cores for r in same if r.cpu_cores is not None]
+        errors: dict[str, int] = {}
+        for r in same:
+            for what, count in r.errors.items():
+                errors[what] = errors.get(what, 0) + count
         out.append(
             Rung(
                 users=same[0].users,
@@ -115,7 +120,8 @@ def pooled(runs: Sequence[Sequence[Rung]]) -> list[Rung]:
                 ok=sum(r.ok for r in same),
                 failed=sum(r.failed for r in same),
                 latencies=[v for r in same for v in r.latencies],
-                cpu_cores=sum(cpu) / len(cpu) if cpu else None,
+                cpu_cores=sum(cpu) / len(cpu) if len(cpu) == len(same) else None,
+                errors=errors,
             )
         )
     return out
@@ -217,12 +223,22 @@ class Row:
     users: int
     real: dict[str, float | None]
     simulated: dict[str, float | None]
+    # With repeated real ladders: each metric's lowest and highest over the repeats, the real
+    # side's own run-to-run spread (``real`` pools them); empty for one ladder.
+    real_range: dict[str, tuple[float, float]] = field(default_factory=dict)
 
     def error(self, metric: str) -> float | None:
         r, s = self.real.get(metric), self.simulated.get(metric)
         if r is None or s is None or r == 0:
             return None
         return 100.0 * (s - r) / r
+
+    def spread(self, metric: str) -> float | None:
+        """The real repeats' range in percent of the pooled real value."""
+        r, span = self.real.get(metric), self.real_range.get(metric)
+        if r is None or span is None or r == 0:
+            return None
+        return 100.0 * (span[1] - span[0]) / r
 
 
 def _figures(rung: Rung) -> dict[str, float | None]:
@@ -237,10 +253,20 @@ def _figures(rung: Rung) -> dict[str, float | None]:
     }
 
 
-def compare(real: Sequence[Rung], simulated: Sequence[Rung]) -> list[Row]:
-    if [r.users for r in real] != [s.users for s in simulated]:
+def compare(real: Sequence[Sequence[Rung]], simulated: Sequence[Rung]) -> list[Row]:
+    """Rows from one or more real ladders (pooled) against the simulated one."""
+    if not real or any([r.users for r in run] != [s.users for s in simulated] for run in real):
         raise ValueError("the real and simulated ladders have different user counts")
-    return [Row(r.users, _figures(r), _figures(s)) for r, s in zip(real, simulated, strict=True)]
+    rows = []
+    for i, (r, s) in enumerate(zip(pooled(real), simulated, strict=True)):
+        ranges: dict[str, tuple[float, float]] = {}
+        if len(real) > 1:
+            for metric in METRICS:
+                values = [v for run in real if (v := _figures(run[i])[metric]) is not None]
+                if len(values) == len(real):
+                    ranges[metric] = (min(values), max(values))
+        rows.append(Row(r.users, _figures(r), _figures(s), ranges))
+    return rows
 
 
 @dataclass(frozen=True)
@@ -270,7 +296,7 @@ def write(out: Path, rows: Sequence[Row], meta: dict[str, Any]) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     columns = ["users"]
     for m in METRICS:
-        columns += [f"real_{m}", f"sim_{m}", f"error_{m}_pct"]
+        columns += [f"real_{m}", f"sim_{m}", f"error_{m}_pct", f"real_{m}_min", f"real_{m}_max"]
     csv_path = out / "fidelity.csv"
     with csv_path.open("w", newline="") as f:
         writer = csv.writer(f)
@@ -278,12 +304,21 @@ def write(out: Path, rows: Sequence[Row], meta: dict[str, Any]) -> list[Path]:
         for row in rows:
             line: list[Any] = [row.users]
             for m in METRICS:
+                low, high = row.real_range.get(m, (None, None))
                 line += [_cell(row.real.get(m)), _cell(row.simulated.get(m)), _cell(row.error(m))]
+                line += [_cell(low), _cell(high)]
             writer.writerow(line)
     json_path = out / "fidelity.json"
     json_path.write_text(
         json.dumps(
-            {**meta, "rows": [{**asdict(r), "error_pct": _errors(r)} for r in rows]}, indent=1
+            {
+                **meta,
+                "rows": [
+                    {**asdict(r), "error_pct": _errors(r), "real_spread_pct": _spreads(r)}
+                    for r in rows
+                ],
+            },
+            indent=1,
         )
         + "\n"
     )
@@ -292,6 +327,10 @@ def write(out: Path, rows: Sequence[Row], meta: dict[str, Any]) -> list[Path]:
 
 def _errors(row: Row) -> dict[str, float | None]:
     return {m: row.error(m) for m in METRICS}
+
+
+def _spreads(row: Row) -> dict[str, float | None]:
+    return {m: row.spread(m) for m in METRICS}
 
 
 def _cell(value: float | None) -> str:
@@ -315,12 +354,19 @@ def _plot(path: Path, rows: Sequence[Row]) -> Path:
         for i, m in enumerate(metrics):
             color = f"C{i}"
             ax.plot(users, [r.real.get(m) for r in rows], "o-", color=color, label=f"{m} real")
+            spans = [r.real_range.get(m) for r in rows]
+            if all(span is not None for span in spans):
+                low = [span[0] for span in spans if span is not None]
+                high = [span[1] for span in spans if span is not None]
+                ax.fill_between(users, low, high, color=color, alpha=0.15, linewidth=0)
             ax.plot(users, [r.simulated.get(m) for r in rows], "x--", color=color, label=f"{m} sim")
         ax.set_xlabel("Locust users")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.suptitle("scalelab fidelity: real (o, solid) against simulated (x, dashed)")
+    fig.suptitle(
+        "scalelab fidelity: real (o, solid; band: repeats' range) against simulated (x, dashed)"
+    )
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return path
