@@ -358,7 +358,7 @@ def _rest_overhead(
     cores: float,
     count: int = 20,
     pause: float = 0.5,
-) -> tuple[Any, dict[str, float]]:
+) -> tuple[Any, dict[str, Any]]:
     """An in-process profile has no REST: measure what the REST path adds to a lone request
     (median of ``count`` predicts on one keep-alive connection, after 3 to warm up, less the
     profile's lone median) and carry it as the profile's ``overhead_s``, and the spread of
@@ -406,6 +406,7 @@ def _rest_overhead(
         "lone_in_process_s": inside,
         "overhead_s": overhead,
         "served_sigma": served,
+        "lone_rest_times_s": [round(t, 6) for t in times],  # to re-derive either figure
     }
     changed = dataclasses.replace(
         profile, overhead_s=profile.overhead_s + overhead, served_sigma=served
