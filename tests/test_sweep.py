@@ -235,6 +235,9 @@ def test_ctrl_c_then_the_same_command_resumes(tmp_path: Path) -> None:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # A suite started in the background inherits SIGINT ignored, and Python then never
+        # raises KeyboardInterrupt: give the sweep the default, as a terminal would.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     deadline = time.monotonic() + 60
     while len(list((out / "cache").glob("*.json"))) < 3 and time.monotonic() < deadline:
