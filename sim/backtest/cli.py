@@ -3,20 +3,54 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from sim.console import fail
 from sim.errors import ScenarioError, UserError
 
+if TYPE_CHECKING:
+    from sim.backtest.recording import Recording
+    from sim.backtest.replay import ReplayConfig, Sync
+    from sim.hpa.spec import HorizontalPodAutoscalerSpec
+    from sim.hpa.types import HPASpec
+    from sim.scenario import Scenario
+    from sim.trace import Trace
+
 DebugOption = Annotated[bool, typer.Option("--debug", help="show tracebacks")]
 SetOption = Annotated[
     list[str] | None,
     typer.Option("--set", help="override a scenario field: dotted.path=value (repeatable)"),
 ]
+
+
+@dataclass(frozen=True)
+class BacktestArgs:
+    """``scalelab backtest``'s options as given (checked in :func:`_backtest`)."""
+
+    out: Path
+    hpa: str
+    namespace: str
+    prometheus: str | None
+    openmetrics: Path | None
+    start: str | None
+    end: str | None
+    scenario: Path | None
+    set_: list[str] | None
+    manifest: Path | None
+    sync_period: float | None
+    resolution: float | None
+    requests: str | None
+    write_load: Path | None
+    propose: Path | None
+    model: str
+    timeout: float
+    force: bool
+
 
 #: The unix time a run's t = 0 is exported at when --start is not given (fixed, so the same
 #: run always gives the same bytes). Prometheus' default retention (15 d) deletes older
@@ -41,7 +75,7 @@ def parse_time(text: str, option: str) -> float:
     return parsed.timestamp()
 
 
-def _hpa_manifest(path: Path, option: str = "--manifest"):  # type: ignore[no-untyped-def]
+def _hpa_manifest(path: Path, option: str = "--manifest") -> HorizontalPodAutoscalerSpec:
     import yaml
     from pydantic import ValidationError
 
@@ -136,7 +170,28 @@ def register(app: typer.Typer) -> None:
         demand under the recorded or a proposed spec (--propose, --set hpa.*): replicas,
         pod-hours, cost and utilization against the recorded ones."""
         try:
-            _backtest(**locals())
+            _backtest(
+                BacktestArgs(
+                    out=out,
+                    hpa=hpa,
+                    namespace=namespace,
+                    prometheus=prometheus,
+                    openmetrics=openmetrics,
+                    start=start,
+                    end=end,
+                    scenario=scenario,
+                    set_=set_,
+                    manifest=manifest,
+                    sync_period=sync_period,
+                    resolution=resolution,
+                    requests=requests,
+                    write_load=write_load,
+                    propose=propose,
+                    model=model,
+                    timeout=timeout,
+                    force=force,
+                )
+            )
         except (UserError, ScenarioError) as error:
             fail(error, debug)
 
@@ -209,7 +264,7 @@ def _is_hpa_override(text: str) -> bool:
     return path == "hpa" or path.startswith(("hpa.", "hpa["))
 
 
-def _proposal_file(path: Path):  # type: ignore[no-untyped-def]
+def _proposal_file(path: Path) -> HorizontalPodAutoscalerSpec:
     """An HPA manifest, or a scenario file's ``hpa``."""
     import yaml
 
@@ -232,7 +287,9 @@ def _proposal_file(path: Path):  # type: ignore[no-untyped-def]
     )
 
 
-def _with_hpa_overrides(spec, overrides: list[str]):  # type: ignore[no-untyped-def]
+def _with_hpa_overrides(
+    spec: HorizontalPodAutoscalerSpec, overrides: list[str]
+) -> HorizontalPodAutoscalerSpec:
     from pydantic import ValidationError
 
     from sim.hpa.spec import HorizontalPodAutoscalerSpec
@@ -250,7 +307,7 @@ def _with_hpa_overrides(spec, overrides: list[str]):  # type: ignore[no-untyped-
         raise UserError(f"--set {' '.join(overrides)}: {problems}") from None
 
 
-def _recorded_spec(rec):  # type: ignore[no-untyped-def]
+def _recorded_spec(rec: Recording) -> HorizontalPodAutoscalerSpec | None:
     """The HPA spec as kube-state-metrics recorded it at the window's first round."""
     from sim.hpa.spec import HorizontalPodAutoscalerSpec
 
@@ -277,7 +334,7 @@ def _recorded_spec(rec):  # type: ignore[no-untyped-def]
     )
 
 
-def _backtest(**o) -> None:  # type: ignore[no-untyped-def]
+def _backtest(o: BacktestArgs) -> None:
     from sim.backtest import openmetrics as om
     from sim.backtest import outputs, recording
     from sim.backtest.load import counter_rate, write_replay
@@ -285,35 +342,35 @@ def _backtest(**o) -> None:  # type: ignore[no-untyped-def]
     from sim.hpa import ControllerConfig
     from sim.outputs import claim, publish
 
-    if (o["prometheus"] is None) == (o["openmetrics"] is None):
+    if (o.prometheus is None) == (o.openmetrics is None):
         raise UserError("give exactly one of --prometheus URL and --openmetrics FILE")
-    if o["write_load"] is not None and o["requests"] is None:
+    if o.write_load is not None and o.requests is None:
         raise UserError("--write-load needs --requests (the request-rate query or counter)")
-    if o["model"] not in ("auto", "cpu", "simulator"):
-        raise UserError(f"--model {o['model']!r}: expected auto, cpu or simulator")
-    if o["model"] == "simulator" and (o["requests"] is None or o["scenario"] is None):
+    if o.model not in ("auto", "cpu", "simulator"):
+        raise UserError(f"--model {o.model!r}: expected auto, cpu or simulator")
+    if o.model == "simulator" and (o.requests is None or o.scenario is None):
         raise UserError(
             "--model simulator needs --requests (the recorded request rate) and --scenario "
             "(the serving profile, pools and pods the simulator runs)"
         )
-    simulator = o["model"] == "simulator" or (
-        o["model"] == "auto" and o["requests"] is not None and o["scenario"] is not None
+    simulator = o.model == "simulator" or (
+        o.model == "auto" and o.requests is not None and o.scenario is not None
     )
-    start = parse_time(o["start"], "--start") if o["start"] is not None else None
-    end = parse_time(o["end"], "--end") if o["end"] is not None else None
-    if o["prometheus"] is not None and (start is None or end is None):
+    start = parse_time(o.start, "--start") if o.start is not None else None
+    end = parse_time(o.end, "--end") if o.end is not None else None
+    if o.prometheus is not None and (start is None or end is None):
         raise UserError("--prometheus needs --start and --end")
-    overrides = o["set_"] or []
+    overrides = o.set_ or []
     hpa_overrides = [x for x in overrides if _is_hpa_override(x)]
     controller = ControllerConfig()
     resolution = 15.0
     base = None
     scenario = None
-    if o["scenario"] is not None:
+    if o.scenario is not None:
         from sim.engine import controller_config
         from sim.loader import load_scenario
 
-        scenario = load_scenario(o["scenario"], [x for x in overrides if x not in hpa_overrides])
+        scenario = load_scenario(o.scenario, [x for x in overrides if x not in hpa_overrides])
         controller = controller_config(scenario)
         resolution = scenario.metrics.resolution
         base = scenario.hpa
@@ -322,55 +379,56 @@ def _backtest(**o) -> None:  # type: ignore[no-untyped-def]
             "--set: without --scenario only hpa.FIELD=VALUE overrides (the proposal) apply, got "
             + " ".join(x for x in overrides if x not in hpa_overrides)
         )
-    if o["manifest"] is not None:
-        base = _hpa_manifest(o["manifest"])
-    proposal = _proposal_file(o["propose"]) if o["propose"] is not None else None
-    if o["sync_period"] is not None:
-        if o["sync_period"] <= 0:
-            raise UserError(f"--sync-period must be > 0, got {o['sync_period']}")
-        controller = ControllerConfig(**{**controller.__dict__, "sync_period": o["sync_period"]})
-    if o["resolution"] is not None:
-        if o["resolution"] <= 0:
-            raise UserError(f"--resolution must be > 0, got {o['resolution']}")
-        resolution = o["resolution"]
+    if o.manifest is not None:
+        base = _hpa_manifest(o.manifest)
+    proposal = _proposal_file(o.propose) if o.propose is not None else None
+    if o.sync_period is not None:
+        if o.sync_period <= 0:
+            raise UserError(f"--sync-period must be > 0, got {o.sync_period}")
+        controller = ControllerConfig(**{**controller.__dict__, "sync_period": o.sync_period})
+    if o.resolution is not None:
+        if o.resolution <= 0:
+            raise UserError(f"--resolution must be > 0, got {o.resolution}")
+        resolution = o.resolution
     from sim.extras import require  # its packages are an extra: say so before --out is made
 
     require(
-        ["prometheus_api_client" if o["prometheus"] is not None else "prometheus_client"],
+        ["prometheus_api_client" if o.prometheus is not None else "prometheus_client"],
         "scalelab backtest",
     )
-    claim(o["out"], "backtest", force=o["force"])
+    claim(o.out, "backtest", force=o.force)
 
-    if o["prometheus"] is not None:
+    if o.prometheus is not None:
         from sim.backtest import prometheus
 
         assert start is not None and end is not None
-        source = o["prometheus"]
+        source = o.prometheus
         data = prometheus.fetch(
             source,
-            namespace=o["namespace"],
+            namespace=o.namespace,
             start=start,
             end=end,
             lookback=2 * resolution,
-            timeout=o["timeout"],
+            timeout=o.timeout,
         )
     else:
-        source = str(o["openmetrics"])
-        data = om.read(o["openmetrics"])
+        assert o.openmetrics is not None  # exactly one of the two, checked above
+        source = str(o.openmetrics)
+        data = om.read(o.openmetrics)
     rec = recording.build(
-        data, namespace=o["namespace"], hpa=o["hpa"], start=start, end=end, source=source
+        data, namespace=o.namespace, hpa=o.hpa, start=start, end=end, source=source
     )
     rates = None
-    if o["requests"] is not None:
-        if o["prometheus"] is not None:
+    if o.requests is not None:
+        if o.prometheus is not None:
             rates = prometheus.request_rate(
-                source, o["requests"], start=rec.start, end=rec.end, timeout=o["timeout"]
+                source, o.requests, start=rec.start, end=rec.end, timeout=o.timeout
             )
         else:
             rates = counter_rate(
                 data,
-                o["requests"],
-                namespace=o["namespace"],
+                o.requests,
+                namespace=o.namespace,
                 start=rec.start,
                 end=rec.end,
                 source=source,
@@ -382,7 +440,7 @@ def _backtest(**o) -> None:  # type: ignore[no-untyped-def]
     info["sync_period"] = controller.sync_period
     info["resolution"] = resolution
     info["spec_from"] = (
-        "manifest" if o["manifest"] else "scenario" if base is not None else "recording"
+        "manifest" if o.manifest else "scenario" if base is not None else "recording"
     )
 
     # The counterfactual: the proposal, or the recorded spec (then a check of the model).
@@ -399,7 +457,7 @@ def _backtest(**o) -> None:  # type: ignore[no-untyped-def]
         " + ".join(
             x
             for x in (
-                f"--propose {o['propose']}" if o["propose"] is not None else "",
+                f"--propose {o.propose}" if o.propose is not None else "",
                 f"--set {' '.join(hpa_overrides)}" if hpa_overrides else "",
             )
             if x
@@ -437,9 +495,9 @@ def _backtest(**o) -> None:  # type: ignore[no-untyped-def]
         shown = proposed_trace if proposal is not None or simulator else None
         (staging / "report.html").write_text(render(title, info, comparison, replayed, shown))
 
-    publish(o["out"], "backtest", write)
-    if rates is not None and o["write_load"] is not None:
-        write_replay(o["write_load"], rates)
+    publish(o.out, "backtest", write)
+    if rates is not None and o.write_load is not None:
+        write_replay(o.write_load, rates)
     rate = info["match_rate"]
     shown_rate = "-" if rate is None else f"{100 * rate:.2f}%"
     print(
@@ -454,7 +512,7 @@ def _backtest(**o) -> None:  # type: ignore[no-untyped-def]
     )
     extra = ", proposal/" if proposal is not None or simulator else ""
     print(
-        f"wrote {o['out']}/decisions.csv, backtest.json, trace.csv, events.jsonl, summary.json, "
+        f"wrote {o.out}/decisions.csv, backtest.json, trace.csv, events.jsonl, summary.json, "
         f"counterfactual.json, report.html{extra}"
     )
 
@@ -463,7 +521,7 @@ def _usd(value: float | None) -> str:
     return "-" if value is None else f"${value:.4f}"
 
 
-def _cpu_target_of(spec) -> int | None:  # type: ignore[no-untyped-def]
+def _cpu_target_of(spec: HPASpec | None) -> int | None:
     from sim.hpa.types import MetricSourceType, MetricTargetType
 
     for m in spec.metrics if spec is not None else ():
@@ -472,11 +530,18 @@ def _cpu_target_of(spec) -> int | None:  # type: ignore[no-untyped-def]
             and m.name == "cpu"
             and m.target.type is MetricTargetType.UTILIZATION
         ):
-            return int(m.target.average_utilization)
+            return m.target.average_utilization
     return None
 
 
-def _counterfactual(rec, syncs, spec, config, scenario, cpu_target):  # type: ignore[no-untyped-def]
+def _counterfactual(
+    rec: Recording,
+    syncs: list[Sync],
+    spec: HPASpec,
+    config: ReplayConfig,
+    scenario: Scenario | None,
+    cpu_target: int | None,
+) -> dict[str, Any]:
     from sim.backtest import whatif
     from sim.backtest.counterfactual import counterfactual
     from sim.backtest.pool import node_model
@@ -498,7 +563,9 @@ def _counterfactual(rec, syncs, spec, config, scenario, cpu_target):  # type: ig
     return {"comparison": comparison, "trace": trace, "recorded": recorded}
 
 
-def _simulate(scenario, spec, rec, rates):  # type: ignore[no-untyped-def]
+def _simulate(
+    scenario: Scenario, spec: HorizontalPodAutoscalerSpec, rec: Recording, rates: list[float]
+) -> tuple[Trace, dict[str, Any]]:
     """The full simulator on the recorded request rate under ``spec`` (open-loop replay),
     starting from the recorded replicas; latency predicted."""
     from sim.engine import simulate
