@@ -26,6 +26,7 @@ from cloud.plan import LOAD_BALANCER_PER_HOUR, standing_cost_per_hour
 from cloud.settings import CloudSettings
 from cloud.teardown import Say
 from sim import __version__
+from sim.compare import LatencyHistogram
 from sim.diagnosis import causes
 from sim.engine import slo_checks
 from sim.loader import scenario_sha256
@@ -208,11 +209,12 @@ class Session:
             columns["cost_usd"].append(round(self.tracker.cost(float(s)), 6))
         self._add_late(columns)
         events = sorted(self.events, key=lambda e: e["t"])
+        histogram = self._latency_histogram(samples, seconds)
         return Trace(
             columns=columns,
             events=events,
-            summary=self._summary(columns, events, aborted),
-            latency_histogram=self._latency_histogram(samples, seconds),
+            summary=self._summary(columns, events, aborted, histogram),
+            latency_histogram=histogram,
         )
 
     def _late(self) -> tuple[int, int]:
@@ -264,6 +266,7 @@ class Session:
         columns: dict[str, list[Cell]],
         events: list[dict[str, Any]],
         aborted: str | None,
+        histogram: dict[str, list[Cell]],
     ) -> dict[str, Any]:
         total = self.load.total or {}
         samples = self.load.samples
@@ -273,7 +276,10 @@ class Session:
         ok = done - failed
         duration = float(len(columns["t"]))
         cost = self.tracker.cost(duration)
-        p50, p95, p99 = (total.get(k) for k in ("p50", "p95", "p99"))
+        # As the simulator's summary: percentiles of the OK requests, from the same log-bucket
+        # histogram (Locust's own totals count failed requests' times too: kept beside them).
+        merged = LatencyHistogram(histogram).percentiles(-math.inf, math.inf)
+        p50, p95, p99 = (merged[k] for k in ("latency_p50", "latency_p95", "latency_p99"))
         node_hours = sum(
             max(0.0, min(duration, life.end if life.end is not None else duration) - life.start)
             for life in self.tracker.lives.values()
@@ -306,6 +312,7 @@ class Session:
             "aborted": aborted,
             "setup_cost_usd": round(self.setup_cost, 6),
             "locust_errors": total.get("errors", {}),
+            "locust_latency": {k: total.get(k) for k in ("p50", "p95", "p99")},
             "unpriced_machine_types": sorted(self.tracker.unpriced),
         }
         # As sim/engine.py: what went wrong, read off this trace, and the settings behind it.
