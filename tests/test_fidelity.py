@@ -227,3 +227,37 @@ def test_the_served_spread_is_a_floor_under_the_work_spread() -> None:
     again = profile_from_dict(served.to_dict())
     assert again.served_sigma == pytest.approx(0.2)
     assert profile_from_dict(profile.to_dict()).served_sigma is None
+
+
+def test_repeat_runs_the_real_ladder_again_and_writes_its_range(tmp_path: Path) -> None:
+    """``--repeat 2`` against a stand-in with a fixed service time (real Locust users): both
+    ladders run, the files carry each figure's range over them, the table says so."""
+    from cloud.serve import start_server
+    from tests.test_cloud_ladder import FixedServable
+
+    profile = tmp_path / "p.yaml"
+    profile.write_text(json.dumps(linear_profile()))
+    out = tmp_path / "out"
+    running = start_server(FixedServable(0.05, workers=2), port=0)
+    try:
+        done = CliRunner().invoke(
+            app,
+            [
+                *("fidelity", "--endpoint", running.url, "--profile", str(profile)),
+                *("--users", "1,2", "--seconds", "1.5", "--settle", "0.3", "--wait", "0.1,0.2"),
+                *("--repeat", "2", "--out", str(out)),
+                *("--max-error-rps", "1000", "--max-error-latency", "1000"),
+            ],
+        )
+    finally:
+        running.close()
+    assert done.exit_code == 0, done.output
+    assert "real range" in done.output
+    data = json.loads((out / "fidelity.json").read_text())
+    assert data["real"] == {"ladders": 2, "seeds": [1, 2]}
+    for row in data["rows"]:
+        low, high = row["real_range"]["throughput_rps"]
+        assert 0 < low <= row["real"]["throughput_rps"] <= high
+        assert row["real_spread_pct"]["throughput_rps"] >= 0
+    header = (out / "fidelity.csv").read_text().splitlines()[0].split(",")
+    assert {"real_p95_min", "real_p95_max"} <= set(header)
