@@ -694,19 +694,12 @@ class DataPlane:
             self._idle(user, t + server.overhead)
 
     def _record(self) -> None:
-        """Count the completions since the last call and hand them to the recorder, in time
-        order. A recorder without ``complete_many`` (the fidelity ladder's log) gets them one
-        by one."""
+        """Count the completions since the last call and hand them to the recorder."""
         times, latencies = self._done_t, self._done_latency
         if not times:
             return
         self.tally.ok += len(times)
-        many = getattr(self.recorder, "complete_many", None)
-        if many is not None:
-            many(times, latencies)
-        else:
-            for t, latency in zip(times, latencies, strict=True):
-                self.recorder.complete(t, latency)
+        self.recorder.complete_many(times, latencies)
         times.clear()
         latencies.clear()
 

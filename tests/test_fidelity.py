@@ -67,6 +67,14 @@ def test_simulated_ladder_saturates_at_the_plateau() -> None:
     assert sum(rung.latencies) / len(rung.latencies) == pytest.approx(30 / 10 - 0.85, rel=0.05)
 
 
+def test_simulated_ladder_counts_timed_out_requests_as_failed() -> None:
+    # 30 users on a 10 req/s plateau wait ~2.2 s in the server: with a 1 s client timeout
+    # their requests fail (and the work left behind keeps the server too busy for any to pass)
+    profile = profile_from_dict(linear_profile(top=2))
+    (rung,) = simulate_ladder(profile, 2.0, [Step(30, 30, 10)], seed=1, timeout=1.0)
+    assert rung.failed > 300 and all(v <= 1.0 for v in rung.latencies)
+
+
 def test_same_seed_same_ladder() -> None:
     profile = profile_from_dict(linear_profile())
     steps = [Step(3, 20, 2)]

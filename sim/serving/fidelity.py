@@ -22,6 +22,7 @@ from typing import Any
 
 from sim.dataplane import DataPlane
 from sim.errors import UserError
+from sim.recorder import FailureReason
 from sim.rng import Buffered, stream
 from sim.scenario import Serving
 from sim.serving.model import build_server
@@ -137,10 +138,10 @@ class _Log:
     def offer(self, t: float) -> None:
         pass
 
-    def complete(self, t: float, latency: float) -> None:
-        self.ok.append((t, latency))
+    def complete_many(self, times: Sequence[float], latencies: Sequence[float]) -> None:
+        self.ok += zip(times, latencies, strict=True)
 
-    def fail(self, t: float) -> None:
+    def fail(self, t: float, reason: FailureReason, latency: float = 0.0) -> None:
         self.failed.append(t)
 
 
