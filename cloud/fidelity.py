@@ -260,6 +260,23 @@ def _measure(
 
     body = lab_request_body(lab_image(None))
     meta: dict[str, Any] = {"cpu": host.cpu_info(), "seed": seed, "wait_s": list(waits)}
+
+    def ladders(url: str, cpu: Any) -> list[Any]:
+        """``repeat`` real ladders, one after another (seeds seed, seed + 1, ...)."""
+        return [
+            real.run_ladder(
+                url,
+                model,
+                ladder,
+                wait=waits,
+                body=body,
+                cpu=cpu,
+                seed=seed + k,
+                workdir=tmp / str(k),
+            )
+            for k in range(repeat)
+        ]
+
     began = time.perf_counter()
     calibrated: Any
     if endpoint is not None:
@@ -276,19 +293,7 @@ def _measure(
             cpu = _pod_cpu(console, *cpu_pod, ladder)
         try:
             console.print(f"driving {endpoint} with the ladder {[s.users for s in ladder]}")
-            measured = [
-                real.run_ladder(
-                    endpoint,
-                    model,
-                    ladder,
-                    wait=waits,
-                    body=body,
-                    cpu=cpu,
-                    seed=seed + k,
-                    workdir=tmp / str(k),
-                )
-                for k in range(repeat)
-            ]
+            measured = ladders(endpoint, cpu)
         finally:
             if cpu_pod is not None:
                 cpu.close()
@@ -318,19 +323,7 @@ def _measure(
                     console, calibrated, server.url, model, body, have
                 )
             console.print(f"driving it with real Locust users: {[s.users for s in ladder]}")
-            measured = [
-                real.run_ladder(
-                    server.url,
-                    model,
-                    ladder,
-                    wait=waits,
-                    body=body,
-                    cpu=ProcessCpu(server.pid),
-                    seed=seed + k,
-                    workdir=tmp / str(k),
-                )
-                for k in range(repeat)
-            ]
+            measured = ladders(server.url, ProcessCpu(server.pid))
         if profile is None:
             meta["profile_file"] = str(out / "profile.yaml")
         meta["server"] = {"saved_model": str(saved_model), "threads": threads, "cores": have}
