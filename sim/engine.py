@@ -20,6 +20,7 @@ from sim.diagnosis import causes
 from sim.loader import scenario_sha256
 from sim.loadgen import locust_runner, open_loop_source
 from sim.locust_csv import from_recorder
+from sim.objects import Node
 from sim.podseries import PodSeries
 from sim.recorder import RequestRecorder
 from sim.rng import stream
@@ -119,12 +120,9 @@ def simulate(
         records listed again only when a node comes or goes)."""
         nonlocal live, live_version
         if live_version != world.node_version:
-            live = [(n.name, (n.pool, n.machine, n.created, n.deleted_at)) for n in world.nodes]
+            live = [(n.name, _billed(n)) for n in world.nodes]
             live_version = world.node_version
-        retiring = [
-            (n.name, (n.pool, n.machine, n.created, n.deleted_at))
-            for n in world.retired_nodes[bill.retired :]
-        ]
+        retiring = [(n.name, _billed(n)) for n in world.retired_nodes[bill.retired :]]
         return bill.total(live, retiring, t)
 
     def sample() -> Generator[Any, Any, None]:
@@ -189,10 +187,13 @@ def simulate(
     )
 
 
+def _billed(node: Node) -> NodeRecord:
+    """What billing needs of a node: pool, machine type, created, deleted (None: running)."""
+    return (node.pool, node.machine, node.created, node.deleted_at)
+
+
 def _cost(world: World, t: float) -> float:
-    records = [
-        (n.pool, n.machine, n.created, n.deleted_at) for n in (*world.retired_nodes, *world.nodes)
-    ]
+    records = [_billed(n) for n in (*world.retired_nodes, *world.nodes)]
     return cluster_cost(records, t, management_fee=world.scenario.cluster.management_fee)
 
 
