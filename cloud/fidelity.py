@@ -10,6 +10,7 @@ profile (:mod:`sim.serving.fidelity`). ``--endpoint`` points it at any TF Servin
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shlex
 import sys
@@ -307,7 +308,7 @@ def _measure(
         threads = max(1, round(have))
         calibrated = load_profile(profile) if profile is not None else None
         if calibrated is None and in_process:
-            calibrated, saved_model = _calibrate(console, tmp, quick)
+            calibrated, saved_model = _calibrate(console, tmp, quick, threads)
         if saved_model is None:
             from sim.serving.calibrate.model import export
 
@@ -320,7 +321,7 @@ def _measure(
                 calibrated = _calibrate_endpoint(console, server, model, have, quick)
             elif calibrated.kind == "measured":
                 calibrated, meta["rest_overhead"] = _rest_overhead(
-                    console, calibrated, server.url, model, body, have
+                    console, calibrated, server.url, model, body, have, waits, seed
                 )
             console.print(f"driving it with real Locust users: {[s.users for s in ladder]}")
             measured = ladders(server.url, ProcessCpu(server.pid))
@@ -349,42 +350,43 @@ def _rest_overhead(
     model: str,
     body: str,
     cores: float,
+    waits: tuple[float, float],
+    seed: int,
     count: int = 20,
-    pause: float = 0.5,
 ) -> tuple[Any, dict[str, Any]]:
     """An in-process profile has no REST: measure what the REST path adds to a lone request
-    (median of ``count`` predicts on one keep-alive connection, after 3 to warm up, less the
-    profile's lone median) and carry it as the profile's ``overhead_s``, and the spread of
-    those requests' server part as its ``served_sigma`` (assumption: the served path's
-    variability is the server's work, HTTP and JSON on its threads, so it queues like work).
-    Requests are ``pause`` apart, as a lone user's are: back to back, each meets the previous
-    one's intra-op threads still spinning, which made a lone request 25% slower here (144 ms
-    against 114 ms)."""
-    import dataclasses
+    (median of ``count`` predicts, after 3 to warm up, less the profile's lone median) and carry
+    it as the profile's ``overhead_s``, and the spread of those requests' server part as its
+    ``served_sigma`` (assumption: the served path's variability is the server's work, HTTP and
+    JSON on its threads, so it queues like work). The requests go as a lone Locust user's do:
+    through the client its ``HttpUser`` uses (a requests Session, one keep-alive connection;
+    Locust's response time includes that client's own time, 7-8 ms more than a bare
+    http.client here) and ``between(waits)`` apart (back to back, each meets the previous
+    one's intra-op threads still spinning, which made a lone request 25% slower here)."""
+    import random
     import statistics
-    import urllib.parse
+
+    import requests
 
     from cloud.load import predict_path
-    from sim.serving.calibrate.endpoint import connection as nodelay
     from sim.serving.fidelity import served_spread
 
-    parts = urllib.parse.urlsplit(url)
-    connection = nodelay(parts.scheme, parts.hostname or "127.0.0.1", parts.port or 80, 60.0)
+    target = url.rstrip("/") + predict_path(model, "1")
     headers = {"Content-Type": "application/json"}
+    pauses = random.Random(seed)
     times = []
-    try:
+    with requests.Session() as session:
         for i in range(count + 3):
-            time.sleep(pause)
+            time.sleep(pauses.uniform(*waits))
             started = time.perf_counter()
-            connection.request("POST", predict_path(model, "1"), body, headers)
-            answer = connection.getresponse()
-            answer.read()
-            if answer.status != 200:
-                raise CloudError(f"POST {url}{predict_path(model, '1')}: HTTP {answer.status}")
+            try:
+                answer = session.post(target, data=body, headers=headers, timeout=60.0)
+            except requests.RequestException as error:
+                raise CloudError(f"POST {target}: {error}") from error
+            if answer.status_code != 200:
+                raise CloudError(f"POST {target}: HTTP {answer.status_code}: {answer.text[:200]}")
             if i >= 3:
                 times.append(time.perf_counter() - started)
-    finally:
-        connection.close()
     lone = statistics.median(times)
     inside = profile.latency(cores, 1)[profile.quantiles.index(0.5)]
     overhead = max(0.0, lone - inside)
@@ -438,15 +440,27 @@ def _calibrate_endpoint(
     return profile_from_dict(run_endpoint(run), "calibrated here")
 
 
-def _calibrate(console: Console, tmp: Path, quick: bool) -> tuple[Any, Path]:
-    from sim.serving.calibrate.local import LocalRun, default_grid, run_local
+def _calibrate(console: Console, tmp: Path, quick: bool, threads: int) -> tuple[Any, Path]:
+    """The in-process ladder of the served thread count only, batch 1 only (the real ladder
+    neither batches nor runs other thread counts), with windows twice the default's: the time
+    the other ladders and batches would take goes to the steps that matter. Near the knee a
+    step's throughput decides closed-loop latency about five times over, and on this machine
+    a 4 s window's throughput moves by up to 4%: one low pair of steps put p50 at 12 users 22%
+    off (a run of ``fidelity --full``, README)."""
+    from sim.serving.calibrate.local import LocalRun, default_grid, grid_with, run_local
     from sim.serving.profile import profile_from_dict
 
-    console.print(f"calibrating ResNet101 here ({'--quick' if quick else 'full'}) ...")
+    base = default_grid(quick=quick)
+    grid = grid_with(
+        base, threads=[threads], seconds=2 * base.seconds, max_seconds=2 * base.max_seconds
+    )
+    grid = dataclasses.replace(grid, batch=())
+    console.print(
+        f"calibrating ResNet101 here ({'--quick' if quick else 'full'}: {threads} threads, "
+        f"{grid.seconds:g} s windows) ..."
+    )
     run = LocalRun(
-        grid=default_grid(quick=quick),
-        export_dir=tmp / "model",
-        command="scalelab fidelity (calibration step)",
+        grid=grid, export_dir=tmp / "model", command="scalelab fidelity (calibration step)"
     )
     data = run_local(run)
     return profile_from_dict(data, "calibrated here"), tmp / "model"
