@@ -269,3 +269,40 @@ def test_repeat_runs_the_real_ladder_again_and_writes_its_range(tmp_path: Path) 
         assert row["real_spread_pct"]["throughput_rps"] >= 0
     header = (out / "fidelity.csv").read_text().splitlines()[0].split(",")
     assert {"real_p95_min", "real_p95_max"} <= set(header)
+
+
+def test_rest_step_measures_what_the_served_path_adds_to_a_lone_request() -> None:
+    """Against a stand-in that takes 60 ms, with a profile whose lone request takes 20 ms in
+    process: the REST step carries the difference as ``overhead_s`` (plus the stand-in's own
+    HTTP time, a few ms here), keeps every lone time, and a server that answers errors stops
+    it with the URL and the answer."""
+    from rich.console import Console
+
+    from cloud.errors import CloudError
+    from cloud.fidelity import _rest_overhead
+    from cloud.serve import start_server
+    from tests.test_cloud_ladder import FixedServable
+
+    profile = profile_from_dict(linear_profile(service=0.02))
+    inside = profile.latency(2.0, 1)[profile.quantiles.index(0.5)]
+    console = Console(quiet=True)
+    body = json.dumps({"signature_name": "serving_preprocess", "instances": [{"b64": "aGk="}]})
+    args = ("image_classifier", body, 2.0, (0.01, 0.02), 1)
+    running = start_server(FixedServable(0.06, workers=1), port=0)
+    try:
+        served, figures = _rest_overhead(console, profile, running.url, *args, count=8)
+    finally:
+        running.close()
+    assert len(figures["lone_rest_times_s"]) == 8  # the 3 warm-up requests are not kept
+    assert min(figures["lone_rest_times_s"]) >= 0.06
+    assert figures["lone_in_process_s"] == pytest.approx(inside)
+    assert 0.06 - inside <= figures["overhead_s"] < 0.06 - inside + 0.03
+    assert served.overhead_s == pytest.approx(profile.overhead_s + figures["overhead_s"])
+    assert served.served_sigma == figures["served_sigma"] >= 0
+    failing = start_server(FixedServable(0.01, workers=1, fail=True), port=0)
+    try:
+        with pytest.raises(CloudError, match=r"HTTP 500.*on fire") as error:
+            _rest_overhead(console, profile, failing.url, *args, count=4)
+    finally:
+        failing.close()
+    assert failing.url in str(error.value)
