@@ -325,6 +325,9 @@ def _measure(
                 )
             console.print(f"driving it with real Locust users: {[s.users for s in ladder]}")
             measured = ladders(server.url, ProcessCpu(server.pid))
+            if "rest_overhead" in meta:
+                before = meta["rest_overhead"]["lone_rest_s"]
+                meta["rest_overhead"] |= _drift(console, before, server.url, model, body, waits)
         if profile is None:
             meta["profile_file"] = str(out / "profile.yaml")
         meta["server"] = {"saved_model": str(saved_model), "threads": threads, "cores": have}
@@ -343,34 +346,20 @@ def _measure(
     return fid.compare(measured, simulated), meta, None if profile is not None else calibrated
 
 
-def _rest_overhead(
-    console: Console,
-    profile: Any,
-    url: str,
-    model: str,
-    body: str,
-    cores: float,
-    waits: tuple[float, float],
-    seed: int,
-    count: int = 20,
-) -> tuple[Any, dict[str, Any]]:
-    """An in-process profile has no REST: measure what the REST path adds to a lone request
-    (median of ``count`` predicts, after 3 to warm up, less the profile's lone median) and carry
-    it as the profile's ``overhead_s``, and the spread of those requests' server part as its
-    ``served_sigma`` (assumption: the served path's variability is the server's work, HTTP and
-    JSON on its threads, so it queues like work). The requests go as a lone Locust user's do:
+def _lone_times(
+    url: str, model: str, body: str, waits: tuple[float, float], seed: int, count: int
+) -> list[float]:
+    """``count`` lone predicts, after 3 to warm up, sent as a lone Locust user sends them:
     through the client its ``HttpUser`` uses (a requests Session, one keep-alive connection)
-    and ``between(waits)`` apart (back to back, each meets the previous one's intra-op threads
-    still spinning, which made a lone request 25% slower here). Interleaved here, 40 requests
-    each: a bare http.client and a Session, 0.5 s or 0.8-0.9 s apart, were within 6 ms of
-    each other (114-120 ms median); a Locust user three minutes later measured 127 ms."""
+    and ``between(waits)`` apart (back to back, each would meet the previous one's intra-op
+    threads still spinning, which made a lone request 25% slower here). Interleaved here, 40
+    requests each: a bare http.client and a Session, 0.5 s or 0.8-0.9 s apart, were within
+    6 ms of each other (114-120 ms median)."""
     import random
-    import statistics
 
     import requests
 
     from cloud.load import predict_path
-    from sim.serving.fidelity import served_spread
 
     target = url.rstrip("/") + predict_path(model, "1")
     headers = {"Content-Type": "application/json"}
@@ -388,6 +377,30 @@ def _rest_overhead(
                 raise CloudError(f"POST {target}: HTTP {answer.status_code}: {answer.text[:200]}")
             if i >= 3:
                 times.append(time.perf_counter() - started)
+    return times
+
+
+def _rest_overhead(
+    console: Console,
+    profile: Any,
+    url: str,
+    model: str,
+    body: str,
+    cores: float,
+    waits: tuple[float, float],
+    seed: int,
+    count: int = 20,
+) -> tuple[Any, dict[str, Any]]:
+    """An in-process profile has no REST: measure what the REST path adds to a lone request
+    (the median of :func:`_lone_times` less the profile's lone median) and carry it as the
+    profile's ``overhead_s``, and the spread of those requests' server part as its
+    ``served_sigma`` (assumption: the served path's variability is the server's work, HTTP and
+    JSON on its threads, so it queues like work)."""
+    import statistics
+
+    from sim.serving.fidelity import served_spread
+
+    times = _lone_times(url, model, body, waits, seed, count)
     lone = statistics.median(times)
     inside = profile.latency(cores, 1)[profile.quantiles.index(0.5)]
     overhead = max(0.0, lone - inside)
@@ -408,6 +421,25 @@ def _rest_overhead(
         profile, overhead_s=profile.overhead_s + overhead, served_sigma=served
     )
     return changed, figures
+
+
+def _drift(
+    console: Console, before: float, url: str, model: str, body: str, waits: tuple[float, float]
+) -> dict[str, Any]:
+    """The REST step's lone request measured again after the real ladders. The model is
+    calibrated before them, so a machine that changed speed in between shows here, and at
+    light load an error of about this size is the machine's, not the model's (on this VM the
+    lone request moved by up to 13% within minutes)."""
+    import statistics
+
+    times = _lone_times(url, model, body, waits, seed=0, count=20)
+    after = statistics.median(times)
+    change = 100 * (after - before) / before
+    console.print(
+        f"lone request through the API after the ladders: {after * 1000:.1f} ms, "
+        f"{change:+.1f}% against before them (the machine's own drift over the run)"
+    )
+    return {"lone_rest_after_s": after, "drift_pct": change}
 
 
 def _base(saved: Path) -> Path:

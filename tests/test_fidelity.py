@@ -274,12 +274,12 @@ def test_repeat_runs_the_real_ladder_again_and_writes_its_range(tmp_path: Path) 
 def test_rest_step_measures_what_the_served_path_adds_to_a_lone_request() -> None:
     """Against a stand-in that takes 60 ms, with a profile whose lone request takes 20 ms in
     process: the REST step carries the difference as ``overhead_s`` (plus the stand-in's own
-    HTTP time, a few ms here), keeps every lone time, and a server that answers errors stops
-    it with the URL and the answer."""
+    HTTP time, a few ms here), keeps every lone time, measures it again for the drift check,
+    and a server that answers errors stops it with the URL and the answer."""
     from rich.console import Console
 
     from cloud.errors import CloudError
-    from cloud.fidelity import _rest_overhead
+    from cloud.fidelity import _drift, _rest_overhead
     from cloud.serve import start_server
     from tests.test_cloud_ladder import FixedServable
 
@@ -291,8 +291,11 @@ def test_rest_step_measures_what_the_served_path_adds_to_a_lone_request() -> Non
     running = start_server(FixedServable(0.06, workers=1), port=0)
     try:
         served, figures = _rest_overhead(console, profile, running.url, *args, count=8)
+        drift = _drift(console, figures["lone_rest_s"], running.url, *args[:2], args[3])
     finally:
         running.close()
+    # the same fixed-time server after as before: no drift beyond the HTTP time's jitter
+    assert drift["lone_rest_after_s"] >= 0.06 and abs(drift["drift_pct"]) < 20
     assert len(figures["lone_rest_times_s"]) == 8  # the 3 warm-up requests are not kept
     assert min(figures["lone_rest_times_s"]) >= 0.06
     assert figures["lone_in_process_s"] == pytest.approx(inside)
