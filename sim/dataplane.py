@@ -402,17 +402,8 @@ class DataPlane:
         heap = self._heap
         gone = set(alone)
         heap[:] = [e for e in heap if e[0] > t_end or e[3] not in gone]
-        seq = self._seq
         fails: list[tuple[float, float]] = []  # (failed at, sent at): timed out
-        for server in alone:
-            bucket = by_server.get(server, [])
-            bucket += _END
-            generation = server.generation
-            when = self._run_alone(
-                server, bucket, server.due if server.jobs else _INF, t_end, fails
-            )
-            if when < _INF and server.generation != generation:  # else its entry stands
-                heap.append((when, next(seq), _COMPLETE, server, server.generation))
+        self._run_alone(alone, by_server, t_end, fails)
         heapq.heapify(heap)
         fails.sort()
         for _, t0 in fails:
@@ -420,96 +411,108 @@ class DataPlane:
 
     def _run_alone(
         self,
-        server: Server,
-        arrivals: list[float],
-        due: float,
+        alone: list[Server],
+        by_server: dict[Server, list[float]],
         t_end: float,
         fails: list[tuple[float, float]],
-    ) -> float:
-        """Run a plain pod's events up to ``t_end``: its ``arrivals`` (time, demand draw, ...,
-        closed by _END) and its completion event due at ``due``, as :meth:`_advance_events`
-        and the methods it calls would, in the same arithmetic. Every request in flight runs
+    ) -> None:
+        """Run each plain pod's events up to ``t_end``: its arrivals in ``by_server`` (time,
+        demand draw, ...) and its completion event, as :meth:`_advance_events` and the
+        methods it calls would, in the same arithmetic. Every request in flight runs
         (``len(jobs)`` is ``n``, at most ``width``, so ``min(n, top)`` is ``n``). Completions
-        go to the recorder's buffer, timeouts to ``fails``; returns when its next completion
-        is due (inf: none in flight)."""
+        go to the recorder's buffer, timeouts to ``fails``, and a pod's next completion, when
+        it moved, to the heap (not yet heap-ordered). One call for all of them: what every pod
+        uses is looked up once."""
         seq, exp, push, pop = self._seq, math.exp, heapq.heappush, heapq.heappop
         done_t, done_latency = self._done_t.append, self._done_latency.append
-        timeout = self.timeout
-        shared, burn = server.shared, server.burn
-        median, spread, overhead = server.work_median, server.spread, server.overhead
-        jobs, n, cold = server.jobs, server.n, server.cold_left
-        virtual, clock, cpu, last = server.virtual, server.clock, server.cpu_seconds, server.last
-        head, generation, served, when = server.head, server.generation, server.served, server.due
-        t_arr, i = arrivals[0], 0  # they end with _END
-        while True:
-            if t_arr <= due:  # an arrival: _serve's plain case (n < width <= top)
-                t, z = t_arr, arrivals[i + 1]
-                i += 2
-                t_arr = arrivals[i]
-                k = n + 1
-                work = median[k] * exp(spread[k] * z)
-                if cold:
-                    cold -= 1
-                    work *= server.cold_factor
-                dt = t - last
-                if dt > 0.0:  # server.advance(t)
-                    if n:
-                        virtual += shared[n] * dt
-                        clock += dt
-                        cpu += burn[n] * dt
-                    else:
-                        cpu += burn[0] * dt
-                    last = t
-                push(jobs, (virtual + work, next(seq), t, None, 0))
-                if n and shared[n + 1] <= shared[n] and jobs[0][1] == head:
-                    n += 1  # the scheduled completion stays (see _serve)
+        timeout, early, heap = self.timeout, _EARLY, self._heap
+        for server in alone:
+            arrivals = by_server.get(server, [])
+            arrivals += _END
+            shared, burn = server.shared, server.burn
+            median, spread, overhead = server.work_median, server.spread, server.overhead
+            jobs, n, cold, served = server.jobs, server.n, server.cold_left, server.served
+            virtual, clock, cpu, last = (
+                server.virtual,
+                server.clock,
+                server.cpu_seconds,
+                server.last,
+            )
+            head, generation, when = server.head, server.generation, server.due
+            due = when if jobs else _INF
+            t_arr, i = arrivals[0], 0  # they end with _END
+            while True:
+                if t_arr <= due:  # an arrival: _serve's plain case (n < width <= top)
+                    t, z = t_arr, arrivals[i + 1]
+                    i += 2
+                    t_arr = arrivals[i]
+                    k = n + 1
+                    work = median[k] * exp(spread[k] * z)
+                    if cold:
+                        cold -= 1
+                        work *= server.cold_factor
+                    dt = t - last
+                    if dt > 0.0:  # server.advance(t)
+                        if n:
+                            virtual += shared[n] * dt
+                            clock += dt
+                            cpu += burn[n] * dt
+                        else:
+                            cpu += burn[0] * dt
+                        last = t
+                    push(jobs, (virtual + work, next(seq), t, None, 0))
+                    if n and shared[n + 1] <= shared[n] and jobs[0][1] == head:
+                        n += 1  # the scheduled completion stays (see _serve)
+                        continue
+                    n += 1
+                    generation += 1  # _reschedule
+                    first = jobs[0]
+                    head = first[1]
+                    left = first[0] - virtual
+                    if left < 0.0:
+                        left = 0.0
+                    when = due = last + left / shared[n]
                     continue
-                n += 1
-                generation += 1  # _reschedule
+                if due > t_end:
+                    break
+                t = due  # its completion event: _complete's plain case
+                dt = t - last
+                if dt > 0.0:
+                    virtual += shared[n] * dt
+                    clock += dt
+                    cpu += burn[n] * dt
+                    last = t
                 first = jobs[0]
-                head = first[1]
                 left = first[0] - virtual
-                if left < 0.0:
-                    left = 0.0
-                when = due = last + left / shared[n]
-                continue
-            if due > t_end:
-                break
-            t = due  # its completion event: _complete's plain case
-            dt = t - last
-            if dt > 0.0:
-                virtual += shared[n] * dt
-                clock += dt
-                cpu += burn[n] * dt
-                last = t
-            first = jobs[0]
-            left = first[0] - virtual
-            if left > _EARLY:  # it came early
+                if left > early:  # it came early
+                    generation += 1
+                    head = first[1]
+                    when = due = last + left / shared[n]
+                    continue
+                _, _, t0, _, _ = pop(jobs)
+                n -= 1
+                served += 1
+                latency = t - t0 + overhead
+                if latency <= timeout:
+                    done_t(t)
+                    done_latency(latency)
+                else:
+                    fails.append((t, t0))
                 generation += 1
-                head = first[1]
-                when = due = last + left / shared[n]
-                continue
-            _, _, t0, _, _ = pop(jobs)
-            n -= 1
-            served += 1
-            latency = t - t0 + overhead
-            if latency <= timeout:
-                done_t(t)
-                done_latency(latency)
-            else:
-                fails.append((t, t0))
-            generation += 1
-            if jobs:
-                first = jobs[0]
-                head = first[1]
-                left = first[0] - virtual
-                when = due = t + (left if left > 0.0 else 0.0) / shared[n]
-            else:
-                due = _INF
-        server.n, server.cold_left, server.served = n, cold, served
-        server.virtual, server.clock, server.cpu_seconds, server.last = virtual, clock, cpu, last
-        server.head, server.generation, server.due = head, generation, when
-        return due
+                if jobs:
+                    first = jobs[0]
+                    head = first[1]
+                    left = first[0] - virtual
+                    when = due = t + (left if left > 0.0 else 0.0) / shared[n]
+                else:
+                    due = _INF
+            server.n, server.cold_left, server.served = n, cold, served
+            server.virtual, server.clock, server.cpu_seconds = virtual, clock, cpu
+            server.last, server.head, server.due = last, head, when
+            if server.generation != generation:
+                server.generation = generation
+                if due < _INF:  # else its entry in the heap stands, or it has none
+                    heap.append((due, next(seq), _COMPLETE, server, generation))
 
     def _run_routed(self, t_end: float, arrivals: list[tuple[float, float, Server]]) -> None:
         """Run the heap's events up to ``t_end`` and ``arrivals`` (time, demand draw, pod),
