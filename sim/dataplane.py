@@ -13,6 +13,7 @@ Requests beyond the REST thread pool wait in FIFO order. Pods on one node share 
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import itertools
 import math
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from sim.recorder import FailureReason, RequestRecorder
+from sim.rng import Buffered
 from sim.serving.server import Job, NodeCpu, Server
 
 _COMPLETE, _WAKE, _TIMEOUT, _BATCH = 0, 1, 2, 3
@@ -73,13 +75,11 @@ class DataPlane:
         self.tally = Tally()
         self._heap: list[tuple[float, int, int, object, int]] = []
         self._seq = itertools.count()
-        # Draws in blocks (as sim.rng.Buffered does), read inline: they are on the hot path.
-        self._routing, self._service = routing, service
-        self._route_buf: list[float] = []
-        self._route_i = 0
-        self._demand_buf: list[float] = []
-        self._demand_i = 0
-        self._order, self._order_buf, self._order_i = order, list[float](), 0
+        # Routing and demand draws come a window's worth at a time (Buffered.take) on the
+        # open-loop path, one at a time (Buffered.next) for Locust users: the same sequences.
+        self._routes = Buffered(routing, "uniform", _BLOCK)
+        self._demand = Buffered(service, "normal", _BLOCK)
+        self._order = Buffered(order, "uniform", _BLOCK)
         self._users: list[User] = []
         self._arrivals: list[float] = []
         self._arrival_i = 0
@@ -315,62 +315,24 @@ class DataPlane:
         (:meth:`_run_routed`). Events of different pods at one instant may run in another
         order than one heap would give: they commute.
         """
-        endpoints = self.endpoints
-        routes = len(endpoints)
-        by_server: dict[Server, list[float]] = {}  # each pod's arrivals: time, draw, ...
-        routed: list[Server] = []  # the pod of each arrival, in order
-        arrivals, ai, t_arr = self._arrivals, self._arrival_i, self._next_arrival
-        arrived = len(arrivals)
-        counted = ai  # arrivals before it were offered by an earlier call
-        sent = 0
-        route, ri = self._route_buf, self._route_i
-        demand, di = self._demand_buf, self._demand_i
-        while t_arr <= t_end:
-            t = t_arr
-            ai += 1
-            if ai < arrived:
-                t_arr = arrivals[ai]
-            else:  # the block is used up: every arrival in it is sent and offered
-                sent += arrived - counted
-                self.recorder.offer_many(arrivals[counted:])
-                self._refill()
-                arrivals, ai, t_arr, counted = self._arrivals, 0, self._next_arrival, 0
-                arrived = len(arrivals)
-            # The draws _dispatch and _pick take, in the same order.
-            if di >= len(demand):
-                demand, di = self._service.standard_normal(_BLOCK).tolist(), 0
-            if ri >= len(route):
-                route, ri = self._routing.random(_BLOCK).tolist(), 0
-            server = endpoints[int(route[ri] * routes)]
-            ri += 1
-            bucket = by_server.get(server)
-            if bucket is None:
-                bucket = by_server[server] = []
-            bucket.append(t)
-            bucket.append(demand[di])
-            di += 1
-            routed.append(server)
-        self._arrival_i, self._next_arrival = ai, t_arr
-        if counted < ai:
-            sent += ai - counted
-            self.recorder.offer_many(arrivals[counted:ai])
-        self.tally.sent += sent
-        self._route_buf, self._route_i = route, ri
-        self._demand_buf, self._demand_i = demand, di
+        times = self._take_arrivals(t_end)
+        demand = self._demand.take(len(times))  # the draws _dispatch and _pick take
+        routes = self._routes.take(len(times))
+        by_server = self._by_server(times, demand, routes)
 
-        # The events due by t_end, taken out: a pod's live completion is at server.due (its
-        # heap entry carries its generation); the rest go back unless their pod runs alone.
+        # The pods with an arrival or a completion event due by t_end (in that order), each
+        # classed once: alone, or together with the heap.
         heap = self._heap
-        taken = []
-        while heap and heap[0][0] <= t_end:
-            taken.append(heapq.heappop(heap))
+        due: list[Server] = [
+            e[3]  # type: ignore[misc]
+            for e in sorted(e for e in heap if e[0] <= t_end)
+            if e[2] == _COMPLETE
+        ]
         alone: list[Server] = []
         together: set[Server] = set()
-        due: list[Server] = [e[3] for e in taken if e[2] == _COMPLETE]  # type: ignore[misc]
-        for server in (*by_server, *due):
-            if server in together or server in alone:
-                continue
-            most = server.n + len(by_server.get(server, ())) // 2
+        for server in dict.fromkeys((*by_server, *due)):
+            arriving = by_server.get(server)
+            most = server.n + (len(arriving) // 2 if arriving else 0)
             if (
                 server.quota is None
                 and server.batching is None
@@ -383,128 +345,174 @@ class DataPlane:
                 alone.append(server)
             else:
                 together.add(server)
-        gone = set(alone)
-        for entry in taken:
-            if entry[3] not in gone:
-                heapq.heappush(heap, entry)
         if alone:
-            fails: list[tuple[float, float]] = []  # (failed at, sent at): timed out
-            for server in alone:
-                bucket = by_server.setdefault(server, [])
-                bucket += _END
-                generation = server.generation
-                when = self._run_alone(
-                    server, bucket, server.due if server.jobs else _INF, t_end, fails
-                )
-                if when < _INF and server.generation != generation:  # else its entry stands
-                    heapq.heappush(
-                        heap, (when, next(self._seq), _COMPLETE, server, server.generation)
-                    )
-            fails.sort()
-            for _, t0 in fails:
-                self._fail(t0 + self.timeout, FailureReason.TIMEOUT, self.timeout)
+            self._run_alone_all(alone, by_server, t_end)
         if together or (heap and heap[0][0] <= t_end):
-            cursors = dict.fromkeys(together, 0)
-            mine = []
-            for server in routed:
-                if server in together:
-                    bucket, j = by_server[server], cursors[server]
-                    mine.append((bucket[j], bucket[j + 1], server))
-                    cursors[server] = j + 2
+            endpoints = self.endpoints
+            count = len(endpoints)
+            mine = [
+                (t, z, server)
+                for t, z, r in zip(times, demand, routes, strict=True)
+                if (server := endpoints[int(r * count)]) in together
+            ]
             self._run_routed(t_end, mine)
+
+    def _take_arrivals(self, t_end: float) -> list[float]:
+        """The open-loop arrivals up to ``t_end``, counted as sent and offered to the recorder
+        a block at a time."""
+        taken: list[float] = []
+        while self._next_arrival <= t_end:
+            arrivals, i = self._arrivals, self._arrival_i
+            cut = bisect.bisect_right(arrivals, t_end, i)
+            block = arrivals[i:cut]
+            self.recorder.offer_many(block)
+            taken += block
+            if cut < len(arrivals):
+                self._arrival_i, self._next_arrival = cut, arrivals[cut]
+            else:
+                self._refill()
+        self.tally.sent += len(taken)
+        return taken
+
+    def _by_server(
+        self, times: list[float], demand: list[float], routes: list[float]
+    ) -> dict[Server, list[float]]:
+        """Each pod's arrivals (time, demand draw, time, ...), pods in the order of their first
+        arrival, routed by the draws in ``routes`` as :meth:`_pick` routes."""
+        endpoints = self.endpoints
+        count = len(endpoints)
+        by_pod: dict[int, list[float]] = {}
+        get = by_pod.get
+        for t, z, r in zip(times, demand, routes, strict=True):
+            pod = int(r * count)
+            bucket = get(pod)
+            if bucket is None:
+                by_pod[pod] = [t, z]
+            else:
+                bucket.append(t)
+                bucket.append(z)
+        return {endpoints[pod]: bucket for pod, bucket in by_pod.items()}
+
+    def _run_alone_all(
+        self, alone: list[Server], by_server: dict[Server, list[float]], t_end: float
+    ) -> None:
+        """Run the ``alone`` pods up to ``t_end`` by :meth:`_run_alone`. Their heap entries due
+        by then leave the heap, and their next completions join it; the heap is built again
+        once (unique sequence numbers order it, however it is built)."""
+        heap = self._heap
+        gone = set(alone)
+        heap[:] = [e for e in heap if e[0] > t_end or e[3] not in gone]
+        fails: list[tuple[float, float]] = []  # (failed at, sent at): timed out
+        self._run_alone(alone, by_server, t_end, fails)
+        heapq.heapify(heap)
+        fails.sort()
+        for _, t0 in fails:
+            self._fail(t0 + self.timeout, FailureReason.TIMEOUT, self.timeout)
 
     def _run_alone(
         self,
-        server: Server,
-        arrivals: list[float],
-        due: float,
+        alone: list[Server],
+        by_server: dict[Server, list[float]],
         t_end: float,
         fails: list[tuple[float, float]],
-    ) -> float:
-        """Run a plain pod's events up to ``t_end``: its ``arrivals`` (time, demand draw, ...,
-        closed by _END) and its completion event due at ``due``, as :meth:`_advance_events`
-        and the methods it calls would, in the same arithmetic. Every request in flight runs
+    ) -> None:
+        """Run each plain pod's events up to ``t_end``: its arrivals in ``by_server`` (time,
+        demand draw, ...) and its completion event, as :meth:`_advance_events` and the
+        methods it calls would, in the same arithmetic. Every request in flight runs
         (``len(jobs)`` is ``n``, at most ``width``, so ``min(n, top)`` is ``n``). Completions
-        go to the recorder's buffer, timeouts to ``fails``; returns when its next completion
-        is due (inf: none in flight)."""
+        go to the recorder's buffer, timeouts to ``fails``, and a pod's next completion, when
+        it moved, to the heap (not yet heap-ordered). One call for all of them: what every pod
+        uses is looked up once."""
         seq, exp, push, pop = self._seq, math.exp, heapq.heappush, heapq.heappop
         done_t, done_latency = self._done_t.append, self._done_latency.append
-        timeout = self.timeout
-        shared, burn = server.shared, server.burn
-        median, spread, overhead = server.work_median, server.spread, server.overhead
-        jobs, n, cold = server.jobs, server.n, server.cold_left
-        virtual, clock, cpu, last = server.virtual, server.clock, server.cpu_seconds, server.last
-        head, generation, served, when = server.head, server.generation, server.served, server.due
-        t_arr, i = arrivals[0], 0  # they end with _END
-        while True:
-            if t_arr <= due:  # an arrival: _serve's plain case (n < width <= top)
-                t, z = t_arr, arrivals[i + 1]
-                i += 2
-                t_arr = arrivals[i]
-                k = n + 1
-                work = median[k] * exp(spread[k] * z)
-                if cold:
-                    cold -= 1
-                    work *= server.cold_factor
-                dt = t - last
-                if dt > 0.0:  # server.advance(t)
-                    if n:
-                        virtual += shared[n] * dt
-                        clock += dt
-                        cpu += burn[n] * dt
-                    else:
-                        cpu += burn[0] * dt
-                    last = t
-                push(jobs, (virtual + work, next(seq), t, None, 0))
-                if n and shared[n + 1] <= shared[n] and jobs[0][1] == head:
-                    n += 1  # the scheduled completion stays (see _serve)
+        timeout, early, heap = self.timeout, _EARLY, self._heap
+        for server in alone:
+            arrivals = by_server.get(server, [])
+            arrivals += _END
+            shared, burn = server.shared, server.burn
+            median, spread, overhead = server.work_median, server.spread, server.overhead
+            jobs, n, cold, served = server.jobs, server.n, server.cold_left, server.served
+            virtual, clock, cpu, last = (
+                server.virtual,
+                server.clock,
+                server.cpu_seconds,
+                server.last,
+            )
+            head, generation, when = server.head, server.generation, server.due
+            due = when if jobs else _INF
+            t_arr, i = arrivals[0], 0  # they end with _END
+            while True:
+                if t_arr <= due:  # an arrival: _serve's plain case (n < width <= top)
+                    t, z = t_arr, arrivals[i + 1]
+                    i += 2
+                    t_arr = arrivals[i]
+                    k = n + 1
+                    work = median[k] * exp(spread[k] * z)
+                    if cold:
+                        cold -= 1
+                        work *= server.cold_factor
+                    dt = t - last
+                    if dt > 0.0:  # server.advance(t)
+                        if n:
+                            virtual += shared[n] * dt
+                            clock += dt
+                            cpu += burn[n] * dt
+                        else:
+                            cpu += burn[0] * dt
+                        last = t
+                    push(jobs, (virtual + work, next(seq), t, None, 0))
+                    if n and shared[n + 1] <= shared[n] and jobs[0][1] == head:
+                        n += 1  # the scheduled completion stays (see _serve)
+                        continue
+                    n += 1
+                    generation += 1  # _reschedule
+                    first = jobs[0]
+                    head = first[1]
+                    left = first[0] - virtual
+                    if left < 0.0:
+                        left = 0.0
+                    when = due = last + left / shared[n]
                     continue
-                n += 1
-                generation += 1  # _reschedule
+                if due > t_end:
+                    break
+                t = due  # its completion event: _complete's plain case
+                dt = t - last
+                if dt > 0.0:
+                    virtual += shared[n] * dt
+                    clock += dt
+                    cpu += burn[n] * dt
+                    last = t
                 first = jobs[0]
-                head = first[1]
                 left = first[0] - virtual
-                if left < 0.0:
-                    left = 0.0
-                when = due = last + left / shared[n]
-                continue
-            if due > t_end:
-                break
-            t = due  # its completion event: _complete's plain case
-            dt = t - last
-            if dt > 0.0:
-                virtual += shared[n] * dt
-                clock += dt
-                cpu += burn[n] * dt
-                last = t
-            first = jobs[0]
-            left = first[0] - virtual
-            if left > _EARLY:  # it came early
+                if left > early:  # it came early
+                    generation += 1
+                    head = first[1]
+                    when = due = last + left / shared[n]
+                    continue
+                _, _, t0, _, _ = pop(jobs)
+                n -= 1
+                served += 1
+                latency = t - t0 + overhead
+                if latency <= timeout:
+                    done_t(t)
+                    done_latency(latency)
+                else:
+                    fails.append((t, t0))
                 generation += 1
-                head = first[1]
-                when = due = last + left / shared[n]
-                continue
-            _, _, t0, _, _ = pop(jobs)
-            n -= 1
-            served += 1
-            latency = t - t0 + overhead
-            if latency <= timeout:
-                done_t(t)
-                done_latency(latency)
-            else:
-                fails.append((t, t0))
-            generation += 1
-            if jobs:
-                first = jobs[0]
-                head = first[1]
-                left = first[0] - virtual
-                when = due = t + (left if left > 0.0 else 0.0) / shared[n]
-            else:
-                due = _INF
-        server.n, server.cold_left, server.served = n, cold, served
-        server.virtual, server.clock, server.cpu_seconds, server.last = virtual, clock, cpu, last
-        server.head, server.generation, server.due = head, generation, when
-        return due
+                if jobs:
+                    first = jobs[0]
+                    head = first[1]
+                    left = first[0] - virtual
+                    when = due = t + (left if left > 0.0 else 0.0) / shared[n]
+                else:
+                    due = _INF
+            server.n, server.cold_left, server.served = n, cold, served
+            server.virtual, server.clock, server.cpu_seconds = virtual, clock, cpu
+            server.last, server.head, server.due = last, head, when
+            if server.generation != generation:
+                server.generation = generation
+                if due < _INF:  # else its entry in the heap stands, or it has none
+                    heap.append((due, next(seq), _COMPLETE, server, generation))
 
     def _run_routed(self, t_end: float, arrivals: list[tuple[float, float, Server]]) -> None:
         """Run the heap's events up to ``t_end`` and ``arrivals`` (time, demand draw, pod),
@@ -548,11 +556,7 @@ class DataPlane:
         endpoints = self.endpoints
         if not endpoints:
             return None
-        i = self._route_i
-        if i >= len(self._route_buf):
-            self._route_buf, i = self._routing.random(_BLOCK).tolist(), 0
-        self._route_i = i + 1
-        return endpoints[int(self._route_buf[i] * len(endpoints))]
+        return endpoints[int(self._routes.next() * len(endpoints))]
 
     def _send(self, user: User, t: float) -> None:
         server = user.server
@@ -571,11 +575,7 @@ class DataPlane:
         self.recorder.offer(t)
         # Drawn for every request, routed or not, so the demand sequence is the same at every
         # what-if point that sees the same arrivals (common random numbers).
-        i = self._demand_i
-        if i >= len(self._demand_buf):
-            self._demand_buf, i = self._service.standard_normal(_BLOCK).tolist(), 0
-        self._demand_i = i + 1
-        self._serve(server, t, user, seq, self._demand_buf[i])
+        self._serve(server, t, user, seq, self._demand.next())
 
     def _serve(
         self, server: Server | None, t: float, user: User | None, seq: int, z: float
@@ -652,11 +652,7 @@ class DataPlane:
                 self._reschedule(server)
                 return
             if server.random_entry:
-                i = self._order_i
-                if i >= len(self._order_buf):
-                    self._order_buf, i = self._order.random(_BLOCK).tolist(), 0
-                self._order_i = i + 1
-                _, order, t0, user, seq = server.pop_done(self._order_buf[i])
+                _, order, t0, user, seq = server.pop_done(self._order.next())
             else:
                 _, order, t0, user, seq = server.pop_done()
         elif jobs[0][0] - server.virtual > _EARLY:

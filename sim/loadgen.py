@@ -7,6 +7,7 @@ first task at once; ``None`` stops the test. The shape is a pure function of ``t
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Callable, Generator
 from typing import Any
 
@@ -86,6 +87,6 @@ def open_loop_source(
         count = int(rng.poisson(load.rate.rate(float(second))))
         block = (second + np.sort(rng.random(count))).tolist()
         second += 1
-        return [t for t in block if t < stop]
+        return block[: bisect.bisect_left(block, stop)]  # sorted: those before ``stop``
 
     return next_block

@@ -34,3 +34,20 @@ class Buffered:
         value = self._buffer[self._i]
         self._i += 1
         return value
+
+    def take(self, count: int) -> list[float]:
+        """The next ``count`` draws, as ``count`` calls of :meth:`next` give them (a block is
+        drawn only when a draw needs it), in one list."""
+        i, buffer = self._i, self._buffer
+        if i + count <= len(buffer):
+            self._i = i + count
+            return buffer[i : i + count]
+        taken = buffer[i:]
+        count -= len(taken)
+        draw = self._gen.random if self._kind == "uniform" else self._gen.standard_normal
+        while count > 0:
+            self._buffer = draw(self._block).tolist()
+            self._i = min(count, self._block)
+            taken += self._buffer[: self._i]
+            count -= self._i
+        return taken
