@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # time this checkout's sim, not the one an editable install names
 SCENARIO = ROOT / "scenarios" / "bench-throughput.yaml"
 
 
