@@ -186,7 +186,8 @@ def test_unreachable_endpoint_names_the_url(tmp_path: Path) -> None:
 def test_resnet101_short_ladder_real_against_simulated(tmp_path: Path) -> None:
     """CI's guard: calibrate ResNet101 here (a short ladder at this machine's cores), serve the
     same SavedModel, drive it with real Locust at 1, 4 and 24 users, and hold the simulated
-    ladder within loose bounds (a shared CI machine is noisy; README has the tight figures).
+    ladder within loose bounds widened by the drift fidelity measured (a shared CI machine is
+    noisy; README has the tight figures).
     Light load and saturation, not the knee: near 12 users the real tails move most from one
     run to the next (p95 -29% to -48% in two runs here), so a bound there catches noise."""
     from sim.serving.calibrate.host import usable_cpus
@@ -204,13 +205,22 @@ def test_resnet101_short_ladder_real_against_simulated(tmp_path: Path) -> None:
         [
             *("fidelity", "--profile", str(profile), "--saved-model", str(tmp_path / "model")),
             *("--users", "1,4,24", "--seconds", "15", "--settle", "4", "--out", str(out)),
-            *("--max-error-rps", "15", "--max-error-latency", "45"),
+            *("--max-error-rps", "1000", "--max-error-latency", "1000"),  # checked below
         ],
     )
     assert done.exit_code == 0, done.output
-    rows = json.loads((out / "fidelity.json").read_text())["rows"]
+    data = json.loads((out / "fidelity.json").read_text())
+    rows = data["rows"]
     assert [r["users"] for r in rows] == [1, 4, 24]
     assert all(r["real"]["ok"] > 0 and r["real"]["failed"] == 0 for r in rows)
+    # Bounds widened by the machine's own drift over the run, which fidelity measures (the lone
+    # request again after the ladders): a CI run here slowed by 20% between calibration and
+    # saturation, and its real req/s at 24 users fell by as much.
+    drift = abs(data["rest_overhead"]["drift_pct"])
+    for row in rows:
+        errors = row["error_pct"]
+        assert abs(errors["throughput_rps"]) <= 15 + drift, (row, drift)
+        assert abs(errors["p50"]) <= 45 + drift and abs(errors["p95"]) <= 45 + drift, (row, drift)
 
 
 @pytest.mark.parametrize("sigma", [0.05, 0.2, 0.5])
