@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import shlex
+import statistics
 import sys
 import tempfile
 import time
@@ -149,6 +150,12 @@ def fidelity(
             raise CloudError("--cpu-pid, --cpu-cgroup and --cpu-pod are different CPU sources")
         if cpu_pod is None and (kubeconfig is not None or context is not None):
             raise CloudError("--kubeconfig and --context say where --cpu-pod's pod is")
+        if saved_model is not None and profile is None and not through_api and endpoint is None:
+            raise CloudError(
+                "--saved-model needs --profile (one calibrated for that model) or --through-api "
+                "(calibrate it through its REST API): the in-process calibration measures the "
+                "ResNet101 it exports"
+            )
         if endpoint is not None and profile is None:
             raise CloudError(
                 "--endpoint needs --profile: calibrate that server first with "
@@ -257,26 +264,17 @@ def _measure(
     from sim.serving import fidelity as fid
     from sim.serving.calibrate import host
     from sim.serving.calibrate.cpu import CgroupCpu, ProcessCpu
-    from sim.serving.profile import load_profile
+    from sim.serving.calibrate.local import pool_passes
+    from sim.serving.profile import load_profile, profile_from_dict
 
     body = lab_request_body(lab_image(None))
     meta: dict[str, Any] = {"cpu": host.cpu_info(), "seed": seed, "wait_s": list(waits)}
 
-    def ladders(url: str, cpu: Any) -> list[Any]:
-        """``repeat`` real ladders, one after another (seeds seed, seed + 1, ...)."""
-        return [
-            real.run_ladder(
-                url,
-                model,
-                ladder,
-                wait=waits,
-                body=body,
-                cpu=cpu,
-                seed=seed + k,
-                workdir=tmp / str(k),
-            )
-            for k in range(repeat)
-        ]
+    def one_ladder(url: str, cpu: Any, k: int) -> Any:
+        """The k-th real ladder (seed + k)."""
+        return real.run_ladder(
+            url, model, ladder, wait=waits, body=body, cpu=cpu, seed=seed + k, workdir=tmp / str(k)
+        )
 
     began = time.perf_counter()
     calibrated: Any
@@ -294,7 +292,7 @@ def _measure(
             cpu = _pod_cpu(console, *cpu_pod, ladder)
         try:
             console.print(f"driving {endpoint} with the ladder {[s.users for s in ladder]}")
-            measured = ladders(endpoint, cpu)
+            measured = [one_ladder(endpoint, cpu, k) for k in range(repeat)]
         finally:
             if cpu_pod is not None:
                 cpu.close()
@@ -307,8 +305,7 @@ def _measure(
         have = cores or float(len(host.usable_cpus()))
         threads = max(1, round(have))
         calibrated = load_profile(profile) if profile is not None else None
-        if calibrated is None and in_process:
-            calibrated, saved_model = _calibrate(console, tmp, quick, threads)
+        here = calibrated is None and in_process
         if saved_model is None:
             from sim.serving.calibrate.model import export
 
@@ -317,16 +314,34 @@ def _measure(
         console.print(f"serving {saved_model} with {threads} threads")
         with real.start_local_server(_base(saved_model), model, threads) as server:
             real.check_endpoint(server.url, model, "1", body, 60.0)
-            if calibrated is None:
+            if calibrated is None and not here:
                 calibrated = _calibrate_endpoint(console, server, model, have, quick)
-            elif calibrated.kind == "measured":
-                calibrated, meta["rest_overhead"] = _rest_overhead(
-                    console, calibrated, server.url, model, body, have, waits, seed
-                )
-            console.print(f"driving it with real Locust users: {[s.users for s in ladder]}")
-            measured = ladders(server.url, ProcessCpu(server.pid))
-            if "rest_overhead" in meta:
-                before = meta["rest_overhead"]["lone_rest_s"]
+            passes: list[dict[str, Any]] = []
+            rest: list[tuple[list[float], float]] = []
+            measured = []
+            for k in range(repeat):
+                if repeat > 1:
+                    console.print(f"[bold]round {k + 1} of {repeat}[/bold]")
+                if here:
+                    fixed = _ladder_of(passes[0]) if passes else None
+                    passes.append(_calibrate(console, tmp, quick, threads, repeat, fixed))
+                    lone = _lone_median(profile_from_dict(passes[-1], "calibrated here"), have)
+                elif calibrated.kind == "measured":
+                    lone = _lone_median(calibrated, have)
+                if here or calibrated.kind == "measured":
+                    times = _lone_times(server.url, model, body, waits, seed + k, 20)
+                    rest.append((times, lone))
+                    console.print(
+                        f"REST path: lone request {statistics.median(times) * 1000:.1f} ms "
+                        f"through the API, {lone * 1000:.1f} ms in process"
+                    )
+                console.print(f"driving it with real Locust users: {[s.users for s in ladder]}")
+                measured.append(one_ladder(server.url, ProcessCpu(server.pid), k))
+            if here:
+                calibrated = profile_from_dict(pool_passes(passes), "calibrated here")
+            if rest:
+                calibrated, meta["rest_overhead"] = _rest_overhead(console, calibrated, rest)
+                before = statistics.median(rest[0][0])
                 meta["rest_overhead"] |= _drift(console, before, server.url, model, body, waits)
         if profile is None:
             meta["profile_file"] = str(out / "profile.yaml")
@@ -380,42 +395,47 @@ def _lone_times(
     return times
 
 
-def _rest_overhead(
-    console: Console,
-    profile: Any,
-    url: str,
-    model: str,
-    body: str,
-    cores: float,
-    waits: tuple[float, float],
-    seed: int,
-    count: int = 20,
-) -> tuple[Any, dict[str, Any]]:
-    """An in-process profile has no REST: measure what the REST path adds to a lone request
-    (the median of :func:`_lone_times` less the profile's lone median) and carry it as the
-    profile's ``overhead_s``, and the spread of those requests' server part as its
-    ``served_sigma`` (assumption: the served path's variability is the server's work, HTTP and
-    JSON on its threads, so it queues like work)."""
-    import statistics
+def _lone_median(profile: Any, cores: float) -> float:
+    """A lone request's median latency in ``profile`` (in process: no REST)."""
+    return float(profile.latency(cores, 1)[profile.quantiles.index(0.5)])
 
+
+def _rest_overhead(
+    console: Console, profile: Any, rounds: list[tuple[list[float], float]]
+) -> tuple[Any, dict[str, Any]]:
+    """An in-process profile has no REST: what the REST path adds to a lone request is each
+    round's median of :func:`_lone_times` less the lone median of the calibration pass just
+    before it (paired in time, so the machine's drift between rounds cancels), averaged over
+    the rounds; it is carried as the profile's ``overhead_s``, and the spread of all those
+    requests' server part as its ``served_sigma`` (assumption: the served path's variability
+    is the server's work, HTTP and JSON on its threads, so it queues like work)."""
     from sim.serving.fidelity import served_spread
 
-    times = _lone_times(url, model, body, waits, seed, count)
-    lone = statistics.median(times)
-    inside = profile.latency(cores, 1)[profile.quantiles.index(0.5)]
-    overhead = max(0.0, lone - inside)
-    served = served_spread([t - overhead - profile.overhead_s for t in times])
+    overheads = [max(0.0, statistics.median(times) - inside) for times, inside in rounds]
+    overhead = sum(overheads) / len(overheads)
+    parts = [
+        t - o - profile.overhead_s
+        for (times, _), o in zip(rounds, overheads, strict=True)
+        for t in times
+    ]
+    served = served_spread(parts)
+    every = [t for times, _ in rounds for t in times]
+    lone = statistics.median(every)
+    inside = sum(i for _, i in rounds) / len(rounds)
     console.print(
-        f"REST path: lone request {lone * 1000:.1f} ms through the API, "
-        f"{inside * 1000:.1f} ms in process: overhead {overhead * 1000:.1f} ms; "
-        f"served spread sigma {served:.3f} (in process {profile.sigma(cores):.3f})"
+        f"REST path adds {overhead * 1000:.1f} ms to a lone request "
+        f"({len(rounds)} round{'s' if len(rounds) > 1 else ''}); served spread sigma "
+        f"{served:.3f} (in process {profile.sigma(profile.default_threads):.3f})"
     )
     figures = {
         "lone_rest_s": lone,
         "lone_in_process_s": inside,
         "overhead_s": overhead,
         "served_sigma": served,
-        "lone_rest_times_s": [round(t, 6) for t in times],  # to re-derive either figure
+        "rounds": [
+            {"lone_rest_s": statistics.median(times), "lone_in_process_s": i} for times, i in rounds
+        ],
+        "lone_rest_times_s": [round(t, 6) for t in every],  # to re-derive either figure
     }
     changed = dataclasses.replace(
         profile, overhead_s=profile.overhead_s + overhead, served_sigma=served
@@ -426,18 +446,17 @@ def _rest_overhead(
 def _drift(
     console: Console, before: float, url: str, model: str, body: str, waits: tuple[float, float]
 ) -> dict[str, Any]:
-    """The REST step's lone request measured again after the real ladders. The model is
-    calibrated before them, so a machine that changed speed in between shows here, and at
-    light load an error of about this size is the machine's, not the model's (on this VM the
-    lone request moved by up to 13% within minutes)."""
-    import statistics
-
+    """The REST step's lone request measured again after the last real ladder, against the
+    first round's: how far the machine's speed moved over the run. The model is calibrated
+    before each ladder, but a machine that moved within a ladder shows here, and at light load
+    an error of about this size is the machine's, not the model's (on this VM the lone request
+    moved by up to 13% within minutes)."""
     times = _lone_times(url, model, body, waits, seed=0, count=20)
     after = statistics.median(times)
     change = 100 * (after - before) / before
     console.print(
         f"lone request through the API after the ladders: {after * 1000:.1f} ms, "
-        f"{change:+.1f}% against before them (the machine's own drift over the run)"
+        f"{change:+.1f}% against the first round's (the machine's own drift over the run)"
     )
     return {"lone_rest_after_s": after, "drift_pct": change}
 
@@ -473,19 +492,34 @@ def _calibrate_endpoint(
     return profile_from_dict(run_endpoint(run), "calibrated here")
 
 
-def _calibrate(console: Console, tmp: Path, quick: bool, threads: int) -> tuple[Any, Path]:
-    """The in-process ladder of the served thread count only, batch 1 only (the real ladder
-    neither batches nor runs other thread counts), with windows twice the default's: the time
-    the other ladders and batches would take goes to the steps that matter. Near the knee a
-    step's throughput decides closed-loop latency about five times over, and on this machine
-    a 4 s window's throughput moves by up to 4%: one low pair of steps put p50 at 12 users 22%
-    off (a run of ``fidelity --full``, README)."""
+def _ladder_of(data: dict[str, Any]) -> list[int]:
+    """The batch-1 concurrencies a calibration measured (a later pass measures the same)."""
+    return sorted(p["concurrency"] for p in data["points"] if p["batch"] == 1)
+
+
+def _calibrate(
+    console: Console,
+    tmp: Path,
+    quick: bool,
+    threads: int,
+    passes: int,
+    concurrency: list[int] | None,
+) -> dict[str, Any]:
+    """One in-process pass of the served thread count's ladder, batch 1 only (the real ladder
+    neither batches nor runs other thread counts), with windows twice the default's shared
+    among the ``passes``: the time the other ladders and batches would take goes to the steps
+    that matter. Near the knee a step's throughput decides closed-loop latency about five
+    times over, and on this machine a 4 s window's throughput moves by up to 4%.
+    ``concurrency``: the first pass's ladder, measured again as it is."""
     from sim.serving.calibrate.local import LocalRun, default_grid, grid_with, run_local
-    from sim.serving.profile import profile_from_dict
 
     base = default_grid(quick=quick)
     grid = grid_with(
-        base, threads=[threads], seconds=2 * base.seconds, max_seconds=2 * base.max_seconds
+        base,
+        threads=[threads],
+        concurrency=concurrency,
+        seconds=2 * base.seconds / passes,
+        max_seconds=2 * base.max_seconds / passes,
     )
     grid = dataclasses.replace(grid, batch=())
     console.print(
@@ -495,8 +529,7 @@ def _calibrate(console: Console, tmp: Path, quick: bool, threads: int) -> tuple[
     run = LocalRun(
         grid=grid, export_dir=tmp / "model", command="scalelab fidelity (calibration step)"
     )
-    data = run_local(run)
-    return profile_from_dict(data, "calibrated here"), tmp / "model"
+    return run_local(run)
 
 
 def _table(rows: list[Any]) -> Table:

@@ -724,3 +724,29 @@ def test_resnet101_calibration_small_ladder(tmp_path: Path) -> None:
     # one core is saturated: more callers wait, and add little throughput
     assert rungs[4]["latency_s"][3] > 2 * lone["latency_s"][3]
     assert rungs[4]["throughput_rps"] < 1.6 * lone["throughput_rps"]
+
+
+def test_pooled_passes_are_the_mean_machine_and_keep_each_pass() -> None:
+    """fidelity's calibration passes, one before each real ladder: the pooled profile's X, U
+    and quantiles are the passes' means, its counts their sums, and each pass's figures stay
+    in provenance; passes over different points cannot be pooled."""
+    from sim.serving.calibrate.local import pool_passes
+
+    slow = synthetic(threads=(2,), batch=(1,), throughput=lambda t, n: 8.0 * min(n, 2))
+    fast = synthetic(threads=(2,), batch=(1,), throughput=lambda t, n: 10.0 * min(n, 2))
+    pooled = pool_passes([slow, fast])
+    profile = profile_from_dict(pooled)
+    for n in (1, 2, 4):
+        assert profile.throughput(2.0, n) == pytest.approx(9.0 * min(n, 2))
+    for a, b, p in zip(slow["points"], fast["points"], pooled["points"], strict=True):
+        assert p["n"] == a["n"] + b["n"]
+        assert p["latency_s"] == pytest.approx(
+            [(x + y) / 2 for x, y in zip(a["latency_s"], b["latency_s"], strict=True)]
+        )
+    passes = pooled["provenance"]["passes"]
+    assert [p["throughput_rps"]["2/1/1"] for p in passes] == [8.0, 10.0]
+    assert slow["points"][0]["throughput_rps"] == 8.0  # the passes are not changed
+    assert pool_passes([slow]) is slow
+    other = synthetic(threads=(2,), concurrency=(1, 2), batch=(1,))
+    with pytest.raises(CalibrationError, match="same points"):
+        pool_passes([slow, other])

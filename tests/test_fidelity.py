@@ -289,19 +289,21 @@ def test_rest_step_measures_what_the_served_path_adds_to_a_lone_request() -> Non
     from rich.console import Console
 
     from cloud.errors import CloudError
-    from cloud.fidelity import _drift, _rest_overhead
+    from cloud.fidelity import _drift, _lone_median, _lone_times, _rest_overhead
     from cloud.serve import start_server
     from tests.test_cloud_ladder import FixedServable
 
     profile = profile_from_dict(linear_profile(service=0.02))
-    inside = profile.latency(2.0, 1)[profile.quantiles.index(0.5)]
+    inside = _lone_median(profile, 2.0)
+    assert inside == pytest.approx(profile.latency(2.0, 1)[profile.quantiles.index(0.5)])
     console = Console(quiet=True)
     body = json.dumps({"signature_name": "serving_preprocess", "instances": [{"b64": "aGk="}]})
-    args = ("image_classifier", body, 2.0, (0.01, 0.02), 1)
+    args = ("image_classifier", body, (0.01, 0.02))
     running = start_server(FixedServable(0.06, workers=1), port=0)
     try:
-        served, figures = _rest_overhead(console, profile, running.url, *args, count=8)
-        drift = _drift(console, figures["lone_rest_s"], running.url, *args[:2], args[3])
+        times = _lone_times(running.url, *args, seed=1, count=8)
+        served, figures = _rest_overhead(console, profile, [(times, inside)])
+        drift = _drift(console, figures["lone_rest_s"], running.url, *args)
     finally:
         running.close()
     # the same fixed-time server after as before: no drift beyond the HTTP time's jitter
@@ -315,7 +317,30 @@ def test_rest_step_measures_what_the_served_path_adds_to_a_lone_request() -> Non
     failing = start_server(FixedServable(0.01, workers=1, fail=True), port=0)
     try:
         with pytest.raises(CloudError, match=r"HTTP 500.*on fire") as error:
-            _rest_overhead(console, profile, failing.url, *args, count=4)
+            _lone_times(failing.url, *args, seed=1, count=4)
     finally:
         failing.close()
     assert failing.url in str(error.value)
+
+
+def test_rest_overhead_pairs_each_round_with_its_own_calibration() -> None:
+    """Two rounds on a machine that slowed by 30% between them: the overhead is the mean of
+    each round's REST median less its own pass's lone median (10 ms plus the medians' sampling
+    error), and the rounds' figures are kept."""
+    from rich.console import Console
+
+    from cloud.fidelity import _rest_overhead
+
+    profile = profile_from_dict(linear_profile(service=0.02))
+    work = np.random.default_rng(3).lognormal(0.0, 0.1, 40)
+    rounds = [
+        ((0.100 * work[:20] + 0.010).tolist(), 0.100),
+        ((0.130 * work[20:] + 0.010).tolist(), 0.130),
+    ]
+    m1, m2 = float(np.median(work[:20])), float(np.median(work[20:]))
+    served, figures = _rest_overhead(Console(quiet=True), profile, rounds)
+    expected = (0.100 * (m1 - 1) + 0.130 * (m2 - 1)) / 2 + 0.010
+    assert figures["overhead_s"] == pytest.approx(expected)
+    assert [r["lone_in_process_s"] for r in figures["rounds"]] == [0.100, 0.130]
+    assert len(figures["lone_rest_times_s"]) == 40
+    assert served.overhead_s == pytest.approx(profile.overhead_s + expected)

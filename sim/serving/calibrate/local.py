@@ -334,3 +334,77 @@ def grid_with(
         retry_seconds if retry_seconds is not None else base.retry_seconds,
         max_concurrency if max_concurrency is not None else base.max_concurrency,
     )
+
+
+def pool_passes(passes: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Several calibrations of the same grid (``run_local`` mappings) as one profile: each
+    point's throughput, CPU and latency quantiles are the passes' means, its request count
+    their sum, its spread and background CPU the worst pass's. ``scalelab fidelity`` measures
+    a pass before each real ladder, so the model averages the machine over the same minutes
+    the real side does (its speed moved by up to 13% within minutes on the 2-core VM). The
+    passes' own figures stay in ``provenance.passes``."""
+    if len(passes) == 1:
+        return passes[0]
+    key = ("threads", "concurrency", "batch")
+    grouped: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    for data in passes:
+        for point in data["points"]:
+            grouped.setdefault(tuple(point[k] for k in key), []).append(point)
+    if any(len(same) != len(passes) for same in grouped.values()):
+        raise CalibrationError("passes to pool must measure the same points")
+
+    def mean(values: Sequence[float]) -> float:
+        return sum(values) / len(values)
+
+    points = []
+    for same in grouped.values():
+        first = same[0]
+        background = [p["background_cpu_cores"] for p in same if p.get("background_cpu_cores")]
+        points.append(
+            {
+                **{k: first[k] for k in key},
+                "n": sum(p["n"] for p in same),
+                "latency_s": [mean(q) for q in zip(*(p["latency_s"] for p in same), strict=True)],
+                "lognormal": {
+                    "median_s": mean([p["lognormal"]["median_s"] for p in same]),
+                    "sigma": mean([p["lognormal"]["sigma"] for p in same]),
+                    "ks": max(p["lognormal"]["ks"] for p in same),
+                },
+                "throughput_rps": mean([p["throughput_rps"] for p in same]),
+                "cpu_cores": mean([p["cpu_cores"] for p in same]),
+                "repeats": sum(p.get("repeats", 1) for p in same),
+                "background_cpu_cores": max(background) if background else 0.0,
+            }
+        )
+        if all(p.get("spread") for p in same):
+            points[-1]["spread"] = {q: max(p["spread"][q] for p in same) for q in ("p50", "p95")}
+    pooled = dict(passes[0])
+    pooled["points"] = points
+    pooled["defaults"] = dict(passes[0]["defaults"])
+    for name in ("idle_cpu_cores", "model_load_s", "cold_factor"):
+        if all(name in d["defaults"] for d in passes):
+            pooled["defaults"][name] = mean([d["defaults"][name] for d in passes])
+    provenance = dict(passes[0]["provenance"])
+    provenance["pooled"] = (
+        f"{len(passes)} passes, one before each real ladder: each point's throughput, CPU and "
+        "latency quantiles are the passes' means"
+    )
+    provenance["passes"] = [
+        {
+            "date": d["provenance"].get("date"),
+            "throughput_rps": {
+                f"{p['threads']}/{p['concurrency']}/{p['batch']}": p["throughput_rps"]
+                for p in d["points"]
+            },
+            "lone_p50_s": [
+                p["latency_s"][DEFAULT_QUANTILES.index(0.5)]
+                for p in d["points"]
+                if p["concurrency"] == 1 and p["batch"] == 1
+            ],
+        }
+        for d in passes
+    ]
+    provenance["warnings"] = [w for d in passes for w in d["provenance"].get("warnings", [])]
+    pooled["provenance"] = provenance
+    profile_from_dict(pooled, str(pooled["name"]))
+    return pooled
