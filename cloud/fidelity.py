@@ -1,11 +1,13 @@
 """``scalelab fidelity``: the simulator's serving model against a real model server, one run,
 one machine.
 
-Locally it calibrates ResNet101 in process (unless given ``--profile``; ``--through-api``
-calibrates the served model through its REST API with its process's CPU instead), serves it as
-TF Serving would (``scalelab serve --model-path``, thread pools = cores), drives it with
-real Locust users at each user count of the ladder, then simulates the same ladder with the
-profile (:mod:`sim.serving.fidelity`). ``--endpoint`` points it at any TF Serving instead.
+Locally it serves ResNet101 as TF Serving would (``scalelab serve --model-path``, thread pools =
+cores) and runs ``--repeat`` rounds of: a calibration pass in process (unless given
+``--profile``; ``--through-api`` calibrates once through the REST API with the server process's
+CPU instead), lone requests through the REST API (what the served path adds), and a ladder of
+real Locust users. Then it simulates the same ladder with the passes pooled
+(:mod:`sim.serving.fidelity`): both sides average the machine over the same minutes.
+``--endpoint`` points it at any TF Serving instead.
 """
 
 from __future__ import annotations
@@ -112,8 +114,9 @@ def fidelity(
     repeat: Annotated[
         int,
         typer.Option(
-            help="real ladders run one after another and pooled; the table and files show "
-            "their range, the real side's own run-to-run spread",
+            help="rounds, each a calibration pass (when calibrating here), the REST step and "
+            "a real ladder; both sides pooled over them, the table and files show the real "
+            "ladders' range, the real side's own run-to-run spread",
             min=1,
         ),
     ] = 1,
