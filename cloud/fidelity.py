@@ -527,7 +527,7 @@ def _calibrate(
     grid = dataclasses.replace(grid, batch=())
     console.print(
         f"calibrating ResNet101 here ({'--quick' if quick else 'full'}: {threads} threads, "
-        f"{grid.seconds:g} s windows) ..."
+        f"{grid.seconds:.3g} s windows) ..."
     )
     run = LocalRun(
         grid=grid, export_dir=tmp / "model", command="scalelab fidelity (calibration step)"

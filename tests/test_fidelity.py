@@ -8,10 +8,13 @@ import importlib.util
 import json
 import math
 import os
+import types
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from sim.cli import app
@@ -148,6 +151,7 @@ def test_a_row_without_a_real_value_has_no_error() -> None:
         (["--wait", "0.9"], "--wait takes LOW,HIGH"),
         (["--endpoint", "http://127.0.0.1:9"], "--endpoint needs --profile"),
         (["--cpu-pid", "1"], "read a server given by --endpoint"),
+        (["--saved-model", "/tmp/m"], "--saved-model needs --profile"),
     ],
 )
 def test_bad_input_exits_2_and_writes_nothing(
@@ -344,3 +348,72 @@ def test_rest_overhead_pairs_each_round_with_its_own_calibration() -> None:
     assert [r["lone_in_process_s"] for r in figures["rounds"]] == [0.100, 0.130]
     assert len(figures["lone_rest_times_s"]) == 40
     assert served.overhead_s == pytest.approx(profile.overhead_s + expected)
+
+
+def test_rounds_calibrate_before_each_ladder_and_pool_the_passes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--repeat 2`` calibrating here: each round is a calibration pass, the REST step and a
+    real ladder (real Locust against a 50 ms stand-in here, the passes synthetic: one machine
+    20% faster than the other). The second pass measures the first's ladder, the profile
+    written is their pool with each pass kept, and each round's REST figures are paired with
+    its own pass."""
+    import contextlib
+
+    from cloud import fidelity as cli
+    from cloud import ladder as real
+    from cloud.serve import start_server
+    from sim.serving.calibrate import model as exporter
+    from tests.test_cloud_ladder import FixedServable
+
+    speeds = iter([20.0, 24.0])  # lone request 50 ms, then 41.7 ms
+    asked: list[list[int] | None] = []
+
+    def calibrate(console: Any, tmp: Path, quick: bool, threads: int, passes: int, fixed: Any):
+        asked.append(fixed)
+        speed = next(speeds)
+        data = synthetic(
+            threads=(2,),
+            concurrency=(1, 2, 3),
+            batch=(1,),
+            throughput=lambda t, n: speed * min(n, 2),
+            sigma=0.05,
+        )
+        data["provenance"]["date"] = f"pass {len(asked)}"
+        return data
+
+    @contextlib.contextmanager
+    def serve(saved: Path, model: str, threads: int) -> Any:
+        running = start_server(FixedServable(0.05, workers=2), port=0)
+        try:
+            yield types.SimpleNamespace(url=running.url, pid=os.getpid())
+        finally:
+            running.close()
+
+    monkeypatch.setattr(cli, "_calibrate", calibrate)
+    monkeypatch.setattr(real, "start_local_server", serve)
+    monkeypatch.setattr(exporter, "export", lambda arch, base: base / "1")
+    out = tmp_path / "out"
+    done = CliRunner().invoke(
+        app,
+        [
+            *("fidelity", "--cores", "2", "--repeat", "2", "--users", "1,2"),
+            *("--seconds", "1.5", "--settle", "0.3", "--wait", "0.1,0.2", "--out", str(out)),
+            *("--max-error-rps", "1000", "--max-error-latency", "1000"),
+        ],
+    )
+    assert done.exit_code == 0, done.output
+    assert asked == [None, [1, 2, 3]]
+    assert "round 2 of 2" in done.output
+    pooled = yaml.safe_load((out / "profile.yaml").read_text())
+    passes = pooled["provenance"]["passes"]
+    assert [p["date"] for p in passes] == ["pass 1", "pass 2"]
+    assert [p["throughput_rps"]["2/1/1"] for p in passes] == [20.0, 24.0]
+    lone = {p["concurrency"]: p["throughput_rps"] for p in pooled["points"]}
+    assert lone[1] == pytest.approx(22.0)
+    data = json.loads((out / "fidelity.json").read_text())
+    rounds = data["rest_overhead"]["rounds"]
+    assert [r["lone_in_process_s"] for r in rounds] == pytest.approx([1 / 20, 1 / 24])
+    for r in rounds:  # the stand-in's 50 ms and its HTTP time
+        assert 0.05 <= r["lone_rest_s"] < 0.08
+    assert data["real"]["ladders"] == 2
