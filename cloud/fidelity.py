@@ -327,7 +327,7 @@ def _measure(
                     console.print(f"[bold]round {k + 1} of {repeat}[/bold]")
                 if here:
                     fixed = _ladder_of(passes[0]) if passes else None
-                    passes.append(_calibrate(console, tmp, quick, threads, repeat, fixed))
+                    passes.append(_calibrate(console, tmp, quick, threads, repeat + 1, fixed))
                     lone = _lone_median(profile_from_dict(passes[-1], "calibrated here"), have)
                 elif calibrated.kind == "measured":
                     lone = _lone_median(calibrated, have)
@@ -341,7 +341,14 @@ def _measure(
                 console.print(f"driving it with real Locust users: {[s.users for s in ladder]}")
                 measured.append(one_ladder(server.url, ProcessCpu(server.pid), k))
             if here:
-                calibrated = profile_from_dict(pool_passes(passes), "calibrated here")
+                # a closing pass: each ladder lies between two passes, so the passes' trapezoid
+                # weights average a machine that drifts steadily over the ladders' minutes
+                console.print("[bold]after the last ladder[/bold]")
+                passes.append(
+                    _calibrate(console, tmp, quick, threads, repeat + 1, _ladder_of(passes[0]))
+                )
+                weights = [0.5] + [1.0] * (repeat - 1) + [0.5]
+                calibrated = profile_from_dict(pool_passes(passes, weights), "calibrated here")
             if rest:
                 calibrated, meta["rest_overhead"] = _rest_overhead(console, calibrated, rest)
                 before = statistics.median(rest[0][0])
@@ -510,10 +517,10 @@ def _calibrate(
 ) -> dict[str, Any]:
     """One in-process pass of the served thread count's ladder, batch 1 only (the real ladder
     neither batches nor runs other thread counts), with windows twice the default's shared
-    among the ``passes``: the time the other ladders and batches would take goes to the steps
-    that matter. Near the knee a step's throughput decides closed-loop latency about five
-    times over, and on this machine a 4 s window's throughput moves by up to 4%.
-    ``concurrency``: the first pass's ladder, measured again as it is."""
+    among the ``passes`` (the rounds' and the closing one): the time the other ladders and
+    batches would take goes to the steps that matter. Near the knee a step's throughput
+    decides closed-loop latency about five times over. ``concurrency``: the first pass's
+    ladder, measured again as it is."""
     from sim.serving.calibrate.local import LocalRun, default_grid, grid_with, run_local
 
     base = default_grid(quick=quick)

@@ -746,6 +746,10 @@ def test_pooled_passes_are_the_mean_machine_and_keep_each_pass() -> None:
     passes = pooled["provenance"]["passes"]
     assert [p["throughput_rps"]["2/1/1"] for p in passes] == [8.0, 10.0]
     assert slow["points"][0]["throughput_rps"] == 8.0  # the passes are not changed
+    weighted = profile_from_dict(pool_passes([slow, fast], [3, 1]))
+    assert weighted.throughput(2.0, 1) == pytest.approx(8.5)
+    with pytest.raises(CalibrationError, match="one weight >= 0 per pass"):
+        pool_passes([slow, fast], [1])
     assert pool_passes([slow]) is slow
     other = synthetic(threads=(2,), concurrency=(1, 2), batch=(1,))
     with pytest.raises(CalibrationError, match="same points"):

@@ -354,10 +354,11 @@ def test_rounds_calibrate_before_each_ladder_and_pool_the_passes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """``--repeat 2`` calibrating here: each round is a calibration pass, the REST step and a
-    real ladder (real Locust against a 50 ms stand-in here, the passes synthetic: one machine
-    20% faster than the other). The second pass measures the first's ladder, the profile
-    written is their pool with each pass kept, and each round's REST figures are paired with
-    its own pass."""
+    real ladder, and a closing pass follows the last (real Locust against a 50 ms stand-in
+    here, the passes synthetic: a machine that speeds up steadily). Later passes measure the
+    first's ladder, the profile written is their pool with trapezoid weights (each ladder lies
+    between two passes) and each pass kept, and each round's REST figures are paired with its
+    own pass."""
     import contextlib
 
     from cloud import fidelity as cli
@@ -366,7 +367,7 @@ def test_rounds_calibrate_before_each_ladder_and_pool_the_passes(
     from sim.serving.calibrate import model as exporter
     from tests.test_cloud_ladder import FixedServable
 
-    speeds = iter([20.0, 24.0])  # lone request 50 ms, then 41.7 ms
+    speeds = iter([20.0, 24.0, 28.0])  # lone request 50 ms, 41.7 ms, 35.7 ms
     asked: list[list[int] | None] = []
 
     def calibrate(console: Any, tmp: Path, quick: bool, threads: int, passes: int, fixed: Any):
@@ -403,14 +404,15 @@ def test_rounds_calibrate_before_each_ladder_and_pool_the_passes(
         ],
     )
     assert done.exit_code == 0, done.output
-    assert asked == [None, [1, 2, 3]]
+    assert asked == [None, [1, 2, 3], [1, 2, 3]]
     assert "round 2 of 2" in done.output
     pooled = yaml.safe_load((out / "profile.yaml").read_text())
     passes = pooled["provenance"]["passes"]
-    assert [p["date"] for p in passes] == ["pass 1", "pass 2"]
-    assert [p["throughput_rps"]["2/1/1"] for p in passes] == [20.0, 24.0]
-    lone = {p["concurrency"]: p["throughput_rps"] for p in pooled["points"]}
-    assert lone[1] == pytest.approx(22.0)
+    assert [p["date"] for p in passes] == ["pass 1", "pass 2", "pass 3"]
+    assert [p["throughput_rps"]["2/1/1"] for p in passes] == [20.0, 24.0, 28.0]
+    assert [p["weight"] for p in passes] == [0.25, 0.5, 0.25]
+    x = {p["concurrency"]: p["throughput_rps"] for p in pooled["points"]}
+    assert x[1] == pytest.approx(24.0) and x[3] == pytest.approx(48.0)
     data = json.loads((out / "fidelity.json").read_text())
     rounds = data["rest_overhead"]["rounds"]
     assert [r["lone_in_process_s"] for r in rounds] == pytest.approx([1 / 20, 1 / 24])

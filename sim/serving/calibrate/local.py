@@ -336,15 +336,22 @@ def grid_with(
     )
 
 
-def pool_passes(passes: Sequence[dict[str, Any]]) -> dict[str, Any]:
+def pool_passes(
+    passes: Sequence[dict[str, Any]], weights: Sequence[float] | None = None
+) -> dict[str, Any]:
     """Several calibrations of the same grid (``run_local`` mappings) as one profile: each
-    point's throughput, CPU and latency quantiles are the passes' means, its request count
-    their sum, its spread and background CPU the worst pass's. ``scalelab fidelity`` measures
-    a pass before each real ladder, so the model averages the machine over the same minutes
-    the real side does (its speed moved by up to 13% within minutes on the 2-core VM). The
-    passes' own figures stay in ``provenance.passes``."""
+    point's throughput, CPU and latency quantiles are the passes' weighted means (``weights``,
+    default equal), its request count their sum, its spread and background CPU the worst
+    pass's. ``scalelab fidelity`` measures a pass before each real ladder and one after the
+    last, so the model averages the machine over the same minutes the real side does (its
+    plateau moved by 17% within six minutes on the 2-core VM). The passes' own figures stay in
+    ``provenance.passes``."""
     if len(passes) == 1:
         return passes[0]
+    share = [1.0] * len(passes) if weights is None else list(weights)
+    if len(share) != len(passes) or min(share) < 0 or sum(share) <= 0:
+        raise CalibrationError(f"one weight >= 0 per pass, got {share} for {len(passes)}")
+    share = [w / sum(share) for w in share]
     key = ("threads", "concurrency", "batch")
     grouped: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
     for data in passes:
@@ -354,7 +361,7 @@ def pool_passes(passes: Sequence[dict[str, Any]]) -> dict[str, Any]:
         raise CalibrationError("passes to pool must measure the same points")
 
     def mean(values: Sequence[float]) -> float:
-        return sum(values) / len(values)
+        return sum(w * v for w, v in zip(share, values, strict=True))
 
     points = []
     for same in grouped.values():
@@ -386,12 +393,13 @@ def pool_passes(passes: Sequence[dict[str, Any]]) -> dict[str, Any]:
             pooled["defaults"][name] = mean([d["defaults"][name] for d in passes])
     provenance = dict(passes[0]["provenance"])
     provenance["pooled"] = (
-        f"{len(passes)} passes, one before each real ladder: each point's throughput, CPU and "
-        "latency quantiles are the passes' means"
+        f"{len(passes)} passes: each point's throughput, CPU and latency quantiles are their "
+        "means weighted by passes[].weight"
     )
     provenance["passes"] = [
         {
             "date": d["provenance"].get("date"),
+            "weight": w,
             "throughput_rps": {
                 f"{p['threads']}/{p['concurrency']}/{p['batch']}": p["throughput_rps"]
                 for p in d["points"]
@@ -402,7 +410,7 @@ def pool_passes(passes: Sequence[dict[str, Any]]) -> dict[str, Any]:
                 if p["concurrency"] == 1 and p["batch"] == 1
             ],
         }
-        for d in passes
+        for d, w in zip(passes, share, strict=True)
     ]
     provenance["warnings"] = [w for d in passes for w in d["provenance"].get("warnings", [])]
     pooled["provenance"] = provenance
