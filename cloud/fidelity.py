@@ -317,6 +317,8 @@ def _measure(
         console.print(f"serving {saved_model} with {threads} threads")
         with real.start_local_server(_base(saved_model), model, threads) as server:
             real.check_endpoint(server.url, model, "1", body, 60.0)
+            # a profile measured in process has no REST path; one calibrated through the API has
+            rest_step = here or (profile is not None and calibrated.kind == "measured")
             if calibrated is None and not here:
                 calibrated = _calibrate_endpoint(console, server, model, have, quick)
             passes: list[dict[str, Any]] = []
@@ -329,9 +331,9 @@ def _measure(
                     fixed = _ladder_of(passes[0]) if passes else None
                     passes.append(_calibrate(console, tmp, quick, threads, repeat + 1, fixed))
                     lone = _lone_median(profile_from_dict(passes[-1], "calibrated here"), have)
-                elif calibrated.kind == "measured":
+                elif rest_step:
                     lone = _lone_median(calibrated, have)
-                if here or calibrated.kind == "measured":
+                if rest_step:
                     times = _lone_times(server.url, model, body, waits, seed + k, 20)
                     rest.append((times, lone))
                     console.print(

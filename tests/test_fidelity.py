@@ -350,6 +350,36 @@ def test_rest_overhead_pairs_each_round_with_its_own_calibration() -> None:
     assert served.overhead_s == pytest.approx(profile.overhead_s + expected)
 
 
+@pytest.fixture
+def stand_in_server(monkeypatch: pytest.MonkeyPatch) -> None:
+    """fidelity's local server is a 50 ms stand-in (real HTTP, 2 at a time) and the export is
+    skipped: the rounds' orchestration runs for real without TensorFlow."""
+    import contextlib
+
+    from cloud import ladder as real
+    from cloud.serve import start_server
+    from sim.serving.calibrate import model as exporter
+    from tests.test_cloud_ladder import FixedServable
+
+    @contextlib.contextmanager
+    def serve(saved: Path, model: str, threads: int) -> Any:
+        running = start_server(FixedServable(0.05, workers=2), port=0)
+        try:
+            yield types.SimpleNamespace(url=running.url, pid=os.getpid())
+        finally:
+            running.close()
+
+    monkeypatch.setattr(real, "start_local_server", serve)
+    monkeypatch.setattr(exporter, "export", lambda arch, base: base / "1")
+
+
+SHORT_LADDER = (
+    *("--cores", "2", "--users", "1,2", "--seconds", "1.5", "--settle", "0.3"),
+    *("--wait", "0.1,0.2", "--max-error-rps", "1000", "--max-error-latency", "1000"),
+)
+
+
+@pytest.mark.usefixtures("stand_in_server")
 def test_rounds_calibrate_before_each_ladder_and_pool_the_passes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -359,13 +389,7 @@ def test_rounds_calibrate_before_each_ladder_and_pool_the_passes(
     first's ladder, the profile written is their pool with trapezoid weights (each ladder lies
     between two passes) and each pass kept, and each round's REST figures are paired with its
     own pass."""
-    import contextlib
-
     from cloud import fidelity as cli
-    from cloud import ladder as real
-    from cloud.serve import start_server
-    from sim.serving.calibrate import model as exporter
-    from tests.test_cloud_ladder import FixedServable
 
     speeds = iter([20.0, 24.0, 28.0])  # lone request 50 ms, 41.7 ms, 35.7 ms
     asked: list[list[int] | None] = []
@@ -383,26 +407,9 @@ def test_rounds_calibrate_before_each_ladder_and_pool_the_passes(
         data["provenance"]["date"] = f"pass {len(asked)}"
         return data
 
-    @contextlib.contextmanager
-    def serve(saved: Path, model: str, threads: int) -> Any:
-        running = start_server(FixedServable(0.05, workers=2), port=0)
-        try:
-            yield types.SimpleNamespace(url=running.url, pid=os.getpid())
-        finally:
-            running.close()
-
     monkeypatch.setattr(cli, "_calibrate", calibrate)
-    monkeypatch.setattr(real, "start_local_server", serve)
-    monkeypatch.setattr(exporter, "export", lambda arch, base: base / "1")
     out = tmp_path / "out"
-    done = CliRunner().invoke(
-        app,
-        [
-            *("fidelity", "--cores", "2", "--repeat", "2", "--users", "1,2"),
-            *("--seconds", "1.5", "--settle", "0.3", "--wait", "0.1,0.2", "--out", str(out)),
-            *("--max-error-rps", "1000", "--max-error-latency", "1000"),
-        ],
-    )
+    done = CliRunner().invoke(app, ["fidelity", *SHORT_LADDER, "--repeat", "2", "--out", str(out)])
     assert done.exit_code == 0, done.output
     assert asked == [None, [1, 2, 3], [1, 2, 3]]
     assert "round 2 of 2" in done.output
@@ -419,3 +426,33 @@ def test_rounds_calibrate_before_each_ladder_and_pool_the_passes(
     for r in rounds:  # the stand-in's 50 ms and its HTTP time
         assert 0.05 <= r["lone_rest_s"] < 0.08
     assert data["real"]["ladders"] == 2
+
+
+@pytest.mark.usefixtures("stand_in_server")
+def test_a_profile_calibrated_through_the_api_gets_no_rest_step(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--through-api`` calibrates over REST once, before the rounds: its profile already holds
+    the REST path, so no REST step adds it again and no in-process pass runs."""
+    from cloud import fidelity as cli
+
+    calls: list[str] = []
+
+    def through_api(console: Any, server: Any, model: str, cores: float, quick: bool) -> Any:
+        calls.append(server.url)
+        return profile_from_dict(linear_profile(service=0.05))
+
+    def in_process(*args: Any) -> Any:
+        raise AssertionError("no in-process pass with --through-api")
+
+    monkeypatch.setattr(cli, "_calibrate_endpoint", through_api)
+    monkeypatch.setattr(cli, "_calibrate", in_process)
+    out = tmp_path / "out"
+    done = CliRunner().invoke(
+        app, ["fidelity", *SHORT_LADDER, "--through-api", "--repeat", "2", "--out", str(out)]
+    )
+    assert done.exit_code == 0, done.output
+    assert len(calls) == 1
+    data = json.loads((out / "fidelity.json").read_text())
+    assert "rest_overhead" not in data and data["real"]["ladders"] == 2
+    assert "REST path" not in done.output
