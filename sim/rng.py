@@ -17,19 +17,19 @@ def stream(seed: int, component: str, *index: int) -> np.random.Generator:
 class Buffered:
     """Scalar draws served from numpy blocks: one numpy call per 4096 draws, not per draw."""
 
-    __slots__ = ("_block", "_buffer", "_gen", "_i", "_kind")
+    __slots__ = ("_block", "_buffer", "_draw", "_i")
 
     def __init__(self, gen: np.random.Generator, kind: str, block: int = 4096) -> None:
         if kind not in ("uniform", "normal"):
             raise ValueError(f"kind must be uniform or normal, got {kind!r}")
-        self._gen, self._kind, self._block = gen, kind, block
+        self._draw = gen.random if kind == "uniform" else gen.standard_normal
+        self._block = block
         self._buffer: list[float] = []
         self._i = 0
 
     def next(self) -> float:
         if self._i >= len(self._buffer):
-            draw = self._gen.random if self._kind == "uniform" else self._gen.standard_normal
-            self._buffer = draw(self._block).tolist()
+            self._buffer = self._draw(self._block).tolist()
             self._i = 0
         value = self._buffer[self._i]
         self._i += 1
@@ -44,9 +44,8 @@ class Buffered:
             return buffer[i : i + count]
         taken = buffer[i:]
         count -= len(taken)
-        draw = self._gen.random if self._kind == "uniform" else self._gen.standard_normal
         while count > 0:
-            self._buffer = draw(self._block).tolist()
+            self._buffer = self._draw(self._block).tolist()
             self._i = min(count, self._block)
             taken += self._buffer[: self._i]
             count -= self._i
