@@ -324,12 +324,17 @@ def _measure(
             passes: list[dict[str, Any]] = []
             rest: list[tuple[list[float], float]] = []
             measured = []
+
+            def calibration_pass() -> None:
+                """One of the repeat + 1 passes; later ones measure the first's ladder."""
+                fixed = _ladder_of(passes[0]) if passes else None
+                passes.append(_calibrate(console, tmp, quick, threads, repeat + 1, fixed))
+
             for k in range(repeat):
                 if repeat > 1:
                     console.print(f"[bold]round {k + 1} of {repeat}[/bold]")
                 if here:
-                    fixed = _ladder_of(passes[0]) if passes else None
-                    passes.append(_calibrate(console, tmp, quick, threads, repeat + 1, fixed))
+                    calibration_pass()
                     lone = _lone_median(profile_from_dict(passes[-1], "calibrated here"), have)
                 elif rest_step:
                     lone = _lone_median(calibrated, have)
@@ -346,14 +351,12 @@ def _measure(
                 # a closing pass: each ladder lies between two passes, so the passes' trapezoid
                 # weights average a machine that drifts steadily over the ladders' minutes
                 console.print("[bold]after the last ladder[/bold]")
-                passes.append(
-                    _calibrate(console, tmp, quick, threads, repeat + 1, _ladder_of(passes[0]))
-                )
+                calibration_pass()
                 weights = [0.5] + [1.0] * (repeat - 1) + [0.5]
                 calibrated = profile_from_dict(pool_passes(passes, weights), "calibrated here")
             if rest:
                 calibrated, meta["rest_overhead"] = _rest_overhead(console, calibrated, rest)
-                before = statistics.median(rest[0][0])
+                before = meta["rest_overhead"]["rounds"][0]["lone_rest_s"]
                 meta["rest_overhead"] |= _drift(console, before, server.url, model, body, waits)
         if profile is None:
             meta["profile_file"] = str(out / "profile.yaml")
@@ -423,7 +426,8 @@ def _rest_overhead(
     is the server's work, HTTP and JSON on its threads, so it queues like work)."""
     from sim.serving.fidelity import served_spread
 
-    overheads = [max(0.0, statistics.median(times) - inside) for times, inside in rounds]
+    medians = [statistics.median(times) for times, _ in rounds]
+    overheads = [max(0.0, m - inside) for m, (_, inside) in zip(medians, rounds, strict=True)]
     overhead = sum(overheads) / len(overheads)
     parts = [
         t - o - profile.overhead_s
@@ -445,7 +449,8 @@ def _rest_overhead(
         "overhead_s": overhead,
         "served_sigma": served,
         "rounds": [
-            {"lone_rest_s": statistics.median(times), "lone_in_process_s": i} for times, i in rounds
+            {"lone_rest_s": m, "lone_in_process_s": i}
+            for m, (_, i) in zip(medians, rounds, strict=True)
         ],
         "lone_rest_times_s": [round(t, 6) for t in every],  # to re-derive either figure
     }
