@@ -586,11 +586,16 @@ def test_endpoint_calibration_climbs_to_past_the_knee(
     data = written(out)
     measured = [n for n, _ in data["provenance"]["ladder"]["measured"]]
     knee = data["provenance"]["ladder"]["knee"]
-    # two 'cores': throughput stops rising after 2 callers (3 with the HTTP time in between)
-    assert knee in (3, 4, 6)
+    # two 20 ms 'cores': throughput stops rising after 2 callers (3 with the HTTP time in
+    # between); under a busy suite one slow window at 3 or 4 lets the next step rise past it and
+    # the knee move on (CI once read 8), so the test holds the knee to the cap, not to one step
+    rungs = ladder_of(data, 2)
+    x = {n: p["throughput_rps"] for n, p in rungs.items()}
+    assert 3 <= knee <= 8 and x[2] > 1.5 * x[1]
+    assert max(x.values()) < 1.05 * 2 / 0.02  # no step beats two cores' cap
     steps = ladder.steps()
     assert measured == list(steps[: steps.index(knee) + 4])
-    assert sorted(ladder_of(data, 2)) == measured
+    assert sorted(rungs) == measured
     assert f"knee at n={knee}" in done.output
 
 
