@@ -92,6 +92,8 @@ class DataPlane:
     # --- control-plane API ------------------------------------------------------------------
 
     def add_endpoint(self, server: Server) -> None:
+        if server.random_entry:
+            server.draw = self._order.next  # which queue a waiting request joins, whom to steal
         self.endpoints.append(server)
 
     def remove_endpoint(self, server: Server) -> None:
@@ -651,10 +653,7 @@ class DataPlane:
             if head != server.head or left > _EARLY:
                 self._reschedule(server)
                 return
-            if server.random_entry:
-                _, order, t0, user, seq = server.pop_done(self._order.next())
-            else:
-                _, order, t0, user, seq = server.pop_done()
+            _, order, t0, user, seq = server.pop_done()
         elif jobs[0][0] - server.virtual > _EARLY:
             self._reschedule(server)  # arrivals slowed the head down since it was scheduled
             return

@@ -85,7 +85,13 @@ Job = tuple[float, int, float, "User | None", int]
 """(finish virtual work, or plain work when queued; order, sent at, user or None, user seq)."""
 
 Waiting = list[Any]
-"""[work left at mark, order, sent at, user or None, user seq, mark]: a request past the m."""
+"""[work left at mark, order, sent at, user or None, user seq, mark, queue]: a request past the
+m; ``queue``, the inter-op thread whose queue holds it (-1 when the oldest runs next)."""
+
+
+def _coprimes(m: int) -> list[int]:
+    """Steal strides: the numbers in 1..m coprime to m (Eigen's ``all_coprimes_``)."""
+    return [i for i in range(1, m + 1) if math.gcd(i, m) == 1]
 
 
 class Server:
@@ -97,7 +103,8 @@ class Server:
     period and throttles it for the rest. ``batching`` switches to TF Serving's batch
     scheduler: each batch (not each request) is a job in flight. ``random_entry``: a freed
     place among the m goes to a waiting request chosen as TensorFlow's thread pool would (see
-    :meth:`pop_done`), not to the oldest.
+    :meth:`pop_done`), not to the oldest; ``draw`` then gives the uniform draws that choice
+    takes (the data plane sets it to its order stream).
     """
 
     __slots__ = (
@@ -118,6 +125,7 @@ class Server:
         "cores_alone",
         "cpu_seconds",
         "demand",
+        "draw",
         "due",
         "generation",
         "head",
@@ -137,7 +145,9 @@ class Server:
         "served",
         "shared",
         "spread",
+        "steal_strides",
         "tables",
+        "thread_of",
         "threads",
         "top",
         "virtual",
@@ -164,6 +174,7 @@ class Server:
         weight: float = 1.0,
         width: int | None = None,
         random_entry: bool = False,
+        draw: Callable[[], float] | None = None,
     ) -> None:
         self.name = name
         self.tables = tables
@@ -177,6 +188,9 @@ class Server:
             raise ValueError(f"width must be at least 1, got {width}")
         self.width = self.top if width is None else min(width, self.top)
         self.random_entry = random_entry
+        self.draw = draw
+        self.thread_of: dict[int, int] = {}  # order -> inter-op thread, while requests wait
+        self.steal_strides = _coprimes(self.width)
         self._set_rates()
         # A request joining k - 1 others draws lognormal work of mean 1 with spread[k]: the
         # latency spread measured with k in flight (or one sigma for every k).
@@ -228,12 +242,29 @@ class Server:
         self.shared, self.lanes, self.lane_end = sharing(self.rate, self.width)
 
     def push(self, work: float, order: int, t0: float, user: User | None, seq: int) -> None:
-        """A request (or batch) starts; the server has been advanced to now."""
+        """A request (or batch) starts; the server has been advanced to now. With a thread
+        idle it runs at once (Eigen wakes an idle thread, which steals it); else, under
+        ``random_entry``, it joins the back of a random thread's queue: a Session::Run from
+        outside the pool is pushed to ``thread_data_[Rand() % num_threads].queue.PushBack``
+        (Eigen ThreadPool/NonBlockingThreadPool.h, ScheduleWithHint)."""
         self.n += 1
-        if len(self.jobs) < self.width:
-            heapq.heappush(self.jobs, (self.virtual + work, order, t0, user, seq))
-        else:
-            self.waiting.append([work, order, t0, user, seq, self.clock])
+        jobs = self.jobs
+        if len(jobs) < self.width:
+            heapq.heappush(jobs, (self.virtual + work, order, t0, user, seq))
+            return
+        queue = -1
+        if self.random_entry and self.width > 1:
+            if not self.waiting:
+                # Every queue is empty, so which thread runs which request is immaterial: the
+                # threads are named now and followed for as long as requests wait.
+                self.thread_of = {job[1]: i for i, job in enumerate(jobs)}
+            queue = int(self._draw() * self.width)
+        self.waiting.append([work, order, t0, user, seq, self.clock, queue])
+
+    def _draw(self) -> float:
+        if self.draw is None:
+            raise RuntimeError(f"{self.name}: random_entry needs a draw (DataPlane.add_endpoint)")
+        return self.draw()
 
     def _settle(self, start: int) -> None:
         """Work left as of now for the waiting from place ``start`` on, who are about to move
@@ -248,27 +279,21 @@ class Server:
         if start <= end < len(waiting):
             waiting[end][5] = clock
 
-    def pop_done(self, pick: float = -1.0) -> Job:
+    def pop_done(self) -> Job:
         """The request whose completion was scheduled. When it was running and requests wait,
-        one of them starts running: the oldest, or with ``pick`` (uniform in [0, 1), under
-        ``random_entry``) the one TensorFlow's thread pool would pick: Eigen's
-        NonBlockingThreadPool::Schedule pushes a task from outside the pool to the back of a
-        random thread's queue, a thread pops its own queue's front and, when that is empty,
-        steals the back of another's (Eigen ThreadPool/NonBlockingThreadPool.h). So the k-th
-        oldest waiting is next with probability (1/m)(1 - 1/m)^(k-1), and the newest when none
-        waits in the freed queue. Assumption: each completion draws queue membership afresh (a
-        request's queue is not remembered). The waiting behind the one leaving move up a place
-        and are settled first."""
+        one of them starts running on the thread it leaves: the oldest, or under
+        ``random_entry`` the one TensorFlow's thread pool picks (:meth:`_next_for`). The
+        waiting behind the one leaving move up a place and are settled first."""
         self.n -= 1
         jobs, waiting = self.jobs, self.waiting
         if jobs and jobs[0][1] == self.head:
             done = heapq.heappop(jobs)
             if waiting:
                 j = 0
-                if pick > 0.0 and self.width > 1:
-                    j = int(math.log(1.0 - pick) / math.log(1.0 - 1.0 / self.width))
-                    if j >= len(waiting):
-                        j = len(waiting) - 1
+                if waiting[0][6] >= 0:
+                    thread = self.thread_of.pop(done[1])
+                    j = self._next_for(thread)
+                    self.thread_of[waiting[j][1]] = thread
                 self._settle(j)
                 w = waiting.pop(j)
                 heapq.heappush(jobs, (self.virtual + w[0], w[1], w[2], w[3], w[4]))
@@ -278,6 +303,28 @@ class Server:
                 self._settle(i)
                 return tuple(waiting.pop(i)[:5])
         raise LookupError(f"{self.name}: the scheduled request {self.head} is not in flight")
+
+    def _next_for(self, thread: int) -> int:
+        """The place in ``waiting`` of the request a freed inter-op thread runs next: the
+        oldest in its own queue (a worker pops its queue's front; outside tasks were pushed to
+        the back), else the newest of another's: Steal() pops the back of the first non-empty
+        queue in a scan from a random victim with a random stride coprime to the pool's size
+        (Eigen ThreadPool/NonBlockingThreadPool.h, WorkerLoop and Steal)."""
+        waiting = self.waiting
+        for j, w in enumerate(waiting):
+            if w[6] == thread:
+                return j
+        m = self.width
+        newest = [-1] * m
+        for j in range(len(waiting) - 1, -1, -1):
+            q = waiting[j][6]
+            if newest[q] < 0:
+                newest[q] = j
+        r = int(self._draw() * 2**32)
+        victim, stride = r % m, self.steal_strides[r % len(self.steal_strides)]
+        while newest[victim] < 0:  # the freed thread's own queue is empty: the scan passes it
+            victim = (victim + stride) % m
+        return newest[victim]
 
     def next_done(self) -> tuple[int, float, float]:
         """The request to complete next, of those in flight (the oldest runs: X(1) > 0): its
