@@ -299,6 +299,7 @@ def _measure(
         finally:
             if cpu_pod is not None:
                 cpu.close()
+        own = calibrated
         meta["server"] = {"endpoint": endpoint, "model": model, "cores": have}
         if cpu is not None:
             meta["server"]["cpu"] = cpu.description
@@ -354,6 +355,7 @@ def _measure(
                 calibration_pass()
                 weights = [0.5] + [1.0] * (repeat - 1) + [0.5]
                 calibrated = profile_from_dict(pool_passes(passes, weights), "calibrated here")
+            own = calibrated  # as measured: the closed loops below are its own
             if rest:
                 calibrated, meta["rest_overhead"] = _rest_overhead(console, calibrated, rest)
                 before = meta["rest_overhead"]["rounds"][0]["lone_rest_s"]
@@ -369,6 +371,10 @@ def _measure(
             for k in range(sim_seeds)
         ]
     )
+    console.print("simulating the calibration's own closed loops ...")
+    closed = fid.closed_loops(own, have, seed=seed, discipline=discipline)
+    console.print(_closed_table(closed))
+    meta["closed_loops"] = [dataclasses.asdict(c) for c in closed]
     meta["real"] = {"ladders": repeat, "seeds": [seed + k for k in range(repeat)]}
     meta["simulated"] = {"seeds": sim_seeds, "discipline": discipline}
     meta["profile"] = calibrated.name
@@ -547,6 +553,24 @@ def _calibrate(
         grid=grid, export_dir=tmp / "model", command="scalelab fidelity (calibration step)"
     )
     return run_local(run)
+
+
+def _closed_table(loops: list[Any]) -> Table:
+    table = Table(
+        title="the model against its own calibration: n callers, no think time, no REST "
+        "(error % of measured)"
+    )
+    for label in ("n", "req/s", "p50 s", "p95 s", "p95/p50"):
+        table.add_column(label, justify="right")
+    for c in loops:
+        cells = [str(c.n)]
+        for metric in ("throughput_rps", "p50", "p95"):
+            m, s = c.measured[metric], c.simulated[metric]
+            cells.append(f"{m:.3g} / {s:.3g} ({c.error(metric):+.0f}%)")
+        m_ratio = c.measured["p95"] / c.measured["p50"]
+        cells.append(f"{m_ratio:.2f} / {c.simulated['p95'] / c.simulated['p50']:.2f}")
+        table.add_row(*cells)
+    return table
 
 
 def _table(rows: list[Any]) -> Table:

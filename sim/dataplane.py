@@ -308,8 +308,8 @@ class DataPlane:
         arrival up to ``t_end`` first (the draws do not depend on the pods' state), then run
         the pods.
 
-        Pods interact only through a node's shared CPU and through the draws that pick which
-        waiting request runs next (random_entry), taken in time order across pods. A plain
+        Pods interact only through a node's shared CPU and through the draws that put a
+        waiting request in a thread's queue (random_entry), taken in time order across pods. A plain
         pod (no node neighbours, CPU limit or batching) whose requests in flight all run (no
         queue, no waiting, nor will any in this window) touches neither, so its events need
         no other pod's: :meth:`_run_alone` runs them with its state in locals and no heap.

@@ -24,6 +24,7 @@ from sim.serving.fidelity import (
     Row,
     Rung,
     Step,
+    closed_loops,
     compare,
     served_spread,
     simulate_ladder,
@@ -84,6 +85,29 @@ def test_same_seed_same_ladder() -> None:
     a, b = simulate_ladder(profile, 2, steps, seed=5), simulate_ladder(profile, 2, steps, seed=5)
     assert a[0].latencies == b[0].latencies
     assert simulate_ladder(profile, 2, steps, seed=6)[0].latencies != a[0].latencies
+
+
+def test_closed_loops_replay_the_calibration_points_on_the_model() -> None:
+    """Each batch-1 point at the served thread count, simulated as the calibration ran it:
+    its throughput comes back (no think time, so X(n) itself), and requests queued in the
+    inter-op threads' queues spread the latency; through a REST pool (a profile measured over
+    REST) the requests past its 8 threads wait in order instead, and the spread narrows."""
+    data = synthetic(
+        threads=(1, 2),
+        concurrency=(1, 2, 3, 4, 6, 8, 12),
+        throughput=lambda t, n: 10.0 * t * min(n, 2) / 2 if t == 2 else 7.0,
+        sigma=0.05,
+    )
+    loops = closed_loops(profile_from_dict(data), 2.0, seconds=40.0, seeds=2)
+    assert [c.n for c in loops] == [1, 2, 3, 4, 6, 8, 12]  # the 2-thread ladder, batch 1
+    for c in loops:
+        assert c.error("throughput_rps") == pytest.approx(0.0, abs=3.0)
+        assert c.measured["p50"] == pytest.approx(c.n / c.measured["throughput_rps"], rel=0.01)
+    ratio = {c.n: c.simulated["p95"] / c.simulated["p50"] for c in loops}
+    assert ratio[12] > 1.4
+    data["kind"] = "endpoint"
+    rest = closed_loops(profile_from_dict(data), 2.0, seconds=40.0, seeds=2)[-1]
+    assert rest.simulated["p95"] / rest.simulated["p50"] < ratio[12] - 0.15
 
 
 def test_steps_are_checked() -> None:
@@ -426,6 +450,8 @@ def test_rounds_calibrate_before_each_ladder_and_pool_the_passes(
     for r in rounds:  # the stand-in's 50 ms and its HTTP time
         assert 0.05 <= r["lone_rest_s"] < 0.08
     assert data["real"]["ladders"] == 2
+    assert [c["n"] for c in data["closed_loops"]] == [1, 2, 3]  # the pool's own, simulated
+    assert "the model against its own calibration" in done.output
 
 
 @pytest.mark.usefixtures("stand_in_server")

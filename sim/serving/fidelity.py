@@ -20,6 +20,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from sim.dataplane import DataPlane
 from sim.errors import UserError
 from sim.recorder import FailureReason
@@ -215,6 +217,62 @@ def simulate_ladder(
         )
         t = end
     return rungs
+
+
+@dataclass(frozen=True)
+class ClosedLoop:
+    """The calibration's own closed loop at ``n`` callers, measured (its profile point) against
+    simulated with that profile: throughput_rps, p50 and p95."""
+
+    n: int
+    measured: dict[str, float]
+    simulated: dict[str, float]
+
+    def error(self, metric: str) -> float:
+        return 100.0 * (self.simulated[metric] - self.measured[metric]) / self.measured[metric]
+
+
+def closed_loops(
+    profile: Profile,
+    cores: float,
+    *,
+    seconds: float = 60.0,
+    seeds: int = 4,
+    seed: int = 1,
+    discipline: str = "inter_op",
+) -> list[ClosedLoop]:
+    """Each batch-1 point of the ladder nearest ``cores`` simulated as it was measured: n
+    callers with no think time, through TF Serving's REST pool when the profile was measured
+    through a REST API (``kind: endpoint``), else straight to the model (in process). Needs no
+    real ladder, so it tells the serving model's own error (how requests share X and queue)
+    apart from the harness's and the machine's."""
+    through_rest = profile.kind == "endpoint"
+    nearest = min(profile.threads, key=lambda t: abs(t - cores))
+    points = [p for p in profile.points if p.threads == nearest and p.batch == 1]
+    out = []
+    for p in sorted(points, key=lambda p: p.concurrency):
+        n = p.concurrency
+        step = [Step(n, seconds, 5.0)]
+        rung = pooled(
+            [
+                simulate_ladder(
+                    profile,
+                    cores,
+                    step,
+                    wait=(0.0, 0.0),
+                    seed=seed + k,
+                    rest_threads=None if through_rest else n,
+                    discipline=discipline,
+                )
+                for k in range(seeds)
+            ]
+        )[0]
+        p50, p95 = np.interp([0.5, 0.95], profile.quantiles, p.latency_s)
+        measured = {"throughput_rps": p.throughput_rps, "p50": float(p50), "p95": float(p95)}
+        simulated = {"throughput_rps": rung.throughput_rps, "p50": rung.p50 or 0.0}
+        simulated["p95"] = rung.p95 or 0.0
+        out.append(ClosedLoop(n, measured, simulated))
+    return out
 
 
 @dataclass(frozen=True)

@@ -66,8 +66,8 @@ def build_server(
     m = width(serving, vcpus)
     spread = profile.spreads(cores, in_flight + 1)
     if serving.discipline == "inter_op" and m is not None and m < in_flight:
-        # The model makes the waiting's share of the spread itself (random entry among the
-        # m); only the spread measured with at most m in flight is the work's own.
+        # The model makes the waiting's share of the spread itself (the thread queues they
+        # wait in); only the spread measured with at most m in flight is the work's own.
         spread = spread[: m + 1] + [spread[m]] * (in_flight - m)
     return Server(
         name,
