@@ -567,10 +567,11 @@ def _closed_table(loops: list[Any]) -> Table:
     for c in loops:
         cells = [str(c.n)]
         for metric in ("throughput_rps", "p50", "p95"):
-            m, s = c.measured[metric], c.simulated[metric]
-            cells.append(f"{m:.3g} / {s:.3g} ({c.error(metric):+.0f}%)")
-        m_ratio = c.measured["p95"] / c.measured["p50"]
-        cells.append(f"{m_ratio:.2f} / {c.simulated['p95'] / c.simulated['p50']:.2f}")
+            m, s, e = c.measured[metric], c.simulated[metric], c.error(metric)
+            cells.append(f"{m:.3g} / -" if s is None else f"{m:.3g} / {s:.3g} ({e:+.0f}%)")
+        s50, s95 = c.simulated["p50"], c.simulated["p95"]
+        ratio = "-" if s50 is None or s95 is None else f"{s95 / s50:.2f}"
+        cells.append(f"{c.measured['p95'] / c.measured['p50']:.2f} / {ratio}")
         table.add_row(*cells)
     return table
 

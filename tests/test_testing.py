@@ -13,6 +13,7 @@ from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
 
 from sim.loader import build_scenario, load_scenario
+from sim.recorder import FailureReason
 from sim.testing import (
     diurnal,
     hpa_specs,
@@ -63,11 +64,13 @@ def test_a_counterexample_is_found_written_and_replayable(
 ) -> None:
     monkeypatch.setenv("SCALELAB_COUNTEREXAMPLES", str(tmp_path))
 
-    # False for the lab's Deployment: a scale-down under traffic kills a pod mid-request.
+    # False for the lab's Deployment: a scale-down under traffic kills a pod mid-request. (Not
+    # "no request fails": a spike into one saturated pod also times requests out, which no
+    # drain fixes.)
     @settings(max_examples=20, deadline=None, derandomize=True, phases=[Phase.generate])
     @given(load=spikes(base_rps=1, max_factor=3, latest=600, max_length=600))
     def claim(load: dict) -> None:
-        assert simulate(LAB, load=load, duration="20m").summary["requests_failed"] == 0
+        assert resets(simulate(LAB, load=load, duration="20m").summary) == 0
 
     with pytest.raises(AssertionError):
         claim()
@@ -79,9 +82,14 @@ def test_a_counterexample_is_found_written_and_replayable(
     assert done.returncode == 0, done.stderr
     # The replayed run is the failing one, and the failures come from killed pods.
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["requests_failed"] > 0
+    assert resets(summary) > 0
     killed = [e for e in Trace.read(out).events_of("pod") if e["event"] == "terminating"]
     assert killed
-    # The same load with a preStop drain as long as the request timeout loses nothing.
+    # The same load with a preStop drain as long as the request timeout resets nothing.
     drained = simulate(replay, overrides=["deployment.lifecycle.preStop.sleep.seconds=30"])
-    assert drained.summary["requests_failed"] == 0
+    assert resets(drained.summary) == 0
+
+
+def resets(summary: dict) -> int:
+    """Requests reset by a container exiting under them."""
+    return int(summary["failures_by_reason"].get(FailureReason.RESET, 0))

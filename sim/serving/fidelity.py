@@ -226,10 +226,11 @@ class ClosedLoop:
 
     n: int
     measured: dict[str, float]
-    simulated: dict[str, float]
+    simulated: dict[str, float | None]
 
-    def error(self, metric: str) -> float:
-        return 100.0 * (self.simulated[metric] - self.measured[metric]) / self.measured[metric]
+    def error(self, metric: str) -> float | None:
+        s = self.simulated[metric]
+        return None if s is None else 100.0 * (s - self.measured[metric]) / self.measured[metric]
 
 
 def closed_loops(
@@ -269,8 +270,11 @@ def closed_loops(
         )[0]
         p50, p95 = np.interp([0.5, 0.95], profile.quantiles, p.latency_s)
         measured = {"throughput_rps": p.throughput_rps, "p50": float(p50), "p95": float(p95)}
-        simulated = {"throughput_rps": rung.throughput_rps, "p50": rung.p50 or 0.0}
-        simulated["p95"] = rung.p95 or 0.0
+        simulated = {
+            "throughput_rps": rung.throughput_rps,
+            "p50": rung.p50,  # None when nothing completed
+            "p95": rung.p95,
+        }
         out.append(ClosedLoop(n, measured, simulated))
     return out
 
