@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from pydantic import BaseModel
@@ -38,28 +38,48 @@ def scenario_notes(scenario: Scenario, raw: Mapping[str, Any]) -> list[str]:
     return [*bare_durations(scenario, raw), *load_cut_short(scenario)]
 
 
-def bare_durations(model: BaseModel, raw: Mapping[str, Any], prefix: str = "") -> list[str]:
+def bare_durations(model: BaseModel, raw: Mapping[str, Any]) -> list[str]:
     """Duration fields given as a number without a unit, with the unit that was taken."""
     notes = []
+    for container, key, path in duration_fields(model, raw):
+        given = container[key]
+        if _bare_number(given):
+            shown = str(given).strip()
+            notes.append(
+                f"{path}={shown} has no unit: read as {shown} seconds (write {shown}s, or "
+                f"{shown}m / {shown}h for minutes / hours)"
+            )
+    return notes
+
+
+def with_units(model: BaseModel, data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` (``model`` dumped) with every duration written with its unit (``45s``,
+    ``20m``), so a file scalelab writes reads back without notes about bare numbers."""
+    for container, key, _ in duration_fields(model, data):
+        if _bare_number(container[key]):
+            container[key] = format_duration(float(container[key]))
+    return data
+
+
+def duration_fields(
+    model: BaseModel, raw: Mapping[str, Any], prefix: str = ""
+) -> Iterator[tuple[Any, str, str]]:
+    """(mapping, key, dotted path) of each duration field present in ``raw``, the mapping
+    ``model`` was built from (nested models and lists of them included)."""
     for name, info in type(model).model_fields.items():
         key = info.alias or name
         if key not in raw:
             continue
         given, value, path = raw[key], getattr(model, name), f"{prefix}{key}"
         duration = any(getattr(m, "func", None) is _nonneg_duration for m in info.metadata)
-        if (duration or _is_duration(info.annotation)) and _bare_number(given):
-            shown = str(given).strip()
-            notes.append(
-                f"{path}={shown} has no unit: read as {shown} seconds (write {shown}s, or "
-                f"{shown}m / {shown}h for minutes / hours)"
-            )
+        if duration or _is_duration(info.annotation):
+            yield raw, key, path
         elif isinstance(value, BaseModel) and isinstance(given, Mapping):
-            notes += bare_durations(value, given, f"{path}.")
+            yield from duration_fields(value, given, f"{path}.")
         elif isinstance(value, list | tuple) and isinstance(given, list):
             for i, (item, raw_item) in enumerate(zip(value, given, strict=False)):
                 if isinstance(item, BaseModel) and isinstance(raw_item, Mapping):
-                    notes += bare_durations(item, raw_item, f"{path}[{i}].")
-    return notes
+                    yield from duration_fields(item, raw_item, f"{path}[{i}].")
 
 
 def load_cut_short(scenario: Scenario) -> list[str]:

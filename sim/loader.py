@@ -209,6 +209,9 @@ def scenario_sha256(scenario: Scenario) -> str:
 
 def dump_scenario(scenario: Scenario, path: Path) -> None:
     """Write a scenario that ``scalelab run`` reads back to the same Scenario (explicit nulls
-    stay: ``readinessProbe: null`` must not come back as the default probe)."""
-    data = scenario.model_dump(mode="json", by_alias=True)
+    stay: ``readinessProbe: null`` must not come back as the default probe), durations with
+    their units."""
+    from sim.lint import with_units
+
+    data = with_units(scenario, scenario.model_dump(mode="json", by_alias=True))
     path.write_text(yaml.safe_dump(data, sort_keys=False))

@@ -6,6 +6,7 @@ import pytest
 import yaml
 
 from sim.errors import ScenarioError
+from sim.lint import bare_durations
 from sim.loader import build_scenario, dump_scenario, load_scenario, parse_path, scenario_sha256
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -18,6 +19,8 @@ def test_shipped_scenarios_validate_and_round_trip(path: Path, tmp_path: Path) -
     copy = tmp_path / "copy.yaml"
     dump_scenario(scenario, copy)
     assert scenario_sha256(load_scenario(copy)) == scenario_sha256(scenario)
+    # every duration written with its unit: a replay reads back without a note about one
+    assert bare_durations(scenario, yaml.safe_load(copy.read_text())) == []
 
 
 def test_gsp777_is_the_lab() -> None:
