@@ -309,10 +309,10 @@ class DataPlane:
         the pods.
 
         Pods interact only through a node's shared CPU and through the draws that put a
-        waiting request in a thread's queue (random_entry), taken in time order across pods. A plain
-        pod (no node neighbours, CPU limit or batching) whose requests in flight all run (no
-        queue, no waiting, nor will any in this window) touches neither, so its events need
-        no other pod's: :meth:`_run_alone` runs them with its state in locals and no heap.
+        waiting request in a thread's queue (random_entry), taken in time order across pods.
+        A plain pod (no node neighbours, CPU limit or batching) whose requests in flight all
+        run (no queue, no waiting, nor will any in this window) touches neither, so its events
+        need no other pod's: :meth:`_run_alone` runs them with its state in locals and no heap.
         The other pods run together, in time order, by the general methods
         (:meth:`_run_routed`). Events of different pods at one instant may run in another
         order than one heap would give: they commute.

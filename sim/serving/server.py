@@ -188,7 +188,7 @@ class Server:
             raise ValueError(f"width must be at least 1, got {width}")
         self.width = self.top if width is None else min(width, self.top)
         self.random_entry = random_entry
-        self.draw = draw
+        self.draw = draw or self._no_draw
         self.thread_of: dict[int, int] = {}  # order -> inter-op thread, while requests wait
         self.steal_strides = _coprimes(self.width)
         self._set_rates()
@@ -258,13 +258,11 @@ class Server:
                 # Every queue is empty, so which thread runs which request is immaterial: the
                 # threads are named now and followed for as long as requests wait.
                 self.thread_of = {job[1]: i for i, job in enumerate(jobs)}
-            queue = int(self._draw() * self.width)
+            queue = int(self.draw() * self.width)
         self.waiting.append([work, order, t0, user, seq, self.clock, queue])
 
-    def _draw(self) -> float:
-        if self.draw is None:
-            raise RuntimeError(f"{self.name}: random_entry needs a draw (DataPlane.add_endpoint)")
-        return self.draw()
+    def _no_draw(self) -> float:
+        raise RuntimeError(f"{self.name}: random_entry needs a draw (DataPlane.add_endpoint)")
 
     def _settle(self, start: int) -> None:
         """Work left as of now for the waiting from place ``start`` on, who are about to move
@@ -320,7 +318,7 @@ class Server:
             q = waiting[j][6]
             if newest[q] < 0:
                 newest[q] = j
-        r = int(self._draw() * 2**32)
+        r = int(self.draw() * 2**32)
         victim, stride = r % m, self.steal_strides[r % len(self.steal_strides)]
         while newest[victim] < 0:  # the freed thread's own queue is empty: the scan passes it
             victim = (victim + stride) % m
