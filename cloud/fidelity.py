@@ -268,17 +268,25 @@ def _measure(
     from cloud.load import lab_image, lab_request_body
     from sim.serving import fidelity as fid
     from sim.serving.calibrate import host
-    from sim.serving.calibrate.cpu import CgroupCpu, ProcessCpu
+    from sim.serving.calibrate.cpu import CgroupCpu, OthersCpu, ProcessCpu
     from sim.serving.calibrate.local import pool_passes
     from sim.serving.profile import load_profile, profile_from_dict
 
     body = lab_request_body(lab_image(None))
     meta: dict[str, Any] = {"cpu": host.cpu_info(), "seed": seed, "wait_s": list(waits)}
 
-    def one_ladder(url: str, cpu: Any, k: int) -> Any:
+    def one_ladder(url: str, cpu: Any, k: int, others: Any = None) -> Any:
         """The k-th real ladder (seed + k)."""
         return real.run_ladder(
-            url, model, ladder, wait=waits, body=body, cpu=cpu, seed=seed + k, workdir=tmp / str(k)
+            url,
+            model,
+            ladder,
+            wait=waits,
+            body=body,
+            cpu=cpu,
+            others=others,
+            seed=seed + k,
+            workdir=tmp / str(k),
         )
 
     began = time.perf_counter()
@@ -349,7 +357,8 @@ def _measure(
                         f"through the API, {lone * 1000:.1f} ms in process"
                     )
                 console.print(f"driving it with real Locust users: {[s.users for s in ladder]}")
-                measured.append(one_ladder(server.url, ProcessCpu(server.pid), k))
+                served = ProcessCpu(server.pid)
+                measured.append(one_ladder(server.url, served, k, OthersCpu(served)))
             if here:
                 # a closing pass: each ladder lies between two passes, so the passes' trapezoid
                 # weights average a machine that drifts steadily over the ladders' minutes
@@ -365,10 +374,17 @@ def _measure(
         if profile is None:
             meta["profile_file"] = str(out / "profile.yaml")
         meta["server"] = {"saved_model": str(saved_model), "threads": threads, "cores": have}
+    others = _others(console, fid.pooled(measured), have)
     simulated = fid.pooled(
         [
             fid.simulate_ladder(
-                calibrated, have, ladder, wait=waits, seed=seed + k, discipline=discipline
+                calibrated,
+                have,
+                ladder,
+                wait=waits,
+                seed=seed + k,
+                discipline=discipline,
+                others=others,
             )
             for k in range(sim_seeds)
         ]
@@ -377,11 +393,30 @@ def _measure(
     closed = fid.closed_loops(own, have, seed=seed, discipline=discipline)
     console.print(_closed_table(closed))
     meta["closed_loops"] = [dataclasses.asdict(c) for c in closed]
-    meta["real"] = {"ladders": repeat, "seeds": [seed + k for k in range(repeat)]}
+    meta["real"] = {
+        "ladders": repeat,
+        "seeds": [seed + k for k in range(repeat)],
+        "others_cores": None if others is None else [round(v, 4) for v in others],
+    }
     meta["simulated"] = {"seeds": sim_seeds, "discipline": discipline}
     meta["profile"] = calibrated.name
     meta["elapsed_s"] = round(time.perf_counter() - began, 1)
     return fid.compare(measured, simulated), meta, None if profile is not None else calibrated
+
+
+def _others(console: Console, rungs: list[Any], cores: float) -> list[float] | None:
+    """Per rung, the cores the server's machine gave to other processes (Locust, this one, the
+    OS), from the real ladders, pooled: a local server shares the machine with its load, a
+    remote one (``--endpoint``) does not, or its machine is not measured (None)."""
+    if any(r.others_cores is None for r in rungs):
+        return None
+    others = [max(0.0, r.others_cores) for r in rungs]
+    console.print(
+        f"other processes used {min(others):.3f}-{max(others):.3f} of this machine's "
+        f"{cores:g} cores during the ladders (Locust, the OS); the simulated server gets the "
+        "rest, rung by rung"
+    )
+    return others
 
 
 def _lone_times(

@@ -19,7 +19,8 @@ would move rung boundaries by up to a second. A rung that adds users spawns them
 
 The server's CPU comes from a :class:`CpuSource` sampled by the parent at each window's start
 and end: :mod:`sim.serving.calibrate.cpu`'s ``ProcessCpu`` (a local server's process tree) or
-``CgroupCpu`` (a container).
+``CgroupCpu`` (a container); for a local server, ``OthersCpu`` too: what the rest of the
+machine (Locust, this process, the OS) burnt meanwhile.
 """
 
 from __future__ import annotations
@@ -81,27 +82,35 @@ def _sample(cpu: CpuSource) -> tuple[float, float] | None:
 
 
 class _CpuSampler(threading.Thread):
-    """Samples ``cpu`` at each window's start and end (monotonic ``t0`` + offsets)."""
+    """Samples each of ``sources`` at each window's start and end (monotonic ``t0`` +
+    offsets)."""
 
-    def __init__(self, cpu: CpuSource, t0: float, spans: list[tuple[float, float, float]]):
+    def __init__(
+        self, sources: Sequence[CpuSource], t0: float, spans: list[tuple[float, float, float]]
+    ):
         super().__init__(name="ladder-cpu", daemon=True)
-        self.cpu, self.t0, self.spans = cpu, t0, spans
-        self.samples: list[tuple[tuple[float, float] | None, tuple[float, float] | None]] = []
+        self.sources, self.t0, self.spans = sources, t0, spans
+        Sample = tuple[float, float] | None
+        self.samples: list[list[tuple[Sample, Sample]]] = [[] for _ in sources]
         self.stop = threading.Event()
 
     def run(self) -> None:
         for _, start, end in self.spans:
-            pair: list[tuple[float, float] | None] = []
+            pairs: list[list[tuple[float, float] | None]] = [[] for _ in self.sources]
             for at in (start, end):
                 if self.stop.wait(max(0.0, self.t0 + at - time.monotonic())):
                     return
-                pair.append(_sample(self.cpu))
-            self.samples.append((pair[0], pair[1]))
+                for pair, source in zip(pairs, self.sources, strict=True):
+                    pair.append(_sample(source))
+            for samples, (first, last) in zip(self.samples, pairs, strict=True):
+                samples.append((first, last))
 
-    def cores(self, k: int) -> float | None:
-        if k >= len(self.samples):
+    def cores(self, k: int, source: int = 0) -> float | None:
+        """Source ``source``'s cores over window ``k`` (None where unmeasured)."""
+        samples = self.samples[source]
+        if k >= len(samples):
             return None
-        first, last = self.samples[k]
+        first, last = samples[k]
         if first is None or last is None or last[0] <= first[0]:
             return None
         return (last[1] - first[1]) / (last[0] - first[0])
@@ -226,6 +235,7 @@ def cut(
                 failed=failed[k],
                 latencies=ok[k],
                 cpu_cores=None if cpu is None else cpu.cores(k),
+                others_cores=None if cpu is None or len(cpu.sources) < 2 else cpu.cores(k, 1),
                 errors=dict(sorted(errors[k].items(), key=lambda item: -item[1])),
             )
         )
@@ -295,6 +305,7 @@ def run_ladder(
     body: str,
     version: str | None = "1",
     cpu: CpuSource | None = None,
+    others: CpuSource | None = None,
     seed: int = 1,
     workdir: Path,
     timeout: float = 30.0,
@@ -303,8 +314,10 @@ def run_ladder(
     """Run the ladder against ``url`` and return one :class:`Rung` per rung.
 
     Checks the endpoint first (:func:`check_endpoint`), so a wrong URL or model fails before
-    any load. ``timeout`` is each request's client timeout; ``workdir`` receives the child's
-    spec, its log (ladder-locust.log) and its requests (ladder-requests.jsonl).
+    any load. ``cpu`` is the server's CPU, ``others`` the CPU the rest of its machine burns
+    (the load generator among them: a local server shares the machine with it).
+    ``timeout`` is each request's client timeout; ``workdir`` receives the child's spec, its
+    log (ladder-locust.log) and its requests (ladder-requests.jsonl).
     """
     steps = list(steps)
     if not steps:
@@ -351,7 +364,8 @@ def run_ladder(
                 + _tail(log_path)
             )
         if cpu is not None:
-            sampler = _CpuSampler(cpu, child.t0, spans)
+            sources = [cpu] if others is None else [cpu, others]
+            sampler = _CpuSampler(sources, child.t0, spans)
             sampler.start()
         left = child.t0 + spans[-1][2] - time.monotonic()
         try:

@@ -141,6 +141,12 @@ class DataPlane:
             self._reschedule(server)
         self._split(node)
 
+    def resize(self, server: Server, cores: float) -> None:
+        """A server alone on its node gets ``cores`` from now on."""
+        server.advance(self.now)
+        server.set_cores(cores, alone=True)
+        self._reschedule(server)
+
     def _split(self, node: NodeCpu) -> None:
         for server, cores in node.split().items():
             if abs(cores - server.cores) > 1e-9:

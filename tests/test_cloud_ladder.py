@@ -30,7 +30,8 @@ from cloud.ladder import (
 from cloud.load import lab_image, lab_request_body
 from cloud.serve import RunningServer, ServingError, set_tf_threads, start_server
 from sim.errors import UserError
-from sim.serving.calibrate.cpu import CgroupCpu, CpuError, ProcessCpu
+from sim.serving.calibrate import cpu as cpu_module
+from sim.serving.calibrate.cpu import CgroupCpu, CpuError, OthersCpu, ProcessCpu
 from sim.serving.fidelity import Step
 
 BODY = lab_request_body(lab_image())
@@ -75,6 +76,17 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+class OwnCpu:
+    """This process's CPU without its children's (ProcessCpu counts the Locust child too)."""
+
+    description = "time.process_time()"
+    resolution_s = 0.0
+    lag_s = 0.0
+
+    def seconds(self) -> float:
+        return time.process_time()
+
+
 def test_a_ladder_counts_each_request_in_the_window_it_ends_in(
     server: RunningServer, tmp_path: Path
 ) -> None:
@@ -88,6 +100,7 @@ def test_a_ladder_counts_each_request_in_the_window_it_ends_in(
         wait=wait,
         body=BODY,
         cpu=ProcessCpu(os.getpid()),  # the stand-in runs in this process
+        others=OthersCpu(OwnCpu()),  # Locust's child among them
         seed=3,
         workdir=tmp_path,
     )
@@ -106,6 +119,8 @@ def test_a_ladder_counts_each_request_in_the_window_it_ends_in(
         assert result.ok == pytest.approx(expected, rel=0.15)
         assert result.cpu_cores is not None and 0.0 <= result.cpu_cores < 4.0
     alone, crowded = results
+    assert crowded.others_cores is not None and crowded.others_cores > 0  # Locust at 20 req/s
+    assert alone.others_cores is not None and alone.others_cores > -0.05  # ticks, not less
     assert alone.ok == pytest.approx(3.0 / (think + SERVICE), abs=2)
     assert alone.p50 == pytest.approx(SERVICE, abs=0.02)
     # One worker, eight users wanting 8 / (Z + S) = 40/s: saturated at 1/S = 20/s, and the
@@ -170,6 +185,28 @@ def test_process_cpu_counts_what_a_busy_loop_burned(via_child: bool) -> None:
     assert 1.0 < burned < 1.8  # the loop's 1.5 s, less what ran before the first reading
     with pytest.raises(CpuError, match="gone"):
         cpu.seconds()
+
+
+def test_others_cpu_is_the_machines_busy_time_less_the_servers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """This process plays the server: what it burns is not the others', a child's burn is."""
+    others = OthersCpu(OwnCpu())
+    before = others.seconds()
+    started = time.process_time()
+    while time.process_time() - started < 0.6:
+        pass
+    own = others.seconds() - before
+    before = others.seconds()
+    subprocess.run(
+        [sys.executable, "-c", "import time\nwhile time.process_time() < 1.0: pass"], check=True
+    )
+    child = others.seconds() - before
+    assert own < 0.3  # the server's 0.6 s is not counted (what is: the OS, other tests' noise)
+    assert 0.8 < child < 2.0  # the child's 1.0 s (its start-up too)
+    monkeypatch.setattr(cpu_module, "busy_cpu_seconds", lambda: None)
+    with pytest.raises(CpuError, match="/proc/stat"):
+        others.seconds()
 
 
 def test_cgroup_cpu_reads_v2_and_v1_accounting(tmp_path: Path) -> None:

@@ -27,6 +27,7 @@ from sim.serving.fidelity import (
     Step,
     closed_loops,
     compare,
+    pooled,
     served_spread,
     simulate_ladder,
     write,
@@ -70,6 +71,29 @@ def test_simulated_ladder_saturates_at_the_plateau() -> None:
     assert rung.throughput_rps == pytest.approx(10.0, rel=0.03)
     # Little's law: 30 users, 10 req/s, 0.85 s of waiting each -> 3 s - 0.85 s in the server
     assert sum(rung.latencies) / len(rung.latencies) == pytest.approx(30 / 10 - 0.85, rel=0.05)
+
+
+def test_the_simulated_server_gets_what_the_machines_other_processes_leave() -> None:
+    """A rung whose real machine gave 0.5 of its 2 cores to other processes (Locust, the OS):
+    the saturated server serves and burns in proportion to the 1.5 left (threads_below), and
+    a rung where they took nothing is untouched."""
+    profile = profile_from_dict(linear_profile(top=2))  # 10 req/s at 2 cores
+    steps = [Step(30, 60, 10), Step(30, 60, 10)]
+    alone = simulate_ladder(profile, 2.0, steps, seed=1)
+    shared = simulate_ladder(profile, 2.0, steps, seed=1, others=[0.0, 0.5])
+    assert shared[0].latencies == alone[0].latencies
+    assert shared[1].throughput_rps == pytest.approx(0.75 * alone[1].throughput_rps, rel=0.03)
+    assert shared[1].cpu_cores == pytest.approx(0.75 * alone[1].cpu_cores, rel=0.03)
+    with pytest.raises(ValueError, match="one value per step"):
+        simulate_ladder(profile, 2.0, steps, others=[0.1])
+
+
+def test_pooled_rungs_average_the_other_processes_cpu() -> None:
+    a, b = rung(2, 10, [0.2] * 10, 0.5), rung(2, 14, [0.3] * 14, 0.7)
+    a.others_cores, b.others_cores = 0.02, 0.04
+    assert pooled([[a], [b]])[0].others_cores == pytest.approx(0.03)
+    b.others_cores = None  # one ladder unmeasured: the pool is too
+    assert pooled([[a], [b]])[0].others_cores is None
 
 
 def test_simulated_ladder_counts_timed_out_requests_as_failed() -> None:
@@ -308,7 +332,8 @@ def test_repeat_runs_the_real_ladder_again_and_writes_its_range(tmp_path: Path) 
     assert done.exit_code == 0, done.output
     assert "real range" in done.output
     data = json.loads((out / "fidelity.json").read_text())
-    assert data["real"] == {"ladders": 2, "seeds": [1, 2]}
+    # a remote server's machine is not this one: nothing of its CPU goes to other processes
+    assert data["real"] == {"ladders": 2, "seeds": [1, 2], "others_cores": None}
     for row in data["rows"]:
         low, high = row["real_range"]["throughput_rps"]
         assert 0 < low <= row["real"]["throughput_rps"] <= high
@@ -458,6 +483,9 @@ def test_rounds_calibrate_before_each_ladder_and_pool_the_passes(
     for r in rounds:  # the stand-in's 50 ms and its HTTP time
         assert 0.05 <= r["lone_rest_s"] < 0.08
     assert data["real"]["ladders"] == 2
+    others = data["real"]["others_cores"]  # Locust and this process share the machine
+    assert len(others) == 2 and all(0 <= v < 2 for v in others)
+    assert "other processes used" in done.output
     assert [c["n"] for c in data["closed_loops"]] == [1, 2, 3]  # the pool's own, simulated
     assert "the model against its own calibration" in done.output
 

@@ -15,6 +15,7 @@ import csv
 import json
 import math
 import statistics
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -28,7 +29,7 @@ from sim.recorder import FailureReason
 from sim.rng import Buffered, stream
 from sim.scenario import Serving
 from sim.serving.model import build_server
-from sim.serving.profile import Profile
+from sim.serving.profile import Profile, ProfileExtrapolationWarning
 
 _Z75 = 0.6744897501960817
 """The standard normal's 75th percentile."""
@@ -64,6 +65,8 @@ class Rung:
     latencies: list[float] = field(repr=False)
     cpu_cores: float | None = None
     errors: dict[str, int] = field(default_factory=dict)  # failures by what the client saw
+    others_cores: float | None = None
+    """CPU the rest of the server's machine burnt over the window (None: not measured)."""
 
     @property
     def throughput_rps(self) -> float:
@@ -111,6 +114,7 @@ def pooled(runs: Sequence[Sequence[Rung]]) -> list[Rung]:
     for same in zip(*runs, strict=True):
         span = sum(r.end - r.start for r in same)
         cpu = [r.cpu_cores for r in same if r.cpu_cores is not None]
+        others = [r.others_cores for r in same if r.others_cores is not None]
         errors: dict[str, int] = {}
         for r in same:
             for what, count in r.errors.items():
@@ -125,6 +129,7 @@ def pooled(runs: Sequence[Sequence[Rung]]) -> list[Rung]:
                 latencies=[v for r in same for v in r.latencies],
                 cpu_cores=sum(cpu) / len(cpu) if len(cpu) == len(same) else None,
                 errors=errors,
+                others_cores=sum(others) / len(others) if len(others) == len(same) else None,
             )
         )
     return out
@@ -157,10 +162,16 @@ def simulate_ladder(
     rest_threads: int | None = None,
     timeout: float = 30.0,
     discipline: str = "inter_op",
+    others: Sequence[float] | None = None,
 ) -> list[Rung]:
-    """The ladder on one warm server with ``cores`` to itself: users are added over each rung's
-    first second (or stopped, newest first, as Locust does) and send their first request at
-    once; between requests each waits uniform(``wait``), from its own stream."""
+    """The ladder on one warm server on a machine of ``cores``: users are added over each
+    rung's first second (or stopped, newest first, as Locust does) and send their first request
+    at once; between requests each waits uniform(``wait``), from its own stream. ``others``:
+    per rung, the cores the machine's other processes took (the real rungs' ``others_cores``);
+    the server gets the rest from the rung's start, as CFS leaves a busy server what a light
+    neighbour does not use."""
+    if others is not None and len(others) != len(steps):
+        raise ValueError(f"others needs one value per step, got {len(others)} for {len(steps)}")
     log = _Log()
     plane = DataPlane(
         log,  # type: ignore[arg-type]
@@ -185,7 +196,12 @@ def simulate_ladder(
     rungs: list[Rung] = []
     t = 0.0
     users = 0
-    for step in steps:
+    for k, step in enumerate(steps):
+        if others is not None:
+            plane.advance_to(t)
+            with warnings.catch_warnings():  # fewer cores than threads is the point here
+                warnings.simplefilter("ignore", ProfileExtrapolationWarning)
+                plane.resize(server, max(cores - others[k], 0.1 * cores))
         # As cloud.ladder starts them: one by one, 1 / spawn_rate apart with spawn_rate = the
         # rung's users (Locust's runner.start(users, spawn_rate)).
         adding = step.users - users

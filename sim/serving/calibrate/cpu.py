@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Protocol
 
 from sim.errors import UserError
+from sim.serving.calibrate.host import usable_cpus
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
@@ -88,6 +89,43 @@ class ProcessCpu:
             total += stats[pid][1]
             todo += children.get(pid, [])
         return total
+
+
+def busy_cpu_seconds() -> float | None:
+    """CPU-seconds the CPUs this process may run on have spent busy since boot (/proc/stat),
+    None where unknown: other processes on CPUs outside the affinity do not disturb it."""
+    try:
+        lines = Path("/proc/stat").read_text().splitlines()
+    except OSError:
+        return None
+    mine = {f"cpu{i}" for i in usable_cpus()}
+    ticks = 0
+    for line in lines:
+        fields = line.split()
+        if fields and fields[0] in mine:
+            user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, fields[1:9])
+            ticks += user + nice + system + irq + softirq + steal
+    return ticks / _CLK_TCK
+
+
+class OthersCpu:
+    """What the rest of this machine burns: the busy time of the CPUs this process may run on
+    less ``server``'s (stolen time included). A server on this machine shares it with the load
+    generator and the OS; ``scalelab fidelity`` gives the simulated server what they left."""
+
+    resolution_s = 1.0 / _CLK_TCK
+    lag_s = 0.0
+
+    def __init__(self, server: CpuSource) -> None:
+        self.server = server
+        self.description = f"/proc/stat busy time of CPUs {usable_cpus()} less the server's"
+        self.seconds()
+
+    def seconds(self) -> float:
+        busy = busy_cpu_seconds()
+        if busy is None:
+            raise CpuError("cannot read /proc/stat: the machine's busy time is unknown")
+        return busy - self.server.seconds()
 
 
 class CgroupCpu:

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from sim.serving.calibrate import ladder, stats
+from sim.serving.calibrate.cpu import busy_cpu_seconds
 from sim.serving.calibrate.host import usable_cpus
 
 MARK = "@@scalelab "
@@ -99,23 +100,6 @@ def spread_notices(points: list[dict[str, Any]], max_seconds: float) -> list[str
         f"{SPREAD_TOLERANCE:.0%} (up to {worst:.0%}, see points[].spread) after extending the "
         f"window to {max_seconds:g} s: raise --max-seconds for steadier figures"
     ]
-
-
-def busy_cpu_seconds() -> float | None:
-    """CPU-seconds the CPUs this process may run on have spent busy since boot (/proc/stat),
-    None where unknown: other processes on CPUs outside the affinity do not disturb it."""
-    try:
-        lines = Path("/proc/stat").read_text().splitlines()
-    except OSError:
-        return None
-    mine = {f"cpu{i}" for i in usable_cpus()}
-    ticks = 0
-    for line in lines:
-        fields = line.split()
-        if fields and fields[0] in mine:
-            user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, fields[1:9])
-            ticks += user + nice + system + irq + softirq + steal
-    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 @dataclass(frozen=True)
