@@ -6,7 +6,9 @@ cores) and runs ``--repeat`` rounds of: a calibration pass in process (unless gi
 ``--profile``; ``--through-api`` calibrates once through the REST API with the server process's
 CPU instead), lone requests through the REST API (what the served path adds), and a ladder of
 real Locust users. Then it simulates the same ladder with the passes pooled
-(:mod:`sim.serving.fidelity`): both sides average the machine over the same minutes. The
+(:mod:`sim.serving.fidelity`): both sides average the machine over the same minutes, and the
+simulated server gets, rung by rung, the cores the real one's machine left it (Locust and the
+OS take some). The
 calibration's own closed loops are simulated too (``closed_loops``): the serving model against
 the very measurements it was built from, an error no harness or machine drift explains.
 ``--endpoint`` points it at any TF Serving instead.

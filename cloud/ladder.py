@@ -71,7 +71,11 @@ def windows(steps: Sequence[Step]) -> list[tuple[float, float, float]]:
 # --- CPU ------------------------------------------------------------------------------------
 
 
-def _sample(cpu: CpuSource) -> tuple[float, float] | None:
+_Sample = tuple[float, float] | None
+"""(monotonic time, CPU seconds), None where the read failed."""
+
+
+def _sample(cpu: CpuSource) -> _Sample:
     """(monotonic time, CPU seconds), the time taken halfway through the read."""
     before = time.monotonic()
     try:
@@ -90,13 +94,12 @@ class _CpuSampler(threading.Thread):
     ):
         super().__init__(name="ladder-cpu", daemon=True)
         self.sources, self.t0, self.spans = sources, t0, spans
-        Sample = tuple[float, float] | None
-        self.samples: list[list[tuple[Sample, Sample]]] = [[] for _ in sources]
+        self.samples: list[list[tuple[_Sample, _Sample]]] = [[] for _ in sources]
         self.stop = threading.Event()
 
     def run(self) -> None:
         for _, start, end in self.spans:
-            pairs: list[list[tuple[float, float] | None]] = [[] for _ in self.sources]
+            pairs: list[list[_Sample]] = [[] for _ in self.sources]
             for at in (start, end):
                 if self.stop.wait(max(0.0, self.t0 + at - time.monotonic())):
                     return
