@@ -135,14 +135,13 @@ class DataPlane:
         node.servers = list(cores_alone)
         for server, cores in cores_alone.items():
             server.node = node if len(cores_alone) > 1 else None
-            server.advance(self.now)
-            server.set_cores(cores, alone=True)
+            self.resize(server, cores)
             node.contended(server)
-            self._reschedule(server)
         self._split(node)
 
     def resize(self, server: Server, cores: float) -> None:
-        """A server alone on its node gets ``cores`` from now on."""
+        """From now on ``server`` has ``cores`` whenever its node's other pods leave them idle
+        (always, alone on its node)."""
         server.advance(self.now)
         server.set_cores(cores, alone=True)
         self._reschedule(server)
