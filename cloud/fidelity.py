@@ -348,9 +348,10 @@ def _measure(
                     console.print(f"[bold]round {k + 1} of {repeat}[/bold]")
                 if here:
                     calibration_pass()
-                    lone = _lone_median(profile_from_dict(passes[-1], "calibrated here"), have)
+                    pass_profile = profile_from_dict(passes[-1], "calibrated here")
+                    lone = _lone_median(pass_profile, have, sum(waits) / 2)
                 elif rest_step:
-                    lone = _lone_median(calibrated, have)
+                    lone = _lone_median(calibrated, have, sum(waits) / 2)
                 if rest_step:
                     times = _lone_times(server.url, model, body, waits, seed + k, 20)
                     rest.append((times, lone))
@@ -455,9 +456,10 @@ def _lone_times(
     return times
 
 
-def _lone_median(profile: Any, cores: float) -> float:
-    """A lone request's median latency in ``profile`` (in process: no REST)."""
-    return float(profile.latency(cores, 1)[profile.quantiles.index(0.5)])
+def _lone_median(profile: Any, cores: float, gap: float) -> float:
+    """A lone request's median latency in ``profile`` (in process: no REST) after the server
+    idled ``gap`` seconds."""
+    return float(profile.latency(cores, 1)[profile.quantiles.index(0.5)]) * profile.idle_factor(gap)
 
 
 def _rest_overhead(
@@ -582,6 +584,7 @@ def _calibrate(
         concurrency=concurrency,
         seconds=2 * base.seconds / passes,
         max_seconds=2 * base.max_seconds / passes,
+        idle_rounds=max(1, round(2 * base.idle_rounds / passes)),
     )
     grid = dataclasses.replace(grid, batch=())
     console.print(

@@ -264,6 +264,8 @@ class DataPlane:
                     continue
                 _, _, t0, user, useq = pop(jobs)
                 server.n -= 1
+                if not server.n:
+                    server.idle_since = t
                 server.served += 1
                 if server.queue:
                     server.push(*server.queue.popleft())
@@ -439,6 +441,7 @@ class DataPlane:
             shared, burn = server.shared, server.burn
             median, spread, overhead = server.work_median, server.spread, server.overhead
             jobs, n, cold, served = server.jobs, server.n, server.cold_left, server.served
+            after_idle, idle_since = server.after_idle, server.idle_since
             virtual, clock, cpu, last = (
                 server.virtual,
                 server.clock,
@@ -458,6 +461,8 @@ class DataPlane:
                     if cold:
                         cold -= 1
                         work *= server.cold_factor
+                    if not n and after_idle is not None:
+                        work *= after_idle(t - idle_since)
                     dt = t - last
                     if dt > 0.0:  # server.advance(t)
                         if n:
@@ -498,6 +503,8 @@ class DataPlane:
                     continue
                 _, _, t0, _, _ = pop(jobs)
                 n -= 1
+                if not n:
+                    idle_since = t
                 served += 1
                 latency = t - t0 + overhead
                 if latency <= timeout:
@@ -514,6 +521,7 @@ class DataPlane:
                 else:
                     due = _INF
             server.n, server.cold_left, server.served = n, cold, served
+            server.idle_since = idle_since
             server.virtual, server.clock, server.cpu_seconds = virtual, clock, cpu
             server.last, server.head, server.due = last, head, when
             if server.generation != generation:
@@ -665,6 +673,8 @@ class DataPlane:
         else:
             _, order, t0, user, seq = heapq.heappop(jobs)  # server.pop_done(), inlined
             server.n -= 1
+            if not server.n:
+                server.idle_since = t
         node = server.node
         if server.batching is not None:
             for _, _, r0, ruser, rseq in server.members.pop(order):

@@ -31,6 +31,7 @@ from sim.serving.calibrate.cli import register
 from sim.serving.calibrate.derive import derive, physical_cores
 from sim.serving.calibrate.endpoint import cgroup_cpu, process_cpu
 from sim.serving.calibrate.host import slug
+from sim.serving.calibrate.idle import GAPS, after_idle, factors
 from sim.serving.calibrate.payload import jpeg_size, rest_body
 from sim.serving.calibrate.worker import Callers, Window
 from sim.serving.profile import ProfileExtrapolationWarning, load_profile, profile_from_dict
@@ -462,6 +463,9 @@ class FakeServing(BaseHTTPRequestHandler):
     bodies: ClassVar[list[dict[str, Any]]] = []
     spin: ClassVar[bool] = False
     """Burn the 20 ms on the CPU instead of sleeping (for a CPU source to see)."""
+    after_idle: ClassVar[float] = 0.0
+    """Seconds more a request takes when the previous answer left 0.2 s or more ago."""
+    answered: ClassVar[float] = 0.0
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True  # else headers and body wait out a delayed ACK (40 ms)
 
@@ -501,7 +505,10 @@ class FakeServing(BaseHTTPRequestHandler):
             while time.thread_time() < end:
                 pass
         else:
+            if FakeServing.after_idle and time.monotonic() - FakeServing.answered >= 0.2:
+                time.sleep(FakeServing.after_idle)
             FakeServing.cores()
+        FakeServing.answered = time.monotonic()
         top = {"labels": ["a"] * 5, "probabilities": [0.2] * 5}
         self._send(200, {"predictions": [top] * len(body["instances"])})
 
@@ -534,6 +541,7 @@ def image(tmp_path: Path) -> Path:
 
 
 WINDOW = ["--seconds", "0.3", "--repeats", "2", "--min-requests", "6", "--max-seconds", "0.6"]
+WINDOW += ["--idle-rounds", "0"]  # 7 s a round: measured by the tests that check it
 
 
 def test_endpoint_calibration_measures_a_fixed_ladder(
@@ -677,6 +685,7 @@ def test_tiny_model_calibration_end_to_end(tmp_path: Path) -> None:
         tmp_path,
         "--model-arch", "tiny", "--threads", "1", "--max-concurrency", "6", "--batch", "2",
         "--seconds", "0.3", "--repeats", "2", "--min-requests", "5", "--max-seconds", "0.6",
+        "--idle-rounds", "1",
         timeout=120,
     )  # fmt: skip
     assert (export_dir / "1" / "saved_model.pb").is_file()
@@ -705,6 +714,12 @@ def test_tiny_model_calibration_end_to_end(tmp_path: Path) -> None:
     assert batch2["concurrency"] == 1
     assert batch2["latency_s"][3] > lone["latency_s"][3]
     assert "threads 1" in shown and "X/s" in shown
+    # lone requests after idle gaps, at the default thread count, CPU included in process
+    idle = data["defaults"]["after_idle"]
+    assert idle["gap_s"] == list(GAPS) and all(f > 0 for f in idle["factor"])
+    measured = prov["after_idle"]["measured"]
+    assert prov["after_idle"]["threads"] == 1 and measured["gap_s"] == [0.0, *GAPS]
+    assert measured["n"] == [4] * 6 and all(c > 0 for c in measured["cpu_s"])
 
 
 @pytest.mark.resnet
@@ -714,6 +729,7 @@ def test_resnet101_calibration_small_ladder(tmp_path: Path) -> None:
         tmp_path,
         "--threads", "1", "--max-concurrency", "4", "--batch", "1",
         "--seconds", "0.5", "--repeats", "1", "--min-requests", "3", "--max-seconds", "2",
+        "--idle-rounds", "0",
         timeout=150,
     )  # fmt: skip
     data = written(out)
@@ -729,6 +745,52 @@ def test_resnet101_calibration_small_ladder(tmp_path: Path) -> None:
     # one core is saturated: more callers wait, and add little throughput
     assert rungs[4]["latency_s"][3] > 2 * lone["latency_s"][3]
     assert rungs[4]["throughput_rps"] < 1.6 * lone["throughput_rps"]
+
+
+def test_after_idle_is_each_gap_s_median_over_back_to_back() -> None:
+    """A server that takes 10 ms, and 20 ms when it idled 0.2 s or more: the factors read 1
+    and 2 on either side; each block's first request (its history is the previous block's)
+    is dropped, and the gaps are slept, not spun."""
+    slept: list[float] = []
+    last = [0.0]  # the fake clock: slept seconds
+
+    def call() -> None:
+        idle = sum(slept) - last[0]
+        time.sleep(0.02 if idle >= 0.2 else 0.01)
+        last[0] = sum(slept)
+
+    result = after_idle(call, gaps=(0.05, 0.3, 1.0), rounds=2, block=4, sleep=slept.append)
+    assert result["gap_s"] == [0.05, 0.3, 1.0]
+    assert result["factor"] == pytest.approx([1.0, 2.0, 2.0], rel=0.25)
+    assert result["measured"]["n"] == [6, 6, 6, 6]  # 2 rounds of 3 kept a gap
+    assert sorted(set(slept)) == [0.05, 0.3, 1.0] and len(slept) == 2 * 4 * 3
+    assert factors(result) == {"gap_s": result["gap_s"], "factor": result["factor"]}
+    with pytest.raises(ValueError, match="block >= 2"):
+        after_idle(call, block=1)
+
+
+def test_endpoint_calibration_measures_the_after_idle_cost(
+    fake_serving: str, image: Path, tmp_path: Path
+) -> None:
+    """The fake takes 20 ms, and 20 ms more after 0.2 s idle: through the API the factors read
+    about 1 at 10 and 30 ms and about 2 (less the HTTP time's share) from 0.3 s on."""
+    FakeServing.after_idle = 0.02
+    try:
+        out = tmp_path / "idle.yaml"
+        args = ["--endpoint", fake_serving, "--cores", "2", "--concurrency", "1,2"]
+        args += [*WINDOW[:-2], "--idle-rounds", "1", "--image", str(image), "-o", str(out)]
+        done = invoke(*args)
+    finally:
+        FakeServing.after_idle = 0.0
+    assert done.exit_code == 0, done.output
+    data = written(out)
+    idle = data["defaults"]["after_idle"]
+    assert idle["gap_s"] == list(GAPS)
+    by_gap = dict(zip(idle["gap_s"], idle["factor"], strict=True))
+    assert by_gap[0.01] < 1.3 and by_gap[0.03] < 1.3
+    assert 1.5 < by_gap[0.3] < 2.2 and 1.5 < by_gap[0.9] < 2.2
+    assert data["provenance"]["after_idle"]["measured"]["n"] == [4] * 6
+    assert "cpu_s" not in data["provenance"]["after_idle"]["measured"]  # latency only
 
 
 def test_pooled_passes_are_the_mean_machine_and_keep_each_pass() -> None:
@@ -759,3 +821,14 @@ def test_pooled_passes_are_the_mean_machine_and_keep_each_pass() -> None:
     other = synthetic(threads=(2,), concurrency=(1, 2), batch=(1,))
     with pytest.raises(CalibrationError, match="same points"):
         pool_passes([slow, other])
+    # the after-idle factors are pooled like the points; a pass without them drops them
+    slow["defaults"]["after_idle"] = {"gap_s": [0.1, 0.9], "factor": [1.0, 1.1]}
+    fast["defaults"]["after_idle"] = {"gap_s": [0.1, 0.9], "factor": [1.2, 1.3]}
+    idle = pool_passes([slow, fast], [3, 1])["defaults"]["after_idle"]
+    assert idle["gap_s"] == [0.1, 0.9] and idle["factor"] == pytest.approx([1.05, 1.15])
+    assert [p["after_idle_factor"] for p in pool_passes([slow, fast])["provenance"]["passes"]] == [
+        [1.0, 1.1],
+        [1.2, 1.3],
+    ]
+    del fast["defaults"]["after_idle"]
+    assert "after_idle" not in pool_passes([slow, fast])["defaults"]

@@ -355,7 +355,7 @@ def test_rest_step_measures_what_the_served_path_adds_to_a_lone_request() -> Non
     from tests.test_cloud_ladder import FixedServable
 
     profile = profile_from_dict(linear_profile(service=0.02))
-    inside = _lone_median(profile, 2.0)
+    inside = _lone_median(profile, 2.0, 0.015)
     assert inside == pytest.approx(profile.latency(2.0, 1)[profile.quantiles.index(0.5)])
     console = Console(quiet=True)
     body = json.dumps({"signature_name": "serving_preprocess", "instances": [{"b64": "aGk="}]})

@@ -166,6 +166,7 @@ def test_round_trip_is_byte_stable(tmp_path: Path, suffix: str) -> None:
     data["points"][0].update(spread={"p50": 0.01, "p95": 0.02}, repeats=3)
     data["points"][1]["background_cpu_cores"] = 0.05
     data["defaults"].update(model_load_s=8.0, cold_factor=3.5)
+    data["defaults"]["after_idle"] = {"gap_s": [0.03, 0.9], "factor": [0.95, 1.12]}
     first = dump_profile(data, tmp_path / f"p{suffix}")
     if suffix == ".json":
         json.loads(first.read_text())
@@ -176,6 +177,7 @@ def test_round_trip_is_byte_stable(tmp_path: Path, suffix: str) -> None:
     assert loaded.points[0].spread == {"p50": 0.01, "p95": 0.02}
     assert loaded.points[0].repeats == 3 and loaded.points[1].background_cpu_cores == 0.05
     assert (loaded.model_load_s, loaded.cold_factor) == (8.0, 3.5)
+    assert loaded.after_idle == ((0.03, 0.95), (0.9, 1.12))
     original = profile_from_dict(data)
     for c, n in [(1, 1), (1.5, 3), (2, 4)]:  # five significant digits survive the trip
         assert loaded.throughput(c, n) == pytest.approx(original.throughput(c, n), rel=1e-4)
@@ -242,6 +244,26 @@ def _drop_lone(data: dict[str, Any]) -> None:
         (lambda d: d["points"][0].update(spread={"p99": 1}), "spread must be a mapping"),
         (lambda d: d["defaults"].pop("threads"), "defaults.'threads'"),
         (lambda d: d["defaults"].update(overhead_s=-1), "defaults.overhead_s must be >= 0"),
+        (
+            lambda d: d["defaults"].update(after_idle=[1.1]),
+            r"defaults\.after_idle must be a mapping of gap_s and factor, got \[1\.1\]",
+        ),
+        (
+            lambda d: d["defaults"].update(after_idle={"gap_s": [0.1, 1], "factor": [1.1]}),
+            "gap_s and factor must be lists of one length",
+        ),
+        (
+            lambda d: d["defaults"].update(after_idle={"gap_s": [1, 0.1], "factor": [1, 1]}),
+            r"defaults\.after_idle\.gap_s must increase, got \[1, 0\.1\]",
+        ),
+        (
+            lambda d: d["defaults"].update(after_idle={"gap_s": [0], "factor": [1]}),
+            r"defaults\.after_idle\.gap_s\[0\] must be > 0",
+        ),
+        (
+            lambda d: d["defaults"].update(after_idle={"gap_s": [0.5], "factor": [-1]}),
+            r"defaults\.after_idle\.factor\[0\] must be > 0",
+        ),
     ],
 )
 def test_schema_errors_name_the_file_and_the_field(
@@ -251,6 +273,27 @@ def test_schema_errors_name_the_file_and_the_field(
         profile_from_dict(_broken(change), "bad.yaml")
     assert str(error.value).startswith("bad.yaml: ")
     assert re.search(message, str(error.value)), str(error.value)
+
+
+@given(
+    factors=st.lists(st.floats(0.5, 2.0), min_size=1, max_size=5),
+    gap=st.floats(0.0, 10.0),
+)
+def test_the_after_idle_factor_is_one_back_to_back_and_bounded_by_the_measured(
+    factors: list[float], gap: float
+) -> None:
+    """Linear between the measured gaps (from 1 at gap 0), held past the last: never outside
+    the measured factors and 1, and exact at each measured gap."""
+    gaps = [0.01 * 3**i for i in range(len(factors))]
+    data = synthetic()
+    data["defaults"]["after_idle"] = {"gap_s": gaps, "factor": factors}
+    profile = profile_from_dict(data)
+    assert profile.idle_factor(0.0) == 1.0
+    for g, f in zip(gaps, factors, strict=True):
+        assert profile.idle_factor(g) == pytest.approx(f)
+    assert min(1.0, *factors) - 1e-12 <= profile.idle_factor(gap) <= max(1.0, *factors) + 1e-12
+    assert profile.idle_factor(gaps[-1] + gap) == pytest.approx(factors[-1])
+    assert profile_from_dict(synthetic()).idle_factor(gap) == 1.0  # none measured
 
 
 def test_file_errors_name_the_file(tmp_path: Path) -> None:

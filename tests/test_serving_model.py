@@ -16,7 +16,7 @@ from sim.rng import stream
 from sim.scenario import Batching, Serving
 from sim.serving.model import ASSUMED_COLD_FACTOR, build_server, cold_factor, cores_alone
 from sim.serving.profile import ProfileExtrapolationWarning, profile_for, profile_from_dict
-from sim.serving.server import CFS_PERIOD, BatchingConfig
+from sim.serving.server import CFS_PERIOD, BatchingConfig, Server
 from tests.test_dataplane import burst, make_server, parallel
 from tests.test_profile import synthetic
 
@@ -297,3 +297,118 @@ def test_intra_op_threads_pick_the_profile_point() -> None:
         warnings.simplefilter("ignore", ProfileExtrapolationWarning)
         assert every == pytest.approx(median(free), rel=0.05)
     assert every < one
+
+
+# --- after idle ----------------------------------------------------------------------------------
+
+
+def after_idle(gap: float) -> float:
+    """1 back to back, rising to 1.5 after a second or more idle."""
+    return 1.0 + 0.5 * min(gap, 1.0)
+
+
+class Log:
+    """A recorder that keeps every response (done, latency)."""
+
+    def __init__(self) -> None:
+        self.ok: list[tuple[float, float]] = []
+
+    def offer(self, t: float) -> None:
+        pass
+
+    def offer_many(self, times: list[float]) -> None:
+        pass
+
+    def complete_many(self, times: list[float], latencies: list[float]) -> None:
+        self.ok += zip(times, latencies, strict=True)
+
+    def fail(self, *args: object) -> None:
+        raise AssertionError(f"no request should fail: {args}")
+
+
+def logged() -> tuple[DataPlane, Log]:
+    log = Log()
+    p = DataPlane(
+        log,  # type: ignore[arg-type]
+        routing=stream(1, "routing"),
+        service=stream(1, "serving"),
+        order=stream(1, "serving-order"),
+        timeout=1e9,
+    )
+    return p, log
+
+
+def responses(server: Server, arrivals: list[float], until: float) -> list[tuple[float, float]]:
+    """(done, latency) of open-loop ``arrivals`` at ``server``."""
+    p, log = logged()
+    p.add_endpoint(server)
+    burst(p, arrivals)
+    p.advance_to(until)
+    return log.ok
+
+
+def test_a_request_that_finds_the_server_idle_pays_for_the_gap() -> None:
+    # idle since 0: 0.6 s idle -> 1.3 x 0.4 s, done 1.12; then 1.18 s -> 1.5 x; then 0.05 s
+    server = make_server(parallel(0.4), sigma=0.0, after_idle=after_idle)
+    done = responses(server, [0.6, 2.3, 2.95], 10.0)
+    assert [lat for _, lat in done] == pytest.approx([0.52, 0.6, 0.41])
+    # the CPU follows the work: one core busy for each request's whole time
+    assert server.cpu_seconds == pytest.approx(0.52 + 0.6 + 0.41)
+
+
+def test_a_request_that_finds_the_server_busy_does_not() -> None:
+    # two cores: the first pays 1.5 x (idle 1 s), the second joins it at 1.1 and does not
+    server = make_server(parallel(0.4), cores=2.0, sigma=0.0, after_idle=after_idle)
+    done = responses(server, [1.0, 1.1], 10.0)
+    assert done == [
+        (pytest.approx(1.5), pytest.approx(0.4)),
+        (pytest.approx(1.6), pytest.approx(0.6)),
+    ]
+
+
+def test_a_colliding_pair_ends_closer_than_it_started() -> None:
+    """One core shared equally, requests at 1.0 and 1.05: without the factor they end 0.05 s
+    apart as they started (A 0.35 s left when B joins: 1.75, then B 1.8); when A paid 1.5 x for
+    its idle second, B ends first (1.85) and A 0.15 s after: the pull between colliding users
+    measured in process (``calibrate.idle``), which equal sharing alone cannot make."""
+    plain = make_server(parallel(0.4), sigma=0.0)
+    assert responses(plain, [1.0, 1.05], 10.0) == [
+        (pytest.approx(1.75), pytest.approx(0.75)),
+        (pytest.approx(1.8), pytest.approx(0.75)),
+    ]
+    paid = make_server(parallel(0.4), sigma=0.0, after_idle=after_idle)
+    assert responses(paid, [1.0, 1.05], 10.0) == [
+        (pytest.approx(1.85), pytest.approx(0.8)),
+        (pytest.approx(2.0), pytest.approx(1.0)),
+    ]
+
+
+def test_a_closed_loop_user_pays_as_open_loop_arrivals_do() -> None:
+    """A user's requests go through ``_serve`` and ``pop_done``, not the open loop's inlined
+    path: sent at 0.6 (0.6 s idle: 0.52 s), then 1.18 s after the answer (0.6 s)."""
+    p, log = logged()
+    p.add_endpoint(make_server(parallel(0.4), sigma=0.0, after_idle=after_idle))
+    p.advance_to(0.6)
+    p.spawn_user(lambda: 1.18)
+    p.advance_to(4.0)
+    assert log.ok == [
+        (pytest.approx(1.12), pytest.approx(0.52)),
+        (pytest.approx(2.9), pytest.approx(0.6)),
+    ]
+
+
+def test_the_built_server_takes_the_profile_s_after_idle_factors() -> None:
+    plain = profile_from_dict(synthetic(threads=(2,)))
+    assert (
+        build_server(
+            "p", Serving(warmup=True), plain, vcpus=2, cores=2.0, now=0.0, quota=None, weight=1.0
+        ).after_idle
+        is None
+    )
+    data = synthetic(threads=(2,))
+    data["defaults"]["after_idle"] = {"gap_s": [0.1, 1.0], "factor": [1.1, 1.3]}
+    profile = profile_from_dict(data)
+    server = build_server(
+        "p", Serving(warmup=True), profile, vcpus=2, cores=2.0, now=0.0, quota=None, weight=1.0
+    )
+    assert server.after_idle is not None and server.after_idle(0.55) == pytest.approx(1.2)

@@ -84,4 +84,5 @@ def build_server(
         weight=weight,
         width=m,
         random_entry=serving.discipline == "inter_op",
+        after_idle=profile.idle_factor if profile.after_idle else None,
     )

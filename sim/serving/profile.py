@@ -32,6 +32,9 @@ Schema (``schema_version: 3``), one mapping::
       model_load_s, cold_factor  # optional: SavedModel load time; first request / warm one
       served_sigma: float        # optional: a lone request's lognormal spread through the
                                  # served path (REST), a floor under the work's spread
+      after_idle:                # optional: a request that finds the server idle for gap_s
+        gap_s: [0.01, ...]       # (increasing, > 0) costs factor x a back-to-back one's work
+        factor: [1.02, ...]      # (> 0); interpolated from 1 at gap 0, held past the last gap
     quantiles: [0.05, ..., 0.5, ..., 0.99]      # increasing, in (0, 1), contains 0.5
     points:                      # per threads: a batch-1 ladder over concurrency, from 1
       - threads: 2               # batch > 1 only at concurrency 1 (batching's cost)
@@ -268,6 +271,9 @@ class Profile:
     model_load_s: float | None = None
     cold_factor: float | None = None
     served_sigma: float | None = None
+    after_idle: tuple[tuple[float, float], ...] = ()
+    """(gap_s, factor): a request arriving at a server idle for gap_s seconds does factor times
+    the work of one arriving back to back (``calibrate.idle``); empty: factor 1."""
     model: Mapping[str, Any] = field(default_factory=dict)
     provenance: Mapping[str, Any] = field(default_factory=dict)
     scaled_from: str | None = None
@@ -275,6 +281,8 @@ class Profile:
     origin: str = ""
     _ladders: tuple[_Ladder, ...] = field(init=False, repr=False)
     _amdahl: tuple[float, float] = field(init=False, repr=False)
+    _idle_gaps: list[float] = field(init=False, repr=False)
+    _idle_factors: list[float] = field(init=False, repr=False)
     _warned: set[str] = field(init=False, repr=False, default_factory=set)
     _tables: dict[tuple[float, int], tuple[list[float], list[float]]] = field(
         init=False, repr=False, default_factory=dict
@@ -290,6 +298,8 @@ class Profile:
         )
         object.__setattr__(self, "_ladders", ladders)
         object.__setattr__(self, "_amdahl", _fit_amdahl(ladders))
+        object.__setattr__(self, "_idle_gaps", [0.0] + [g for g, _ in self.after_idle])
+        object.__setattr__(self, "_idle_factors", [1.0] + [f for _, f in self.after_idle])
 
     # --- the model ----------------------------------------------------------------------------
 
@@ -373,6 +383,11 @@ class Profile:
         """Mean latency of a request with the server to itself."""
         return self.overhead_s + 1 / self.throughput(cores or self.default_threads, 1)
 
+    def idle_factor(self, gap: float) -> float:
+        """A request's work after the server has been idle ``gap`` seconds, relative to one
+        sent back to back (which the ladders measure)."""
+        return _lerp(self._idle_gaps, self._idle_factors, gap)
+
     def tables(self, cores: float, size: int) -> tuple[list[float], list[float]]:
         """For the data plane: per-request progress rate X(c, n)/n and CPU U(c, n) for
         n = 0 .. size - 1 (the rate is in requests/s of mean work 1; 0 at n = 0)."""
@@ -455,6 +470,7 @@ class Profile:
             model_load_s=self.model_load_s,
             cold_factor=self.cold_factor,
             served_sigma=self.served_sigma,
+            after_idle=self.after_idle,
             model=self.model,
             provenance=self.provenance,
             scaled_from=self.name if note_source else self.scaled_from,
@@ -475,6 +491,11 @@ class Profile:
             defaults["cold_factor"] = _round(self.cold_factor)
         if self.served_sigma is not None:
             defaults["served_sigma"] = _round(self.served_sigma)
+        if self.after_idle:
+            defaults["after_idle"] = {
+                "gap_s": [_round(g) for g, _ in self.after_idle],
+                "factor": [_round(f) for _, f in self.after_idle],
+            }
         return {
             "schema_version": SCHEMA_VERSION,
             "name": self.name,
@@ -586,6 +607,24 @@ def _point(raw: Any, i: int, nq: int, origin: str) -> Point:
     )
 
 
+def _after_idle(raw: Any, origin: str) -> tuple[tuple[float, float], ...]:
+    if raw is None:
+        return ()
+    where = "defaults.after_idle"
+    if not isinstance(raw, Mapping) or set(raw) != {"gap_s", "factor"}:
+        raise ProfileError(f"{origin}: {where} must be a mapping of gap_s and factor, got {raw!r}")
+    gaps, factors = raw["gap_s"], raw["factor"]
+    if not isinstance(gaps, list) or not isinstance(factors, list) or len(gaps) != len(factors):
+        raise ProfileError(f"{origin}: {where}: gap_s and factor must be lists of one length")
+    gap = [_number(g, origin, f"{where}.gap_s[{i}]", positive=True) for i, g in enumerate(gaps)]
+    if any(b <= a for a, b in itertools.pairwise(gap)):
+        raise ProfileError(f"{origin}: {where}.gap_s must increase, got {gaps!r}")
+    factor = [
+        _number(f, origin, f"{where}.factor[{i}]", positive=True) for i, f in enumerate(factors)
+    ]
+    return tuple(zip(gap, factor, strict=True))
+
+
 def _check_ladders(points: Sequence[Point], origin: str) -> None:
     """Per threads, a batch-1 ladder from concurrency 1; batch > 1 only at concurrency 1."""
     seen: dict[tuple[float, int, int], int] = {}
@@ -683,6 +722,7 @@ def profile_from_dict(data: Any, origin: str = "<profile>") -> Profile:
         model_load_s=opt("model_load_s"),
         cold_factor=opt("cold_factor"),
         served_sigma=opt("served_sigma"),
+        after_idle=_after_idle(defaults.get("after_idle"), origin),
         model=dict(data.get("model") or {}),
         provenance=dict(provenance),
         origin=origin,

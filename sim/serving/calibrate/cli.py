@@ -250,6 +250,15 @@ def calibrate(
             rich_help_panel=_LADDER,
         ),
     ] = None,
+    idle_rounds: Annotated[
+        int | None,
+        typer.Option(
+            help="rounds of lone requests after idle gaps of 0.01-0.9 s, about 10 s each "
+            "with ResNet101 on 2 cores: what a request costs after the server idled; 0 for "
+            "none [default: 3; --quick 2]",
+            rich_help_panel=_LADDER,
+        ),
+    ] = None,
     name: Annotated[
         str | None,
         typer.Option(help="profile name [default: resnet101-cpu-<cpu> / <family>-<machine>]"),
@@ -379,6 +388,7 @@ def calibrate(
             repeats=repeats,
             min_requests=min_requests,
             max_seconds=max_seconds,
+            idle_rounds=idle_rounds,
         )
         if derive_from is not None:
             data = _derive(
@@ -487,6 +497,7 @@ class Ladder:
     repeats: int | None = None
     min_requests: int | None = None
     max_seconds: float | None = None
+    idle_rounds: int | None = None
 
 
 def summary(target: Path, data: dict[str, Any]) -> str:
@@ -558,6 +569,7 @@ def _local(
         max_seconds=ladder.max_seconds,
         retry_seconds=retry_seconds,
         max_concurrency=ladder.max_concurrency,
+        idle_rounds=ladder.idle_rounds,
     )
     run = LocalRun(
         arch=arch,
@@ -639,6 +651,10 @@ def _endpoint(
         run.min_requests = ladder.min_requests
     if ladder.max_seconds is not None:
         run.max_seconds = max(ladder.max_seconds, run.seconds)
+    if ladder.idle_rounds is not None:
+        if ladder.idle_rounds < 0:
+            raise CalibrationError(f"--idle-rounds must be >= 0, got {ladder.idle_rounds}")
+        run.idle_rounds = ladder.idle_rounds
     with _progress(None, "endpoint") as progress:
         return run_endpoint(run, progress)
 

@@ -3,7 +3,8 @@
 Closed-loop clients with no think time, each on its own keep-alive connection as Locust's users
 are, post the lab's body (base64 JPEG, ``serving_preprocess``) to
 ``/v1/models/<model>[/versions/<v>]:predict`` up the concurrency ladder
-(:mod:`sim.serving.calibrate.ladder`), batch > 1 at concurrency 1. The server's CPU comes from
+(:mod:`sim.serving.calibrate.ladder`), batch > 1 at concurrency 1, then lone requests after
+idle gaps (:mod:`sim.serving.calibrate.idle`, latency only). The server's CPU comes from
 a source the user names: a local process (``/proc/PID/stat``), a cgroup (``cpu.stat``
 ``usage_usec``, v1 ``cpuacct.usage``) or a pod through the Kubernetes API (the kubelet's counter
 or metrics.k8s.io, :mod:`sim.serving.calibrate.podcpu`: each window then starts once the
@@ -34,6 +35,7 @@ from typing import Any
 
 from sim.serving.calibrate import CalibrationError, host, ladder, stats
 from sim.serving.calibrate.cpu import CgroupCpu, CpuError, CpuSource, ProcessCpu
+from sim.serving.calibrate.idle import after_idle, factors
 from sim.serving.calibrate.payload import LAB_SIGNATURE, payload_info, rest_body
 from sim.serving.calibrate.worker import METHOD, Callers, Window, spread_notices
 from sim.serving.profile import DEFAULT_QUANTILES, SCHEMA_VERSION, profile_from_dict
@@ -59,6 +61,8 @@ class EndpointRun:
     min_requests: int = 10
     max_seconds: float = 40.0
     warmup: int = 3
+    idle_rounds: int = 3
+    """Rounds of the after-idle measurement (:mod:`sim.serving.calibrate.idle`); 0: none."""
     cpu_pid: int | None = None
     cpu_cgroup: Path | None = None
     cpu_pod: str | None = None
@@ -333,6 +337,7 @@ def _measure(run: EndpointRun, cpu: CpuSource | None, report: Progress) -> dict[
             call = functools.partial(post, batch)
             with Callers(call, cpu_clock=cpu.seconds if cpu else None, busy_clock=None) as callers:
                 measure(callers, 1, batch)
+        idle_cost = after_idle(lambda: post(1), rounds=run.idle_rounds) if run.idle_rounds else None
     except (OSError, http.client.HTTPException) as error:
         raise CalibrationError(f"requests to {run.url}{predict_path} failed: {error}") from None
     finally:
@@ -366,6 +371,7 @@ def _measure(run: EndpointRun, cpu: CpuSource | None, report: Progress) -> dict[
             "overhead_s": 0.0,
             "idle_cpu_cores": idle,
             "cold_factor": first_s / statistics.median(lone),
+            **({"after_idle": factors(idle_cost)} if idle_cost else {}),
         },
         "quantiles": list(DEFAULT_QUANTILES),
         "points": points,
@@ -398,6 +404,7 @@ def _measure(run: EndpointRun, cpu: CpuSource | None, report: Progress) -> dict[
                 "1 when the server had already served requests",
             },
             "ladder": {"knee": ladder.knee(measured), "measured": measured},
+            **({"after_idle": idle_cost} if idle_cost else {}),
             **({"cpu_source": source_provenance()} if source_provenance else {}),
             "warnings": spread_notices(points, run.max_seconds),
             "elapsed_s": time.perf_counter() - began,

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from sim.serving.calibrate import CalibrationError, host, ladder
+from sim.serving.calibrate.idle import factors
 from sim.serving.calibrate.model import ARCHS, export, require_tensorflow, synthetic_jpeg
 from sim.serving.calibrate.payload import LAB_SIGNATURE, find_lab_image, payload_info
 from sim.serving.calibrate.worker import MARK, METHOD, SPREAD_TOLERANCE, spread_notices
@@ -47,6 +48,9 @@ class Grid:
     retry_seconds: float = 0.0
     """Time all workers together may spend re-measuring windows other processes disturbed."""
     max_concurrency: int = ladder.MAX_CONCURRENCY
+    idle_rounds: int = 3
+    """Rounds of :func:`sim.serving.calibrate.idle.after_idle` at the default thread count (0:
+    none); each takes about 10 s with ResNet101 on 2 cores."""
 
 
 def default_grid(quick: bool, cpus: int | None = None) -> Grid:
@@ -54,10 +58,11 @@ def default_grid(quick: bool, cpus: int | None = None) -> Grid:
     to 3 steps past its knee, batch 2, 4, 8 at concurrency 1, 4 s windows in 3 repeats extended
     up to 12 s, up to 120 s of re-measuring disturbed windows; ``quick``: threads 1 and all
     CPUs, batch 2, 1.5 s windows in 2 repeats extended up to 3 s, 20 s of re-measuring. For
-    ResNet101 on 2 cores they take about 4-7 and 1.5-2 minutes."""
+    ResNet101 on 2 cores they take about 4-7 and 1.5-2 minutes, with the after-idle cost
+    measured in 3 and 2 rounds (30 and 20 s)."""
     cpus = cpus or len(host.usable_cpus())
     if quick:
-        return Grid(tuple(sorted({1, cpus})), None, (2,), 1.5, 2, 4, 3.0, 20.0)
+        return Grid(tuple(sorted({1, cpus})), None, (2,), 1.5, 2, 4, 3.0, 20.0, idle_rounds=2)
     threads = {1, cpus}
     t = 2
     while t < cpus:
@@ -107,6 +112,8 @@ def validate(run: LocalRun) -> None:
         )
     if grid.max_concurrency < 1:
         raise CalibrationError(f"--max-concurrency must be >= 1, got {grid.max_concurrency}")
+    if grid.idle_rounds < 0:
+        raise CalibrationError(f"--idle-rounds must be >= 0, got {grid.idle_rounds}")
     if grid.retry_seconds < 0:
         raise CalibrationError(f"--retry-seconds must be >= 0, got {grid.retry_seconds}")
     if grid.seconds <= 0 or grid.max_seconds < grid.seconds or grid.repeats < 1:
@@ -151,6 +158,8 @@ def _worker(
                     loaded["knee"] = record.get("knee")
                 elif event == "point":
                     points.append(record["point"])
+                elif event == "after_idle":
+                    loaded["after_idle"] = record
                 progress(event, record)
         finally:
             code = proc.wait()
@@ -187,6 +196,8 @@ def run_local(run: LocalRun, progress: Progress | None = None) -> dict[str, Any]
         export_s = time.perf_counter() - started
         per_threads: list[dict[str, Any]] = []
         points: list[dict[str, Any]] = []
+        default_threads = min(len(host.usable_cpus()), max(grid.threads))
+        idle_at = min(grid.threads, key=lambda t: abs(t - default_threads))
         for threads in grid.threads:
             config = {
                 "saved_model": str(saved),
@@ -204,11 +215,11 @@ def run_local(run: LocalRun, progress: Progress | None = None) -> dict[str, Any]
                 "quantiles": list(DEFAULT_QUANTILES),
                 "quiet_cores": QUIET_CORES,
                 "retry_seconds": grid.retry_seconds / len(grid.threads),
+                "idle_rounds": grid.idle_rounds if threads == idle_at else 0,
             }
             loaded, measured = _worker(config, report, scratch / f"worker-{threads}.log")
             per_threads.append(loaded)
             points.extend(measured)
-    cpus = len(host.usable_cpus())
     noisy = [p for p in points if (p.get("background_cpu_cores") or 0) > QUIET_CORES]
     notices = []
     if noisy:
@@ -219,8 +230,8 @@ def run_local(run: LocalRun, progress: Progress | None = None) -> dict[str, Any]
             "inflated (see points[].background_cpu_cores); measure on a quiet machine"
         )
     notices += spread_notices(points, grid.max_seconds)
-    default_threads = min(cpus, max(grid.threads))
     at_default = min(per_threads, key=lambda r: abs(r["threads"] - default_threads))
+    idle = next((r for r in per_threads if "after_idle" in r), None)
     cpu_slug = host.slug(info)
     stem = {"resnet101": "resnet101", "tiny": "tiny-cnn"}[run.arch]
     data = {
@@ -245,6 +256,7 @@ def run_local(run: LocalRun, progress: Progress | None = None) -> dict[str, Any]
             "idle_cpu_cores": at_default["idle_cpu_cores"],
             "model_load_s": at_default["model_load_s"],
             "cold_factor": at_default["first_request_s"] / at_default["warm_request_s"],
+            **({"after_idle": factors(idle["after_idle"])} if idle else {}),
         },
         "quantiles": list(DEFAULT_QUANTILES),
         "points": points,
@@ -285,9 +297,10 @@ def run_local(run: LocalRun, progress: Progress | None = None) -> dict[str, Any]
                 for r in per_threads
             ],
             "per_threads": [
-                {k: v for k, v in r.items() if k not in ("outputs", "ladder", "knee")}
+                {k: v for k, v in r.items() if k not in ("outputs", "ladder", "knee", "after_idle")}
                 for r in per_threads
             ],
+            **({"after_idle": {"threads": idle["threads"], **idle["after_idle"]}} if idle else {}),
             "warnings": notices,
             "export_s": export_s,
             "elapsed_s": time.perf_counter() - began,
@@ -320,6 +333,7 @@ def grid_with(
     max_seconds: float | None = None,
     retry_seconds: float | None = None,
     max_concurrency: int | None = None,
+    idle_rounds: int | None = None,
 ) -> Grid:
     """``base`` with the given fields replaced (the CLI's overrides). ``concurrency`` fixes the
     ladder; batch 1 in ``batch`` is implied (it is the ladder) and dropped."""
@@ -333,6 +347,7 @@ def grid_with(
         max(max_seconds if max_seconds is not None else base.max_seconds, seconds or 0.0),
         retry_seconds if retry_seconds is not None else base.retry_seconds,
         max_concurrency if max_concurrency is not None else base.max_concurrency,
+        idle_rounds if idle_rounds is not None else base.idle_rounds,
     )
 
 
@@ -391,6 +406,14 @@ def pool_passes(
     for name in ("idle_cpu_cores", "model_load_s", "cold_factor"):
         if all(name in d["defaults"] for d in passes):
             pooled["defaults"][name] = mean([d["defaults"][name] for d in passes])
+    idle = [d["defaults"].get("after_idle") for d in passes]
+    pooled["defaults"].pop("after_idle", None)
+    if all(i is not None and i["gap_s"] == idle[0]["gap_s"] for i in idle):
+        factors = zip(*(i["factor"] for i in idle), strict=True)
+        pooled["defaults"]["after_idle"] = {
+            "gap_s": idle[0]["gap_s"],
+            "factor": [mean(f) for f in factors],
+        }
     provenance = dict(passes[0]["provenance"])
     provenance["pooled"] = (
         f"{len(passes)} passes: each point's throughput, CPU and latency quantiles are their "
@@ -404,6 +427,7 @@ def pool_passes(
                 f"{p['threads']}/{p['concurrency']}/{p['batch']}": p["throughput_rps"]
                 for p in d["points"]
             },
+            "after_idle_factor": d["defaults"].get("after_idle", {}).get("factor"),
             "lone_p50_s": [
                 p["latency_s"][DEFAULT_QUANTILES.index(0.5)]
                 for p in d["points"]

@@ -5,9 +5,10 @@ Run as ``python -m sim.serving.calibrate.worker CONFIG_JSON`` by
 intra- and inter-op pools to ``threads`` before TensorFlow starts (they cannot change
 afterwards, as in TF Serving, which sizes both pools from the machine's cores), loads the model,
 then climbs the batch-1 concurrency ladder (:mod:`sim.serving.calibrate.ladder`) with
-closed-loop callers (:class:`Callers`) and measures each batch > 1 at concurrency 1. Each point's
-throughput is requests completed over the window, its CPU the process's CPU time (user + sys)
-over the window, in cores.
+closed-loop callers (:class:`Callers`), measures the after-idle cost when the config asks
+(``idle_rounds``, :mod:`sim.serving.calibrate.idle`) and each batch > 1 at concurrency 1.
+Each point's throughput is requests completed over the window, its CPU the process's CPU time
+(user + sys) over the window, in cores.
 
 Other processes' CPU use is measured over every window (``/proc/stat`` minus this process); a
 window during which they used more than ``quiet_cores`` is measured again while the worker's
@@ -31,6 +32,7 @@ from typing import Any
 from sim.serving.calibrate import ladder, stats
 from sim.serving.calibrate.cpu import busy_cpu_seconds
 from sim.serving.calibrate.host import usable_cpus
+from sim.serving.calibrate.idle import after_idle
 
 MARK = "@@scalelab "
 SPREAD_TOLERANCE = 0.05
@@ -412,6 +414,9 @@ def main(config: dict[str, Any]) -> None:
             cap=int(config.get("max_concurrency", ladder.MAX_CONCURRENCY)),
             fixed=config.get("concurrency"),
         )
+    if config.get("idle_rounds"):  # with the callers gone: the server must be idle
+        rounds = int(config["idle_rounds"])
+        emit("after_idle", **after_idle(call_with(one), rounds=rounds, cpu=time.process_time))
     for batch in config.get("batch", []):
         with Callers(call_with(payload(batch))) as callers:
             window = quietest(callers, 1, config, budget, retry(1, batch))
