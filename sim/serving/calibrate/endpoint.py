@@ -4,16 +4,16 @@ Closed-loop clients with no think time, each on its own keep-alive connection as
 are, post the lab's body (base64 JPEG, ``serving_preprocess``) to
 ``/v1/models/<model>[/versions/<v>]:predict`` up the concurrency ladder
 (:mod:`sim.serving.calibrate.ladder`), batch > 1 at concurrency 1, then lone requests after
-idle gaps (:mod:`sim.serving.calibrate.idle`, latency only). The server's CPU comes from
-a source the user names: a local process (``/proc/PID/stat``), a cgroup (``cpu.stat``
-``usage_usec``, v1 ``cpuacct.usage``) or a pod through the Kubernetes API (the kubelet's counter
-or metrics.k8s.io, :mod:`sim.serving.calibrate.podcpu`: each window then starts once the
-source has caught up with the new load and spans several of its resolutions); without one it is
-unmeasured and every point says the server kept its ``cores`` busy (intra-op threads spin while
-any request is in flight). The
-round trip of the model-status GET is recorded (provenance), but ``overhead_s`` is 0: the callers'
-throughput and latency already include the network and HTTP. Stdlib only, but for a pod's CPU
-(the kubernetes client, imported only then).
+idle gaps (:mod:`sim.serving.calibrate.idle`; their CPU too from a process or cgroup). The
+server's CPU comes from a source the user names: a local process (``/proc/PID/stat``), a
+cgroup (``cpu.stat`` ``usage_usec``, v1 ``cpuacct.usage``) or a pod through the Kubernetes API
+(the kubelet's counter or metrics.k8s.io, :mod:`sim.serving.calibrate.podcpu`: each window then
+starts once the source has caught up with the new load and spans several of its resolutions);
+without one it is unmeasured and every point says the server kept its ``cores`` busy (intra-op
+threads spin while any request is in flight). The round trip of the model-status GET is
+recorded (provenance), but ``overhead_s`` is 0: the callers' throughput and latency already
+include the network and HTTP. Stdlib only, but for a pod's CPU (the kubernetes client,
+imported only then).
 """
 
 from __future__ import annotations
@@ -337,7 +337,11 @@ def _measure(run: EndpointRun, cpu: CpuSource | None, report: Progress) -> dict[
             call = functools.partial(post, batch)
             with Callers(call, cpu_clock=cpu.seconds if cpu else None, busy_clock=None) as callers:
                 measure(callers, 1, batch)
-        idle_cost = after_idle(lambda: post(1), rounds=run.idle_rounds) if run.idle_rounds else None
+        idle_cost = None
+        if run.idle_rounds:
+            # per request: a process's or a cgroup's counter, not a pod's metrics (10 s or more)
+            exact = cpu.seconds if cpu is not None and cpu.resolution_s < 0.1 else None
+            idle_cost = after_idle(lambda: post(1), rounds=run.idle_rounds, cpu=exact)
     except (OSError, http.client.HTTPException) as error:
         raise CalibrationError(f"requests to {run.url}{predict_path} failed: {error}") from None
     finally:
