@@ -468,9 +468,10 @@ def _rest_overhead(
     """An in-process profile has no REST: what the REST path adds to a lone request is each
     round's median of :func:`_lone_times` less the lone median of the calibration pass just
     before it after the same idle time (:func:`_lone_median`; paired in time, so the machine's
-    drift between rounds cancels), averaged over the rounds; it is carried as the profile's ``overhead_s``, and the spread of all those
-    requests' server part as its ``served_sigma`` (assumption: the served path's variability
-    is the server's work, HTTP and JSON on its threads, so it queues like work)."""
+    drift between rounds cancels), averaged over the rounds; it is carried as the profile's
+    ``overhead_s``, and the spread of all those requests' server part as its ``served_sigma``
+    (assumption: the served path's variability is the server's work, HTTP and JSON on its
+    threads, so it queues like work)."""
     from sim.serving.fidelity import served_spread
 
     medians = [statistics.median(times) for times, _ in rounds]
