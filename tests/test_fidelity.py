@@ -256,7 +256,8 @@ def test_resnet101_short_ladder_real_against_simulated(tmp_path: Path) -> None:
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     cores = len(usable_cpus())
-    grid = dataclasses.replace(grid_with(default_grid(quick=True), threads=[cores]), batch=())
+    grid = grid_with(default_grid(quick=True), threads=[cores], idle_rounds=1)
+    grid = dataclasses.replace(grid, batch=())
     run = LocalRun(grid=grid, export_dir=tmp_path / "model", command="test")
     profile = dump_profile(run_local(run), tmp_path / "profile.yaml")
     out = tmp_path / "fidelity"
