@@ -720,6 +720,7 @@ def test_tiny_model_calibration_end_to_end(tmp_path: Path) -> None:
     measured = prov["after_idle"]["measured"]
     assert prov["after_idle"]["threads"] == 1 and measured["gap_s"] == [0.0, *GAPS]
     assert measured["n"] == [4] * 6 and all(c > 0 for c in measured["cpu_s"])
+    assert "after idle (work x back to back's): 0.01 s " in shown
 
 
 @pytest.mark.resnet

@@ -536,6 +536,13 @@ def summary(target: Path, data: dict[str, Any]) -> str:
                     for p in batches
                 )
             )
+    idle = data["defaults"].get("after_idle")
+    if idle:
+        pairs = zip(idle["gap_s"], idle["factor"], strict=True)
+        lines.append(
+            "  after idle (work x back to back's): "
+            + ", ".join(f"{g:g} s {f:.2f}" for g, f in pairs)
+        )
     cpu = (data["provenance"].get("method") or {}).get("cpu")
     if cpu:
         lines.append(f"  cpu: {cpu}")
