@@ -439,6 +439,11 @@ def test_missing_tensorflow_says_how_to_install_it(
         (["--endpoint", "http://127.0.0.1:9", "--cores", "4", "--cpu-cgroup", "."], "cpu.stat"),
         (["--derive-from", "absent.yaml"], "cannot read profile"),
         (["--endpoint", "http://127.0.0.1:9", "--machine-type", "z9-mega"], "unknown machine"),
+        (["--idle-rounds", "-1"], "'--idle-rounds'"),
+        (
+            ["--endpoint", "http://127.0.0.1:9", "--cores", "4", "--idle-rounds", "-1"],
+            "idle-rounds",
+        ),
     ],
 )
 def test_errors_exit_2_without_a_traceback(args: list[str], message: str, tmp_path: Path) -> None:

@@ -256,6 +256,7 @@ def calibrate(
             help="rounds of lone requests after idle gaps of 0.01-0.9 s, about 10 s each "
             "with ResNet101 on 2 cores: what a request costs after the server idled; 0 for "
             "none [default: 3; --quick 2]",
+            min=0,
             rich_help_panel=_LADDER,
         ),
     ] = None,
@@ -659,8 +660,6 @@ def _endpoint(
     if ladder.max_seconds is not None:
         run.max_seconds = max(ladder.max_seconds, run.seconds)
     if ladder.idle_rounds is not None:
-        if ladder.idle_rounds < 0:
-            raise CalibrationError(f"--idle-rounds must be >= 0, got {ladder.idle_rounds}")
         run.idle_rounds = ladder.idle_rounds
     with _progress(None, "endpoint") as progress:
         return run_endpoint(run, progress)

@@ -409,10 +409,10 @@ def pool_passes(
     idle = [d["defaults"].get("after_idle") for d in passes]
     pooled["defaults"].pop("after_idle", None)
     if all(i is not None and i["gap_s"] == idle[0]["gap_s"] for i in idle):
-        factors = zip(*(i["factor"] for i in idle), strict=True)
+        by_gap = zip(*(i["factor"] for i in idle), strict=True)
         pooled["defaults"]["after_idle"] = {
             "gap_s": idle[0]["gap_s"],
-            "factor": [mean(f) for f in factors],
+            "factor": [mean(f) for f in by_gap],
         }
     provenance = dict(passes[0]["provenance"])
     provenance["pooled"] = (
