@@ -475,10 +475,12 @@ def _rest_overhead(
     from sim.serving.fidelity import served_spread
 
     medians = [statistics.median(times) for times, _ in rounds]
-    overheads = [max(0.0, m - inside) for m, (_, inside) in zip(medians, rounds, strict=True)]
-    overhead = sum(overheads) / len(overheads)
+    # a round may read the API faster than the pass (noise): clamping each round at 0 before
+    # averaging would bias the mean up, so only the mean is kept at 0 or more
+    overheads = [m - inside for m, (_, inside) in zip(medians, rounds, strict=True)]
+    overhead = max(0.0, sum(overheads) / len(overheads))
     parts = [
-        t - o - profile.overhead_s
+        t - max(0.0, o) - profile.overhead_s
         for (times, _), o in zip(rounds, overheads, strict=True)
         for t in times
     ]

@@ -252,7 +252,7 @@ class DataPlane:
                     top = server.top
                     server.virtual += server.shared[len(jobs)] * dt
                     server.clock += dt
-                    server.cpu_seconds += server.burn[n if n < top else top] * dt
+                    server.cpu_seconds += server.burn[n if n < top else top] * dt * server.cpu_scale
                     server.last = t
                 first = jobs[0]
                 left = first[0] - server.virtual
@@ -442,6 +442,7 @@ class DataPlane:
             median, spread, overhead = server.work_median, server.spread, server.overhead
             jobs, n, cold, served = server.jobs, server.n, server.cold_left, server.served
             after_idle, idle_since = server.after_idle, server.idle_since
+            after_idle_cpu, scale = server.after_idle_cpu, server.cpu_scale
             virtual, clock, cpu, last = (
                 server.virtual,
                 server.clock,
@@ -461,17 +462,22 @@ class DataPlane:
                     if cold:
                         cold -= 1
                         work *= server.cold_factor
-                    if not n and after_idle is not None:
-                        work *= after_idle(t - idle_since)
                     dt = t - last
                     if dt > 0.0:  # server.advance(t)
                         if n:
                             virtual += shared[n] * dt
                             clock += dt
-                            cpu += burn[n] * dt
+                            cpu += burn[n] * dt * scale
                         else:
                             cpu += burn[0] * dt
                         last = t
+                    if n:  # server.push's after-idle cost
+                        scale = 1.0
+                    elif after_idle is not None:
+                        factor = after_idle(t - idle_since)
+                        work *= factor
+                        if after_idle_cpu is not None:
+                            scale = after_idle_cpu(t - idle_since) / factor
                     push(jobs, (virtual + work, next(seq), t, None, 0))
                     if n and shared[n + 1] <= shared[n] and jobs[0][1] == head:
                         n += 1  # the scheduled completion stays (see _serve)
@@ -492,7 +498,7 @@ class DataPlane:
                 if dt > 0.0:
                     virtual += shared[n] * dt
                     clock += dt
-                    cpu += burn[n] * dt
+                    cpu += burn[n] * dt * scale
                     last = t
                 first = jobs[0]
                 left = first[0] - virtual
@@ -521,7 +527,7 @@ class DataPlane:
                 else:
                     due = _INF
             server.n, server.cold_left, server.served = n, cold, served
-            server.idle_since = idle_since
+            server.idle_since, server.cpu_scale = idle_since, scale
             server.virtual, server.clock, server.cpu_seconds = virtual, clock, cpu
             server.last, server.head, server.due = last, head, when
             if server.generation != generation:

@@ -690,7 +690,7 @@ def test_tiny_model_calibration_end_to_end(tmp_path: Path) -> None:
         tmp_path,
         "--model-arch", "tiny", "--threads", "1", "--max-concurrency", "6", "--batch", "2",
         "--seconds", "0.3", "--repeats", "2", "--min-requests", "5", "--max-seconds", "0.6",
-        "--idle-rounds", "1",
+        "--idle-rounds", "2",
         timeout=120,
     )  # fmt: skip
     assert (export_dir / "1" / "saved_model.pb").is_file()
@@ -725,6 +725,9 @@ def test_tiny_model_calibration_end_to_end(tmp_path: Path) -> None:
     measured = prov["after_idle"]["measured"]
     assert prov["after_idle"]["threads"] == 1 and measured["gap_s"] == [0.0, *GAPS]
     assert measured["n"] == [4] * 6 and all(c > 0 for c in measured["cpu_s"])
+    # the CPU's own factor, from the same requests' CPU (process_time here)
+    cpus = measured["cpu_s"]
+    assert idle["cpu_factor"] == pytest.approx([c / cpus[0] for c in cpus[1:]], rel=1e-4)
     assert "after idle (work x back to back's): 0.01 s " in shown
 
 
@@ -775,6 +778,25 @@ def test_after_idle_is_each_gap_s_median_over_back_to_back() -> None:
         after_idle(call, block=1)
 
 
+def test_after_idle_cpu_factor_is_each_gap_s_median_cpu_over_back_to_back() -> None:
+    """The CPU counter advances 10 ms a request, 15 ms after 0.2 s idle or more: the CPU
+    factors read exactly 1 and 1.5; by default 6 rounds of blocks of 3 keep 12 a gap, from
+    6 moments (a disturbed second moves one block of them)."""
+    slept: list[float] = []
+    last, burnt = [0.0], [0.0]
+
+    def call() -> None:
+        burnt[0] += 0.015 if sum(slept) - last[0] >= 0.2 else 0.01
+        last[0] = sum(slept)
+
+    result = after_idle(call, gaps=(0.05, 0.3, 1.0), cpu=lambda: burnt[0], sleep=slept.append)
+    assert result["cpu_factor"] == pytest.approx([1.0, 1.5, 1.5])
+    assert result["measured"]["cpu_s"] == pytest.approx([0.01, 0.01, 0.015, 0.015])
+    assert result["measured"]["n"] == [12] * 4 and len(slept) == 6 * 3 * 3
+    assert factors(result)["cpu_factor"] == result["cpu_factor"]
+    assert "cpu_factor" not in after_idle(call, gaps=(0.3,), rounds=1, sleep=slept.append)
+
+
 def test_endpoint_calibration_measures_the_after_idle_cost(
     fake_serving: str, image: Path, tmp_path: Path
 ) -> None:
@@ -784,7 +806,7 @@ def test_endpoint_calibration_measures_the_after_idle_cost(
     try:
         out = tmp_path / "idle.yaml"
         args = ["--endpoint", fake_serving, "--cores", "2", "--concurrency", "1,2"]
-        args += [*WINDOW[:-2], "--idle-rounds", "1", "--image", str(image), "-o", str(out)]
+        args += [*WINDOW[:-2], "--idle-rounds", "2", "--image", str(image), "-o", str(out)]
         done = invoke(*args)
     finally:
         FakeServing.after_idle = 0.0
@@ -836,5 +858,11 @@ def test_pooled_passes_are_the_mean_machine_and_keep_each_pass() -> None:
         [1.0, 1.1],
         [1.2, 1.3],
     ]
+    # the CPU factors too, when every pass has them
+    assert "cpu_factor" not in idle
+    slow["defaults"]["after_idle"]["cpu_factor"] = [1.0, 1.0]
+    fast["defaults"]["after_idle"]["cpu_factor"] = [1.2, 1.4]
+    idle = pool_passes([slow, fast], [3, 1])["defaults"]["after_idle"]
+    assert idle["cpu_factor"] == pytest.approx([1.05, 1.1])
     del fast["defaults"]["after_idle"]
     assert "after_idle" not in pool_passes([slow, fast])["defaults"]

@@ -166,7 +166,11 @@ def test_round_trip_is_byte_stable(tmp_path: Path, suffix: str) -> None:
     data["points"][0].update(spread={"p50": 0.01, "p95": 0.02}, repeats=3)
     data["points"][1]["background_cpu_cores"] = 0.05
     data["defaults"].update(model_load_s=8.0, cold_factor=3.5)
-    data["defaults"]["after_idle"] = {"gap_s": [0.03, 0.9], "factor": [0.95, 1.12]}
+    data["defaults"]["after_idle"] = {
+        "gap_s": [0.03, 0.9],
+        "factor": [0.95, 1.12],
+        "cpu_factor": [0.97, 1.05],
+    }
     first = dump_profile(data, tmp_path / f"p{suffix}")
     if suffix == ".json":
         json.loads(first.read_text())
@@ -178,6 +182,7 @@ def test_round_trip_is_byte_stable(tmp_path: Path, suffix: str) -> None:
     assert loaded.points[0].repeats == 3 and loaded.points[1].background_cpu_cores == 0.05
     assert (loaded.model_load_s, loaded.cold_factor) == (8.0, 3.5)
     assert loaded.after_idle == ((0.03, 0.95), (0.9, 1.12))
+    assert loaded.after_idle_cpu == (0.97, 1.05)
     original = profile_from_dict(data)
     for c, n in [(1, 1), (1.5, 3), (2, 4)]:  # five significant digits survive the trip
         assert loaded.throughput(c, n) == pytest.approx(original.throughput(c, n), rel=1e-4)
@@ -246,11 +251,30 @@ def _drop_lone(data: dict[str, Any]) -> None:
         (lambda d: d["defaults"].update(overhead_s=-1), "defaults.overhead_s must be >= 0"),
         (
             lambda d: d["defaults"].update(after_idle=[1.1]),
-            r"defaults\.after_idle must be a mapping of gap_s and factor, got \[1\.1\]",
+            r"defaults\.after_idle must be a mapping of gap_s, factor and optionally "
+            r"cpu_factor, got \[1\.1\]",
         ),
         (
             lambda d: d["defaults"].update(after_idle={"gap_s": [0.1, 1], "factor": [1.1]}),
-            "gap_s and factor must be lists of one length",
+            "gap_s, factor must be lists of one length",
+        ),
+        (
+            lambda d: d["defaults"].update(
+                after_idle={"gap_s": [0.1], "factor": [1.1], "cpu_factor": [1, 1]}
+            ),
+            "gap_s, factor and cpu_factor must be lists of one length",
+        ),
+        (
+            lambda d: d["defaults"].update(
+                after_idle={"gap_s": [0.1], "factor": [1.1], "cpu": [1.0]}
+            ),
+            "optionally cpu_factor, got",
+        ),
+        (
+            lambda d: d["defaults"].update(
+                after_idle={"gap_s": [0.5], "factor": [1.1], "cpu_factor": [0]}
+            ),
+            r"defaults\.after_idle\.cpu_factor\[0\] must be > 0",
         ),
         (
             lambda d: d["defaults"].update(after_idle={"gap_s": [1, 0.1], "factor": [1, 1]}),
@@ -294,6 +318,11 @@ def test_the_after_idle_factor_is_one_back_to_back_and_bounded_by_the_measured(
     assert min(1.0, *factors) - 1e-12 <= profile.idle_factor(gap) <= max(1.0, *factors) + 1e-12
     assert profile.idle_factor(gaps[-1] + gap) == pytest.approx(factors[-1])
     assert profile_from_dict(synthetic()).idle_factor(gap) == 1.0  # none measured
+    # without a CPU factor of its own the CPU follows the work; with one, the same rule
+    assert profile.idle_cpu_factor(gap) == profile.idle_factor(gap)
+    data["defaults"]["after_idle"]["cpu_factor"] = [1 + (f - 1) / 2 for f in factors]
+    halved = profile_from_dict(data)
+    assert halved.idle_cpu_factor(gap) - 1 == pytest.approx((profile.idle_factor(gap) - 1) / 2)
 
 
 def test_file_errors_name_the_file(tmp_path: Path) -> None:

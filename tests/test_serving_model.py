@@ -356,6 +356,48 @@ def test_a_request_that_finds_the_server_idle_pays_for_the_gap() -> None:
     assert server.cpu_seconds == pytest.approx(0.52 + 0.6 + 0.41)
 
 
+def after_idle_cpu(gap: float) -> float:
+    """The CPU grows half as much as the work: 1.25 after a second or more idle."""
+    return 1.0 + 0.25 * min(gap, 1.0)
+
+
+def test_a_lone_request_after_idle_burns_the_cpu_factor_of_its_work() -> None:
+    """The same requests as above with a CPU factor of their own: the latencies stand, and each
+    burns 0.4 s x its CPU factor (1.15, 1.25, 1.0125), not its whole time (in process here the
+    CPU after idle grew 0.03-0.1 less than the latency)."""
+    server = make_server(
+        parallel(0.4), sigma=0.0, after_idle=after_idle, after_idle_cpu=after_idle_cpu
+    )
+    done = responses(server, [0.6, 2.3, 2.95], 10.0)
+    assert [lat for _, lat in done] == pytest.approx([0.52, 0.6, 0.41])
+    assert server.cpu_seconds == pytest.approx(0.4 * (1.15 + 1.25 + 1.0125))
+
+
+def test_the_cpu_factor_ends_when_another_request_joins() -> None:
+    """Two cores: A pays 1.5 x the work and 1.25 x the CPU for its idle second; B joins at 1.1,
+    and from then both burn U(2) = 2 cores as back-to-back requests do. Only A's 0.1 s alone is
+    scaled, by 1.25 / 1.5."""
+    kw = {"cores": 2.0, "sigma": 0.0, "after_idle": after_idle}
+    plain = make_server(parallel(0.4), **kw)  # type: ignore[arg-type]
+    scaled = make_server(parallel(0.4), after_idle_cpu=after_idle_cpu, **kw)  # type: ignore[arg-type]
+    assert responses(scaled, [1.0, 1.1], 10.0) == responses(plain, [1.0, 1.1], 10.0)
+    assert plain.cpu_seconds - scaled.cpu_seconds == pytest.approx(0.1 * (1 - 1.25 / 1.5))
+
+
+def test_a_closed_loop_user_burns_the_cpu_factor_as_open_loop_arrivals_do() -> None:
+    """The ``_serve`` / ``pop_done`` path: 0.6 s and 1.18 s idle, CPU 0.4 x (1.15 + 1.25)."""
+    p, log = logged()
+    server = make_server(
+        parallel(0.4), sigma=0.0, after_idle=after_idle, after_idle_cpu=after_idle_cpu
+    )
+    p.add_endpoint(server)
+    p.advance_to(0.6)
+    p.spawn_user(lambda: 1.18)
+    p.advance_to(2.9)
+    assert [lat for _, lat in log.ok] == pytest.approx([0.52, 0.6])
+    assert server.cpu_seconds == pytest.approx(0.4 * (1.15 + 1.25))
+
+
 def test_a_request_that_finds_the_server_busy_does_not() -> None:
     # two cores: the first pays 1.5 x (idle 1 s), the second joins it at 1.1 and does not
     server = make_server(parallel(0.4), cores=2.0, sigma=0.0, after_idle=after_idle)
@@ -412,3 +454,11 @@ def test_the_built_server_takes_the_profile_s_after_idle_factors() -> None:
         "p", Serving(warmup=True), profile, vcpus=2, cores=2.0, now=0.0, quota=None, weight=1.0
     )
     assert server.after_idle is not None and server.after_idle(0.55) == pytest.approx(1.2)
+    assert server.after_idle_cpu is None  # no CPU factor measured: the CPU follows the work
+    data["defaults"]["after_idle"]["cpu_factor"] = [1.05, 1.1]
+    server = build_server(
+        "p", Serving(warmup=True), profile_from_dict(data), vcpus=2, cores=2.0, now=0.0,
+        quota=None, weight=1.0,
+    )  # fmt: skip
+    assert server.after_idle_cpu is not None
+    assert server.after_idle_cpu(0.55) == pytest.approx(1.075)

@@ -85,4 +85,5 @@ def build_server(
         width=m,
         random_entry=serving.discipline == "inter_op",
         after_idle=profile.idle_factor if profile.after_idle else None,
+        after_idle_cpu=profile.idle_cpu_factor if profile.after_idle_cpu else None,
     )

@@ -35,6 +35,8 @@ Schema (``schema_version: 3``), one mapping::
       after_idle:                # optional: a request that finds the server idle for gap_s
         gap_s: [0.01, ...]       # (increasing, > 0) costs factor x a back-to-back one's work
         factor: [1.02, ...]      # (> 0); interpolated from 1 at gap 0, held past the last gap
+        cpu_factor: [1.01, ...]  # optional (> 0): its CPU, x a back-to-back one's; absent: the
+                                 # CPU follows the work (factor)
     quantiles: [0.05, ..., 0.5, ..., 0.99]      # increasing, in (0, 1), contains 0.5
     points:                      # per threads: a batch-1 ladder over concurrency, from 1
       - threads: 2               # batch > 1 only at concurrency 1 (batching's cost)
@@ -274,6 +276,9 @@ class Profile:
     after_idle: tuple[tuple[float, float], ...] = ()
     """(gap_s, factor): a request arriving at a server idle for gap_s seconds does factor times
     the work of one arriving back to back (``calibrate.idle``); empty: factor 1."""
+    after_idle_cpu: tuple[float, ...] = ()
+    """Per gap of ``after_idle``, its CPU over a back-to-back one's; empty: as its work. In
+    process here the CPU after idle grew 0.03-0.1 less than the latency."""
     model: Mapping[str, Any] = field(default_factory=dict)
     provenance: Mapping[str, Any] = field(default_factory=dict)
     scaled_from: str | None = None
@@ -283,6 +288,7 @@ class Profile:
     _amdahl: tuple[float, float] = field(init=False, repr=False)
     _idle_gaps: list[float] = field(init=False, repr=False)
     _idle_factors: list[float] = field(init=False, repr=False)
+    _idle_cpu: list[float] = field(init=False, repr=False)
     _warned: set[str] = field(init=False, repr=False, default_factory=set)
     _tables: dict[tuple[float, int], tuple[list[float], list[float]]] = field(
         init=False, repr=False, default_factory=dict
@@ -300,6 +306,9 @@ class Profile:
         object.__setattr__(self, "_amdahl", _fit_amdahl(ladders))
         object.__setattr__(self, "_idle_gaps", [0.0] + [g for g, _ in self.after_idle])
         object.__setattr__(self, "_idle_factors", [1.0] + [f for _, f in self.after_idle])
+        object.__setattr__(self, "_idle_cpu", [1.0, *self.after_idle_cpu])
+        if self.after_idle_cpu and len(self.after_idle_cpu) != len(self.after_idle):
+            raise ValueError(f"{self.name}: after_idle_cpu needs one factor per after_idle gap")
 
     # --- the model ----------------------------------------------------------------------------
 
@@ -388,6 +397,13 @@ class Profile:
         sent back to back (which the ladders measure)."""
         return _lerp(self._idle_gaps, self._idle_factors, gap)
 
+    def idle_cpu_factor(self, gap: float) -> float:
+        """The CPU of a request after ``gap`` seconds idle, relative to one sent back to back;
+        without a measured CPU factor, as its work."""
+        if not self.after_idle_cpu:
+            return self.idle_factor(gap)
+        return _lerp(self._idle_gaps, self._idle_cpu, gap)
+
     def tables(self, cores: float, size: int) -> tuple[list[float], list[float]]:
         """For the data plane: per-request progress rate X(c, n)/n and CPU U(c, n) for
         n = 0 .. size - 1 (the rate is in requests/s of mean work 1; 0 at n = 0)."""
@@ -471,6 +487,7 @@ class Profile:
             cold_factor=self.cold_factor,
             served_sigma=self.served_sigma,
             after_idle=self.after_idle,
+            after_idle_cpu=self.after_idle_cpu,
             model=self.model,
             provenance=self.provenance,
             scaled_from=self.name if note_source else self.scaled_from,
@@ -496,6 +513,8 @@ class Profile:
                 "gap_s": [_round(g) for g, _ in self.after_idle],
                 "factor": [_round(f) for _, f in self.after_idle],
             }
+            if self.after_idle_cpu:
+                defaults["after_idle"]["cpu_factor"] = [_round(f) for f in self.after_idle_cpu]
         return {
             "schema_version": SCHEMA_VERSION,
             "name": self.name,
@@ -607,22 +626,36 @@ def _point(raw: Any, i: int, nq: int, origin: str) -> Point:
     )
 
 
-def _after_idle(raw: Any, origin: str) -> tuple[tuple[float, float], ...]:
+def _after_idle(raw: Any, origin: str) -> tuple[tuple[tuple[float, float], ...], tuple[float, ...]]:
+    """``defaults.after_idle`` as (gap, factor) pairs and the CPU factors (empty: none)."""
     if raw is None:
-        return ()
+        return (), ()
     where = "defaults.after_idle"
-    if not isinstance(raw, Mapping) or set(raw) != {"gap_s", "factor"}:
-        raise ProfileError(f"{origin}: {where} must be a mapping of gap_s and factor, got {raw!r}")
-    gaps, factors = raw["gap_s"], raw["factor"]
-    if not isinstance(gaps, list) or not isinstance(factors, list) or len(gaps) != len(factors):
-        raise ProfileError(f"{origin}: {where}: gap_s and factor must be lists of one length")
+    keys = set(raw) if isinstance(raw, Mapping) else set()
+    if not isinstance(raw, Mapping) or not {"gap_s", "factor"} <= keys <= _AFTER_IDLE_KEYS:
+        raise ProfileError(
+            f"{origin}: {where} must be a mapping of gap_s, factor and optionally cpu_factor, "
+            f"got {raw!r}"
+        )
+    gaps = raw["gap_s"]
+    lists = {k: raw[k] for k in ("factor", "cpu_factor") if k in raw}
+    if not isinstance(gaps, list) or any(
+        not isinstance(v, list) or len(v) != len(gaps) for v in lists.values()
+    ):
+        raise ProfileError(
+            f"{origin}: {where}: gap_s, {' and '.join(lists)} must be lists of one length"
+        )
     gap = [_number(g, origin, f"{where}.gap_s[{i}]", positive=True) for i, g in enumerate(gaps)]
     if any(b <= a for a, b in itertools.pairwise(gap)):
         raise ProfileError(f"{origin}: {where}.gap_s must increase, got {gaps!r}")
-    factor = [
-        _number(f, origin, f"{where}.factor[{i}]", positive=True) for i, f in enumerate(factors)
-    ]
-    return tuple(zip(gap, factor, strict=True))
+    read = {
+        k: [_number(f, origin, f"{where}.{k}[{i}]", positive=True) for i, f in enumerate(v)]
+        for k, v in lists.items()
+    }
+    return tuple(zip(gap, read["factor"], strict=True)), tuple(read.get("cpu_factor", ()))
+
+
+_AFTER_IDLE_KEYS = {"gap_s", "factor", "cpu_factor"}
 
 
 def _check_ladders(points: Sequence[Point], origin: str) -> None:
@@ -702,6 +735,7 @@ def profile_from_dict(data: Any, origin: str = "<profile>") -> Profile:
     provenance = _require(data, "provenance", origin)
     if not isinstance(provenance, Mapping) or not provenance:
         raise ProfileError(f"{origin}: provenance must be a non-empty mapping (where from?)")
+    idle = _after_idle(defaults.get("after_idle"), origin)
     return Profile(
         name=str(_require(data, "name", origin)),
         family=str(_require(data, "family", origin)),
@@ -722,7 +756,8 @@ def profile_from_dict(data: Any, origin: str = "<profile>") -> Profile:
         model_load_s=opt("model_load_s"),
         cold_factor=opt("cold_factor"),
         served_sigma=opt("served_sigma"),
-        after_idle=_after_idle(defaults.get("after_idle"), origin),
+        after_idle=idle[0],
+        after_idle_cpu=idle[1],
         model=dict(data.get("model") or {}),
         provenance=dict(provenance),
         origin=origin,

@@ -14,7 +14,9 @@ mark of the server's running clock and are settled only when they move up a plac
 request's work has mean 1 and the lognormal spread of latencies measured with as many in
 flight, times the profile's after-idle factor when it finds the server idle
 (``Profile.idle_factor``: on the 2-core VM a request after the lab's 0.85 s wait took 8-13%
-longer than one sent back to back, and burnt up to 10% more CPU).
+longer than one sent back to back, and burnt up to 10% more CPU). While that request runs
+alone the CPU counter accrues U x ``cpu_scale``, the CPU factor over the work's, so that its
+CPU is the measured CPU factor's (``Profile.idle_cpu_factor``).
 """
 
 from __future__ import annotations
@@ -112,6 +114,7 @@ class Server:
 
     __slots__ = (
         "after_idle",
+        "after_idle_cpu",
         "alive",
         "batch_open",
         "batch_since",
@@ -127,6 +130,7 @@ class Server:
         "cold_left",
         "cores",
         "cores_alone",
+        "cpu_scale",
         "cpu_seconds",
         "demand",
         "draw",
@@ -181,6 +185,7 @@ class Server:
         random_entry: bool = False,
         draw: Callable[[], float] | None = None,
         after_idle: Callable[[float], float] | None = None,
+        after_idle_cpu: Callable[[float], float] | None = None,
     ) -> None:
         self.name = name
         self.tables = tables
@@ -212,8 +217,10 @@ class Server:
         self.clock = 0.0  # seconds the server has run (the waiting's marks)
         self.last = now
         self.after_idle = after_idle  # idle seconds -> work factor (Profile.idle_factor)
+        self.after_idle_cpu = after_idle_cpu  # and -> CPU factor (Profile.idle_cpu_factor)
         self.idle_since = now  # when the last request in flight left
         self.cpu_seconds = 0.0
+        self.cpu_scale = 1.0  # U's multiplier while busy: below 1 while an after-idle one runs
         self.n = 0  # requests (or batches) in flight: running and waiting
         self.jobs: list[Job] = []  # the running, a heap by finish virtual work
         self.waiting: list[Waiting] = []  # the rest, in order
@@ -255,9 +262,17 @@ class Server:
         ``random_entry``, it joins the back of a random thread's queue: a Session::Run from
         outside the pool is pushed to ``thread_data_[Rand() % num_threads].queue.PushBack``
         (Eigen ThreadPool/NonBlockingThreadPool.h, ScheduleWithHint). One that finds the
-        server idle does ``after_idle`` of its idle time more work."""
-        if not self.n and self.after_idle is not None:
-            work *= self.after_idle(self.last - self.idle_since)
+        server idle does ``after_idle`` of its idle time more work, and burns ``after_idle_cpu``
+        of it more CPU while it runs alone (the scale ends when another joins)."""
+        if not self.n:
+            if self.after_idle is not None:
+                gap = self.last - self.idle_since
+                factor = self.after_idle(gap)
+                work *= factor
+                if self.after_idle_cpu is not None:
+                    self.cpu_scale = self.after_idle_cpu(gap) / factor
+        elif self.cpu_scale != 1.0:
+            self.cpu_scale = 1.0
         self.n += 1
         jobs = self.jobs
         if len(jobs) < self.width:
@@ -360,7 +375,7 @@ class Server:
             running = dt if self.quota is None else self._cfs_running(now, burn)
             self.virtual += self.shared[len(self.jobs)] * running
             self.clock += running
-            self.cpu_seconds += burn * running
+            self.cpu_seconds += burn * running * self.cpu_scale
         else:
             self.cpu_seconds += self.burn[0] * dt
         self.last = now

@@ -253,9 +253,9 @@ def calibrate(
     idle_rounds: Annotated[
         int | None,
         typer.Option(
-            help="rounds of lone requests after idle gaps of 0.01-0.9 s, about 10 s each "
+            help="rounds of lone requests after idle gaps of 0.01-0.9 s, about 6 s each "
             "with ResNet101 on 2 cores: what a request costs after the server idled; 0 for "
-            "none [default: 3; --quick 2]",
+            "none [default: 6; --quick 4]",
             min=0,
             rich_help_panel=_LADDER,
         ),
@@ -544,6 +544,12 @@ def summary(target: Path, data: dict[str, Any]) -> str:
             "  after idle (work x back to back's): "
             + ", ".join(f"{g:g} s {f:.2f}" for g, f in pairs)
         )
+        if "cpu_factor" in idle:
+            pairs = zip(idle["gap_s"], idle["cpu_factor"], strict=True)
+            lines.append(
+                "  after idle (CPU x back to back's): "
+                + ", ".join(f"{g:g} s {f:.2f}" for g, f in pairs)
+            )
     cpu = (data["provenance"].get("method") or {}).get("cpu")
     if cpu:
         lines.append(f"  cpu: {cpu}")

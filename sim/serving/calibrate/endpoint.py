@@ -61,7 +61,7 @@ class EndpointRun:
     min_requests: int = 10
     max_seconds: float = 40.0
     warmup: int = 3
-    idle_rounds: int = 3
+    idle_rounds: int = 6
     """Rounds of the after-idle measurement (:mod:`sim.serving.calibrate.idle`); 0: none."""
     cpu_pid: int | None = None
     cpu_cgroup: Path | None = None

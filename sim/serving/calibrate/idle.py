@@ -12,8 +12,13 @@ second, arriving at a busy server, does not pay.
 them) in shuffled order, each request of a block sent ``gap`` after the previous answer, the
 block's first request dropped (its history is the previous block's). The factor at a gap is its
 median latency over the back-to-back median, both from the same rounds so that the machine's
-drift cancels. The data plane multiplies the work of a request that finds its server idle by it
-(``Profile.idle_factor``).
+drift cancels. Blocks are short (3 requests, 2 kept) and rounds many, so that a gap's samples
+come from many moments: a second the machine was disturbed moves one block, and with blocks
+of 5 over 2 rounds one block was half a gap's samples and moved its median (a round read 1.36
+at 30 ms among rounds of 0.94-1.11, and one fidelity pass 1.37-1.41 from 0.1 s). The data
+plane multiplies the work of a request that finds its server idle by the factor
+(``Profile.idle_factor``) and, where the CPU per request was read, its CPU by the CPU's own
+factor, the gap's median CPU over the back-to-back median (``Profile.idle_cpu_factor``).
 """
 
 from __future__ import annotations
@@ -30,7 +35,8 @@ GAPS = (0.01, 0.03, 0.1, 0.3, 0.9)
 METHOD = (
     "rounds of blocks, one per gap in gap_s plus 0 (back to back), in shuffled order; each "
     "request of a block sent gap seconds after the previous answer, the block's first dropped; "
-    "factor = the gap's median latency / the back-to-back median of the same rounds"
+    "factor = the gap's median latency / the back-to-back median of the same rounds; cpu_factor "
+    "the same of the CPU per request"
 )
 
 
@@ -38,16 +44,16 @@ def after_idle(
     call: Callable[[], object],
     *,
     gaps: tuple[float, ...] = GAPS,
-    rounds: int = 3,
-    block: int = 5,
+    rounds: int = 6,
+    block: int = 3,
     cpu: Callable[[], float] | None = None,
     seed: int = 0,
     sleep: Callable[[float], None] = time.sleep,
 ) -> dict[str, Any]:
     """Measure the after-idle factors with ``call`` (one request, blocking); ``cpu``, when
-    given, reads the server's CPU seconds (so the CPU a request burns is reported too).
-    Returns ``{"gap_s", "factor"}`` for the profile's ``defaults.after_idle`` and the medians
-    behind them under ``"measured"``."""
+    given, reads the server's CPU seconds (so the CPU a request burns, and its factor, are
+    measured too). Returns ``{"gap_s", "factor"}`` (and ``"cpu_factor"``) for the profile's
+    ``defaults.after_idle`` and the medians behind them under ``"measured"``."""
     if block < 2 or rounds < 1:
         raise ValueError(f"after_idle needs block >= 2 and rounds >= 1, got {block}, {rounds}")
     order = random.Random(seed)
@@ -76,16 +82,14 @@ def after_idle(
         "latency_s": [median[g] for g in every],
         "n": [len(latency[g]) for g in every],
     }
+    result: dict[str, Any] = {"gap_s": list(gaps), "factor": [median[g] / base for g in gaps]}
     if cpu is not None:
-        measured["cpu_s"] = [statistics.median(burnt[g]) for g in every]
-    return {
-        "gap_s": list(gaps),
-        "factor": [median[g] / base for g in gaps],
-        "measured": measured,
-        "method": METHOD,
-    }
+        measured["cpu_s"] = cpus = [statistics.median(burnt[g]) for g in every]
+        if cpus[0] > 0:
+            result["cpu_factor"] = [c / cpus[0] for c in cpus[1:]]
+    return result | {"measured": measured, "method": METHOD}
 
 
 def factors(result: dict[str, Any]) -> dict[str, Any]:
     """The profile's ``defaults.after_idle`` from an :func:`after_idle` result."""
-    return {"gap_s": result["gap_s"], "factor": result["factor"]}
+    return {k: result[k] for k in ("gap_s", "factor", "cpu_factor") if k in result}

@@ -48,9 +48,9 @@ class Grid:
     retry_seconds: float = 0.0
     """Time all workers together may spend re-measuring windows other processes disturbed."""
     max_concurrency: int = ladder.MAX_CONCURRENCY
-    idle_rounds: int = 3
+    idle_rounds: int = 6
     """Rounds of :func:`sim.serving.calibrate.idle.after_idle` at the default thread count (0:
-    none); each takes about 10 s with ResNet101 on 2 cores."""
+    none); each takes about 6 s with ResNet101 on 2 cores."""
 
 
 def default_grid(quick: bool, cpus: int | None = None) -> Grid:
@@ -59,10 +59,10 @@ def default_grid(quick: bool, cpus: int | None = None) -> Grid:
     up to 12 s, up to 120 s of re-measuring disturbed windows; ``quick``: threads 1 and all
     CPUs, batch 2, 1.5 s windows in 2 repeats extended up to 3 s, 20 s of re-measuring. For
     ResNet101 on 2 cores they take about 4-7 and 1.5-2 minutes, with the after-idle cost
-    measured in 3 and 2 rounds (30 and 20 s)."""
+    measured in 6 and 4 rounds (36 and 24 s)."""
     cpus = cpus or len(host.usable_cpus())
     if quick:
-        return Grid(tuple(sorted({1, cpus})), None, (2,), 1.5, 2, 4, 3.0, 20.0, idle_rounds=2)
+        return Grid(tuple(sorted({1, cpus})), None, (2,), 1.5, 2, 4, 3.0, 20.0, idle_rounds=4)
     threads = {1, cpus}
     t = 2
     while t < cpus:
@@ -409,11 +409,11 @@ def pool_passes(
     idle = [d["defaults"].get("after_idle") for d in passes]
     pooled["defaults"].pop("after_idle", None)
     if all(i is not None and i["gap_s"] == idle[0]["gap_s"] for i in idle):
-        by_gap = zip(*(i["factor"] for i in idle), strict=True)
-        pooled["defaults"]["after_idle"] = {
-            "gap_s": idle[0]["gap_s"],
-            "factor": [mean(f) for f in by_gap],
-        }
+        pooled["defaults"]["after_idle"] = {"gap_s": idle[0]["gap_s"]}
+        for factor in ("factor", "cpu_factor"):
+            if all(factor in i for i in idle):
+                by_gap = zip(*(i[factor] for i in idle), strict=True)
+                pooled["defaults"]["after_idle"][factor] = [mean(f) for f in by_gap]
     provenance = dict(passes[0]["provenance"])
     provenance["pooled"] = (
         f"{len(passes)} passes: each point's throughput, CPU and latency quantiles are their "
@@ -428,6 +428,7 @@ def pool_passes(
                 for p in d["points"]
             },
             "after_idle_factor": d["defaults"].get("after_idle", {}).get("factor"),
+            "after_idle_cpu_factor": d["defaults"].get("after_idle", {}).get("cpu_factor"),
             "lone_p50_s": [
                 p["latency_s"][DEFAULT_QUANTILES.index(0.5)]
                 for p in d["points"]
