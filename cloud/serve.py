@@ -20,6 +20,8 @@ Two servables:
   SavedModel base path laid out as TF Serving expects (``BASE/<version>/saved_model.pb``),
   threaded as ``tensorflow_model_server`` is by default: intra-op and inter-op pools of one
   thread per schedulable core, and ``4 x cores`` requests served at once (its REST pool).
+
+Either hands its ``workers`` out as TF Serving's REST executor does (:class:`RestExecutor`).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import binascii
 import json
 import math
 import os
+import random
 import re
 import sys
 import threading
@@ -46,6 +49,7 @@ from cloud.errors import CloudError
 from sim.cluster.catalog import machine_type
 from sim.rng import stream
 from sim.serving.profile import Profile, profile_for
+from sim.serving.server import coprimes, eigen_next
 
 _ROUTE = re.compile(
     r"^/v1/models/(?P<name>[^/:]+)"
@@ -146,6 +150,51 @@ def knee(profile: Profile, cores: float) -> int:
     return next(n for n, x in enumerate(throughput, 1) if x >= KNEE * plateau)
 
 
+class RestExecutor:
+    """The REST threads a request needs to be served, as TF Serving hands them out: its REST
+    executor is a ``thread::ThreadPool`` of ``--rest_api_num_threads`` (model_servers/
+    http_server.cc RequestExecutor, util/threadpool_executor.cc), an Eigen pool. A request that
+    finds every thread busy joins the back of a random thread's queue; a freed thread takes the
+    oldest of its own queue, else steals the newest of another's (:func:`eigen_next`, as the
+    simulator does). The thread is handed over explicitly: a request that arrives as a thread
+    frees cannot take it ahead of those queued (a semaphore lets it, and the waiter it passed
+    goes to the back of the line). Used as ``with executor:`` around the work."""
+
+    def __init__(self, threads: int, seed: int = 0, rng: random.Random | None = None) -> None:
+        if threads < 1:
+            raise ValueError(f"a REST executor needs at least 1 thread, got {threads}")
+        self.threads = threads
+        self._lock = threading.Lock()
+        self._free = list(range(threads - 1, -1, -1))
+        self._waiting: list[tuple[int, threading.Event, list[int]]] = []  # queue, wake, thread
+        self._strides = coprimes(threads)
+        self._rng = rng or random.Random(seed)  # which queue a request joins, whom to steal
+        self._held = threading.local()
+
+    def __enter__(self) -> int:
+        with self._lock:
+            if self._free:
+                self._held.thread = self._free.pop()
+                return int(self._held.thread)
+            wake, given = threading.Event(), list[int]()
+            self._waiting.append((self._rng.randrange(self.threads), wake, given))
+        wake.wait()
+        self._held.thread = given[0]
+        return given[0]
+
+    def __exit__(self, *exc: object) -> None:
+        thread = self._held.thread
+        with self._lock:
+            if not self._waiting:
+                self._free.append(thread)
+                return
+            queues = [q for q, _, _ in self._waiting]
+            j = eigen_next(queues, thread, self.threads, self._strides, self._rng.random)
+            _, wake, given = self._waiting.pop(j)
+        given.append(thread)
+        wake.set()
+
+
 class ProfileServable:
     """Service times from a latency profile; see the module docstring."""
 
@@ -175,7 +224,7 @@ class ProfileServable:
         self._rng = stream(seed, "serving")
         self._lock = threading.Lock()  # the generator and the count in service
         self._in_service = 0
-        self._slots = threading.BoundedSemaphore(self.workers)
+        self._slots = RestExecutor(self.workers, seed)
         self._sleep = sleep
 
     def service_time(self, rows: int, in_service: int = 1) -> float:
@@ -299,7 +348,7 @@ class SavedModelServable:
         self.version = model_dir.name if version_dirs else "1"
         self._model = tf.saved_model.load(str(model_dir))
         self.signatures = tuple(self._model.signatures.keys())
-        self._slots = threading.BoundedSemaphore(self.workers)
+        self._slots = RestExecutor(self.workers)
 
     def metadata(self) -> dict[str, Any]:
         from tensorflow.core.framework import types_pb2

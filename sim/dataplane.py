@@ -114,6 +114,7 @@ class DataPlane:
         if server.node is not None and server.node.contended(server):
             self._split(server.node)
         server.queue.clear()
+        server.queue_thread.clear()
         server.members.clear()
         server.batches.clear()
         server.batch_open = []
@@ -262,13 +263,13 @@ class DataPlane:
                     server.due = when = server.last + left / server.shared[len(jobs)]
                     replace(heap, (when, next(seq), _COMPLETE, server, gen))
                     continue
-                _, _, t0, user, useq = pop(jobs)
+                _, order, t0, user, useq = pop(jobs)
                 server.n -= 1
                 if not server.n:
                     server.idle_since = t
                 server.served += 1
                 if server.queue:
-                    server.push(*server.queue.popleft())
+                    server.dequeue(order)
                 latency = t - t0 + server.overhead
                 if user is None and latency <= timeout:  # _respond's common case, inlined
                     done_t(t)
@@ -622,7 +623,7 @@ class DataPlane:
             return
         n = server.n
         if n >= server.threads:
-            server.queue.append((work, next(self._seq), t, user, seq))
+            server.enqueue((work, next(self._seq), t, user, seq))
             return
         server.advance(t)
         server.push(work, next(self._seq), t, user, seq)
@@ -690,7 +691,7 @@ class DataPlane:
         else:
             server.served += 1
             if server.queue:
-                server.push(*server.queue.popleft())
+                server.dequeue(order)
             self._respond(server, t, t0, user, seq)
         if node is not None and node.contended(server):
             self._split(node)

@@ -299,6 +299,26 @@ def test_intra_op_threads_pick_the_profile_point() -> None:
     assert every < one
 
 
+def test_requests_past_the_rest_threads_are_taken_as_tf_serving_s_executor_takes_them() -> None:
+    """Two REST threads sharing one core (0.4 s a request alone): A at 0, B at 0.2; C, D, E
+    at 0.3, 0.35, 0.4 queue in REST queues 1, 0, 1. A's thread frees at 0.6 and takes D (its
+    own queue's front), B's at 1.0 takes C, D's at 1.4 steals E: latencies D 1.05, C 1.5, E
+    1.6, where in order (``fifo``) C 1.1, D 1.45, E 1.6."""
+
+    def latencies(random_entry: bool) -> list[float]:
+        p, log = logged()
+        server = make_server(parallel(0.4), sigma=0.0, threads=2, random_entry=random_entry)
+        p.add_endpoint(server)
+        draws = iter([0.75, 0.25, 0.75, 0.5])
+        server.draw = lambda: next(draws)
+        burst(p, [0.0, 0.2, 0.3, 0.35, 0.4])
+        p.advance_to(5.0)
+        return [lat for _, lat in log.ok]
+
+    assert latencies(True) == pytest.approx([0.6, 0.8, 1.05, 1.5, 1.6])
+    assert latencies(False) == pytest.approx([0.6, 0.8, 1.1, 1.45, 1.6])
+
+
 # --- after idle ----------------------------------------------------------------------------------
 
 

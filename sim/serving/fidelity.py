@@ -245,8 +245,7 @@ class ClosedLoop:
     simulated: dict[str, float | None]
 
     def error(self, metric: str) -> float | None:
-        s = self.simulated[metric]
-        return None if s is None else 100.0 * (s - self.measured[metric]) / self.measured[metric]
+        return error_pct(self.measured[metric], self.simulated[metric])
 
 
 def closed_loops(
@@ -307,10 +306,7 @@ class Row:
     real_range: dict[str, tuple[float, float]] = field(default_factory=dict)
 
     def error(self, metric: str) -> float | None:
-        r, s = self.real.get(metric), self.simulated.get(metric)
-        if r is None or s is None or r == 0:
-            return None
-        return 100.0 * (s - r) / r
+        return error_pct(self.real.get(metric), self.simulated.get(metric))
 
     def spread(self, metric: str) -> float | None:
         """The real repeats' range in percent of the pooled real value."""
@@ -318,6 +314,13 @@ class Row:
         if r is None or span is None or r == 0:
             return None
         return 100.0 * (span[1] - span[0]) / r
+
+
+def error_pct(real: float | None, simulated: float | None) -> float | None:
+    """The simulated value's error in percent of the real (measured) one; None without both."""
+    if real is None or simulated is None or real == 0:
+        return None
+    return 100.0 * (simulated - real) / real
 
 
 def _figures(rung: Rung) -> dict[str, float | None]:
