@@ -165,7 +165,8 @@ def serve(
         int | None,
         typer.Option(
             help="requests served at once [default: the knee of X(c, n) for --profile, "
-            "4 x threads for --model-path, TF Serving's --rest_api_num_threads]"
+            "4 x threads - 1 for --model-path, TF Serving's --rest_api_num_threads less the "
+            "thread its HTTP event loop holds]"
         ),
     ] = None,
     threads: Annotated[

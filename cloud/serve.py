@@ -19,9 +19,10 @@ Two servables:
 - :class:`SavedModelServable`: real inference with TensorFlow (imported only then) on a
   SavedModel base path laid out as TF Serving expects (``BASE/<version>/saved_model.pb``),
   threaded as ``tensorflow_model_server`` is by default: intra-op and inter-op pools of one
-  thread per schedulable core, and ``4 x cores`` requests served at once (its REST pool).
+  thread per schedulable core, and ``4 x cores - 1`` requests served at once (its REST pool
+  less the thread its HTTP event loop holds).
 
-Either hands its ``workers`` out as TF Serving's REST executor does (:class:`RestExecutor`).
+Either hands its ``workers`` out in arrival order, as TF Serving does (:class:`RestExecutor`).
 """
 
 from __future__ import annotations
@@ -31,11 +32,11 @@ import binascii
 import json
 import math
 import os
-import random
 import re
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -48,8 +49,8 @@ import numpy as np
 from cloud.errors import CloudError
 from sim.cluster.catalog import machine_type
 from sim.rng import stream
+from sim.serving.model import rest_handlers
 from sim.serving.profile import Profile, profile_for
-from sim.serving.server import coprimes, eigen_next
 
 _ROUTE = re.compile(
     r"^/v1/models/(?P<name>[^/:]+)"
@@ -151,47 +152,37 @@ def knee(profile: Profile, cores: float) -> int:
 
 
 class RestExecutor:
-    """The REST threads a request needs to be served, as TF Serving hands them out: its REST
-    executor is a ``thread::ThreadPool`` of ``--rest_api_num_threads`` (model_servers/
-    http_server.cc RequestExecutor, util/threadpool_executor.cc), an Eigen pool. A request that
-    finds every thread busy joins the back of a random thread's queue; a freed thread takes the
-    oldest of its own queue, else steals the newest of another's (:func:`eigen_next`, as the
-    simulator does). The thread is handed over explicitly: a request that arrives as a thread
-    frees cannot take it ahead of those queued (a semaphore lets it, and the waiter it passed
-    goes to the back of the line). Used as ``with executor:`` around the work."""
+    """The REST handler threads a request needs to be served, handed out as TF Serving hands
+    them out: in arrival order (``sim.serving.model.rest_handlers``: its event loop queues each
+    request at one end of a thread queue and the idle handlers take them from the other). The
+    thread is handed over explicitly: a request that arrives as a thread frees cannot take it
+    ahead of those queued, as it could from a semaphore (whose woken waiter, passed, goes to the
+    back of the line: up to a whole queue's wait, seen in the saturated rungs' tails). Used as
+    ``with executor:`` around the work."""
 
-    def __init__(self, threads: int, seed: int = 0, rng: random.Random | None = None) -> None:
+    def __init__(self, threads: int) -> None:
         if threads < 1:
             raise ValueError(f"a REST executor needs at least 1 thread, got {threads}")
         self.threads = threads
         self._lock = threading.Lock()
-        self._free = list(range(threads - 1, -1, -1))
-        self._waiting: list[tuple[int, threading.Event, list[int]]] = []  # queue, wake, thread
-        self._strides = coprimes(threads)
-        self._rng = rng or random.Random(seed)  # which queue a request joins, whom to steal
-        self._held = threading.local()
+        self._free = threads
+        self._waiting: deque[threading.Event] = deque()
 
-    def __enter__(self) -> int:
+    def __enter__(self) -> None:
         with self._lock:
             if self._free:
-                self._held.thread = self._free.pop()
-                return int(self._held.thread)
-            wake, given = threading.Event(), list[int]()
-            self._waiting.append((self._rng.randrange(self.threads), wake, given))
-        wake.wait()
-        self._held.thread = given[0]
-        return given[0]
+                self._free -= 1
+                return
+            wake = threading.Event()
+            self._waiting.append(wake)
+        wake.wait()  # the thread was handed over: _free was not given back
 
     def __exit__(self, *exc: object) -> None:
-        thread = self._held.thread
         with self._lock:
             if not self._waiting:
-                self._free.append(thread)
+                self._free += 1
                 return
-            queues = [q for q, _, _ in self._waiting]
-            j = eigen_next(queues, thread, self.threads, self._strides, self._rng.random)
-            _, wake, given = self._waiting.pop(j)
-        given.append(thread)
+            wake = self._waiting.popleft()
         wake.set()
 
 
@@ -224,7 +215,7 @@ class ProfileServable:
         self._rng = stream(seed, "serving")
         self._lock = threading.Lock()  # the generator and the count in service
         self._in_service = 0
-        self._slots = RestExecutor(self.workers, seed)
+        self._slots = RestExecutor(self.workers)
         self._sleep = sleep
 
     def service_time(self, rows: int, in_service: int = 1) -> float:
@@ -334,9 +325,9 @@ class SavedModelServable:
         # default to 0, "the number of cores"; None passes that 0 through as it does.
         set_tf_threads(tf, threads)
         self.threads = threads or schedulable_cpus()
-        # TF Serving's --rest_api_num_threads: 4 x NumSchedulableCPUs() (model_servers/server.h);
-        # ``threads`` stands for the pod's cores.
-        self.workers = workers or 4 * self.threads
+        # TF Serving's --rest_api_num_threads: 4 x NumSchedulableCPUs() (model_servers/server.h),
+        # less the one its HTTP event loop holds; ``threads`` stands for the pod's cores.
+        self.workers = workers or rest_handlers(4 * self.threads)
         version_dirs = sorted(
             (p for p in base_path.iterdir() if p.is_dir() and p.name.isdigit()),
             key=lambda p: int(p.name),

@@ -7,8 +7,9 @@ pod's CPU), so both agree on the order of events.
 
 TF Serving is :class:`sim.serving.server.Server`: ``n`` requests in flight on a pod with ``c``
 cores complete at the profile's measured X(c, n) in total, shared by the scenario's discipline.
-Requests beyond the REST thread pool wait in FIFO order. Pods on one node share its CPU by demand
-(:class:`sim.serving.server.NodeCpu`); the split is only recomputed while they contend.
+Requests beyond the REST handler threads wait in FIFO order (``rest_handlers``). Pods on one
+node share its CPU by demand (:class:`sim.serving.server.NodeCpu`); the split is only
+recomputed while they contend.
 """
 
 from __future__ import annotations
@@ -114,7 +115,6 @@ class DataPlane:
         if server.node is not None and server.node.contended(server):
             self._split(server.node)
         server.queue.clear()
-        server.queue_thread.clear()
         server.members.clear()
         server.batches.clear()
         server.batch_open = []
@@ -263,13 +263,13 @@ class DataPlane:
                     server.due = when = server.last + left / server.shared[len(jobs)]
                     replace(heap, (when, next(seq), _COMPLETE, server, gen))
                     continue
-                _, order, t0, user, useq = pop(jobs)
+                _, _, t0, user, useq = pop(jobs)
                 server.n -= 1
                 if not server.n:
                     server.idle_since = t
                 server.served += 1
                 if server.queue:
-                    server.dequeue(order)
+                    server.push(*server.queue.popleft())
                 latency = t - t0 + server.overhead
                 if user is None and latency <= timeout:  # _respond's common case, inlined
                     done_t(t)
@@ -623,7 +623,7 @@ class DataPlane:
             return
         n = server.n
         if n >= server.threads:
-            server.enqueue((work, next(self._seq), t, user, seq))
+            server.queue.append((work, next(self._seq), t, user, seq))
             return
         server.advance(t)
         server.push(work, next(self._seq), t, user, seq)
@@ -691,7 +691,7 @@ class DataPlane:
         else:
             server.served += 1
             if server.queue:
-                server.dequeue(order)
+                server.push(*server.queue.popleft())
             self._respond(server, t, t0, user, seq)
         if node is not None and node.contended(server):
             self._split(node)

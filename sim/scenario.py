@@ -392,9 +392,7 @@ class Serving(Strict):
         description="how requests in flight share the measured throughput X(c, n): inter_op, "
         "the oldest m = inter-op threads share X(m) and each one after gets X(k) - X(k-1) "
         "(a Session::Run progresses only on an inter-op thread); fifo, m = 1 (the oldest as "
-        "if alone); ps, every request at X(n)/n (processor sharing). Under inter_op a waiting "
-        "request, and one past the REST threads, sits in a random thread's queue of its Eigen "
-        "pool (TF Serving's REST executor is one too); under fifo and ps they go in order",
+        "if alone); ps, every request at X(n)/n (processor sharing)",
     )
     batching: Batching | None = None
     warmup: bool = Field(

@@ -333,57 +333,41 @@ def test_keep_alive_responses_do_not_wait_out_a_delayed_ack() -> None:
     assert sorted(times)[3] < 0.02 + 0.025, times  # the median of the keep-alive ones
 
 
-class Draws:
-    """A random.Random stand-in: the queues requests join, then the steal draws."""
-
-    def __init__(self, queues: list[int]) -> None:
-        self.queues = iter(queues)
-
-    def randrange(self, n: int) -> int:
-        return next(self.queues)
-
-    def random(self) -> float:
-        return 0.5
-
-
-def test_the_rest_executor_hands_threads_out_as_tf_serving_s_eigen_pool() -> None:
-    """Two REST threads held by A and B; C, D, E queue in thread queues 1, 0, 1. A's thread
-    (0) takes D, the front of its own queue; B's (1) takes C; D's (0), its queue empty,
-    steals E, the back of queue 1. FIFO would give C, D, E."""
-    executor = RestExecutor(2, rng=Draws([1, 0, 1]))  # type: ignore[arg-type]
+def test_the_rest_executor_hands_threads_over_in_arrival_order() -> None:
+    """One handler thread held by A; B, C, D queue. Each release hands the thread to the
+    oldest waiting, and a request arriving just as it is handed over (E, before B has even
+    woken) queues behind it: a semaphore would have let E take it and sent B to the back."""
+    executor = RestExecutor(1)
     release = {name: threading.Event() for name in "ABCDE"}
-    got: list[tuple[str, int]] = []
+    got: list[str] = []
 
     def request(name: str) -> None:
-        with executor as thread:
-            got.append((name, thread))
+        with executor:
+            got.append(name)
             release[name].wait(5)
 
-    def start(name: str, queued: int) -> None:
+    def until(check: Any) -> None:
+        deadline = time.monotonic() + 5
+        while not check() and time.monotonic() < deadline:
+            time.sleep(0.001)
+
+    for i, name in enumerate("ABCD"):
         threading.Thread(target=request, args=(name,), daemon=True).start()
-        deadline = time.monotonic() + 5
-        while len(got) + len(executor._waiting) < queued and time.monotonic() < deadline:
-            time.sleep(0.001)
-
-    def finish(name: str, served: int) -> None:
+        until(lambda i=i: len(got) + len(executor._waiting) > i)
+    assert got == ["A"] and len(executor._waiting) == 3
+    with executor._lock:  # B is handed the thread but cannot run before E arrives
+        release["A"].set()
+        threading.Thread(target=request, args=("E",), daemon=True).start()
+        time.sleep(0.05)
+    for name, served in (("A", 2), ("B", 3), ("C", 4), ("D", 5)):
         release[name].set()
-        deadline = time.monotonic() + 5
-        while len(got) < served and time.monotonic() < deadline:
-            time.sleep(0.001)
-
-    for i, name in enumerate("ABCDE", start=1):
-        start(name, i)
-    assert got == [("A", 0), ("B", 1)] and len(executor._waiting) == 3
-    finish("A", 3)
-    finish("B", 4)
-    finish("D", 5)
-    assert got[2:] == [("D", 0), ("C", 1), ("E", 0)]
-    for name in "CE":
-        release[name].set()
+        until(lambda served=served: len(got) >= served)
+    release["E"].set()
+    assert got == ["A", "B", "C", "D", "E"]
 
 
 def test_the_rest_executor_serves_every_request_and_at_most_its_threads_at_once() -> None:
-    executor = RestExecutor(3, seed=4)
+    executor = RestExecutor(3)
     lock, busy, peak, served = threading.Lock(), [0], [0], [0]
 
     def request() -> None:
@@ -402,4 +386,4 @@ def test_the_rest_executor_serves_every_request_and_at_most_its_threads_at_once(
     for t in threads:
         t.join(10)
     assert served[0] == 40 and peak[0] == 3
-    assert sorted(executor._free) == [0, 1, 2] and not executor._waiting
+    assert executor._free == 3 and not executor._waiting

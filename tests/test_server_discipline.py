@@ -10,7 +10,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from sim.serving.server import Server, coprimes, eigen_next
+from sim.serving.server import Server
 
 
 def server(
@@ -207,60 +207,3 @@ def test_requests_keep_their_queue_so_a_closed_loop_spreads_its_latency() -> Non
         p50, p95 = tail[len(tail) // 2], tail[int(len(tail) * 0.95)]
         assert sum(tail) / len(tail) == pytest.approx(12 / 10.0, rel=0.02)  # Little's law
         assert lo <= p95 / p50 <= hi
-
-
-# --- past the REST threads ------------------------------------------------------------------------
-
-
-def rest_queued(random_entry: bool) -> Server:
-    """Two REST threads busy (order 1 runs, 2 waits for the one inter-op thread); 3, 4, 5
-    queue for a REST thread, into REST queues 1, 0, 1 under ``random_entry``."""
-    s = server([10.0, 10.0], 1, random_entry=random_entry, draws=[0.75, 0.25, 0.75, 0.5])
-    s.push(1.0, 1, 0.0, None, 0)
-    s.push(1.0, 2, 0.0, None, 0)
-    for order in (3, 4, 5):
-        s.enqueue((1.0, order, 0.0, None, 0))
-    return s
-
-
-def in_flight(s: Server) -> set[int]:
-    return {j[1] for j in s.jobs} | {w[1] for w in s.waiting}
-
-
-def test_a_freed_rest_thread_takes_the_oldest_of_its_own_queue_and_steals_the_newest() -> None:
-    """TF Serving's REST executor is an Eigen pool (model_servers/http_server.cc): not FIFO."""
-    s = rest_queued(random_entry=True)
-    assert s.rest_of == {1: 0, 2: 1} and list(s.queue_thread) == [1, 0, 1]
-    s.dequeue(1)  # thread 0: the front of its own queue
-    assert 4 in in_flight(s) and [j[1] for j in s.queue] == [3, 5]
-    s.dequeue(2)  # thread 1: the front of its own
-    assert 3 in in_flight(s) and [j[1] for j in s.queue] == [5]
-    s.dequeue(4)  # thread 0 again, its queue empty: the back of thread 1's
-    assert 5 in in_flight(s) and not s.queue and not s.queue_thread
-    assert s.rest_of == {3: 1, 5: 0}
-
-
-def test_without_random_entry_the_rest_threads_take_requests_in_order() -> None:
-    s = rest_queued(random_entry=False)
-    for done, started in ((1, 3), (2, 4), (3, 5)):
-        s.dequeue(done)
-        assert started in in_flight(s)
-    assert not s.queue_thread
-
-
-@settings(max_examples=100, deadline=None)
-@given(
-    queues=st.lists(st.integers(0, 7), min_size=1, max_size=20),
-    m=st.integers(1, 8),
-    thread=st.integers(0, 7),
-    r=st.floats(0.0, 0.999999),
-)
-def test_eigen_next_takes_the_own_queue_s_oldest_else_another_s_newest(
-    queues: list[int], m: int, thread: int, r: float
-) -> None:
-    queues, thread = [q % m for q in queues], thread % m
-    j = eigen_next(queues, thread, m, coprimes(m), lambda: r)
-    if thread in queues:
-        assert j == queues.index(thread)
-    else:
-        assert queues[j] != thread and queues[j] not in queues[j + 1 :]

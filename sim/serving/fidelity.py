@@ -277,7 +277,8 @@ def closed_loops(
                     step,
                     wait=(0.0, 0.0),
                     seed=seed + k,
-                    rest_threads=None if through_rest else n,
+                    # in process: n handlers (one pool thread more, the HTTP event loop's)
+                    rest_threads=None if through_rest else n + 1,
                     discipline=discipline,
                 )
                 for k in range(seeds)

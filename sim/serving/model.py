@@ -38,6 +38,17 @@ def width(serving: spec.Serving, vcpus: float) -> int | None:
     return serving.inter_op_threads or max(1, int(vcpus))
 
 
+def rest_handlers(pool: int) -> int:
+    """The requests TF Serving's REST pool (``--rest_api_num_threads``, default 4 x vCPUs)
+    serves at once: one thread fewer than the pool, whose first task is the HTTP server's
+    event loop, which holds its thread for good (net_http EvHTTPServer::StartAcceptingRequests
+    schedules event_base_loop on the executor). The loop, a pool thread, pushes each request
+    to the front of its own queue (Eigen ScheduleWithHint) and the idle threads steal from the
+    back (Steal, PopBack): beyond the handlers, requests wait in arrival order. With a pool of
+    1 TF Serving would serve none; modelled as 1."""
+    return max(1, pool - 1)
+
+
 def build_server(
     name: str,
     serving: spec.Serving,
@@ -51,8 +62,7 @@ def build_server(
 ) -> Server:
     """A pod's TF Serving container on a node of ``vcpus`` with ``cores`` to itself."""
     batching = None
-    # TF Serving's REST pool: --rest_api_num_threads, default 4 x vCPUs.
-    threads = serving.rest_api_num_threads or 4 * int(vcpus)
+    threads = rest_handlers(serving.rest_api_num_threads or 4 * int(vcpus))
     if serving.batching is not None:
         b = serving.batching
         batching = BatchingConfig(

@@ -94,33 +94,9 @@ Waiting = list[Any]
 m; ``queue``, the inter-op thread whose queue holds it (-1 when the oldest runs next)."""
 
 
-def coprimes(m: int) -> list[int]:
+def _coprimes(m: int) -> list[int]:
     """Steal strides: the numbers in 1..m coprime to m (Eigen's ``all_coprimes_``)."""
     return [i for i in range(1, m + 1) if math.gcd(i, m) == 1]
-
-
-def eigen_next(
-    queues: Sequence[int], thread: int, m: int, strides: Sequence[int], draw: Callable[[], float]
-) -> int:
-    """Which waiting task a freed ``thread`` of an Eigen pool of ``m`` runs next, as an index
-    into ``queues`` (each waiting task's thread queue, oldest first): the oldest in its own
-    queue (a worker pops its queue's front; outside tasks were pushed to the back), else the
-    newest of another's: Steal() pops the back of the first non-empty queue in a scan from a
-    random victim with a random stride coprime to m (Eigen ThreadPool/NonBlockingThreadPool.h,
-    WorkerLoop and Steal)."""
-    for j, q in enumerate(queues):
-        if q == thread:
-            return j
-    newest = [-1] * m
-    for j in range(len(queues) - 1, -1, -1):
-        q = queues[j]
-        if newest[q] < 0:
-            newest[q] = j
-    r = int(draw() * 2**32)
-    victim, stride = r % m, strides[r % len(strides)]
-    while newest[victim] < 0:  # the freed thread's own queue is empty: the scan passes it
-        victim = (victim + stride) % m
-    return newest[victim]
 
 
 class Server:
@@ -172,12 +148,9 @@ class Server:
         "node",
         "overhead",
         "queue",
-        "queue_thread",
         "quota",
         "random_entry",
         "rate",
-        "rest_of",
-        "rest_strides",
         "served",
         "shared",
         "spread",
@@ -228,7 +201,7 @@ class Server:
         self.random_entry = random_entry
         self.draw = draw or self._no_draw
         self.thread_of: dict[int, int] = {}  # order -> inter-op thread, while requests wait
-        self.steal_strides = coprimes(self.width)
+        self.steal_strides = _coprimes(self.width)
         self._set_rates()
         # A request joining k - 1 others draws lognormal work of mean 1 with spread[k]: the
         # latency spread measured with k in flight (or one sigma for every k).
@@ -252,11 +225,6 @@ class Server:
         self.jobs: list[Job] = []  # the running, a heap by finish virtual work
         self.waiting: list[Waiting] = []  # the rest, in order
         self.queue: deque[Job] = deque()  # beyond the REST threads
-        # under random_entry, per queued request the REST thread whose queue holds it, and
-        # while requests queue, the REST thread of each request in flight
-        self.queue_thread: deque[int] = deque()
-        self.rest_of: dict[int, int] = {}
-        self.rest_strides = coprimes(threads)
         self.generation = 0
         self.head = -1  # order number of the job whose completion is scheduled
         self.due = math.inf  # and when
@@ -363,39 +331,26 @@ class Server:
         raise LookupError(f"{self.name}: the scheduled request {self.head} is not in flight")
 
     def _next_for(self, thread: int) -> int:
-        """The place in ``waiting`` of the request a freed inter-op thread runs next
-        (:func:`eigen_next`)."""
-        queues = [w[6] for w in self.waiting]
-        return eigen_next(queues, thread, self.width, self.steal_strides, self.draw)
-
-    def enqueue(self, job: Job) -> None:
-        """A request that finds every REST thread busy waits for one. TF Serving's REST
-        executor is a ``thread::ThreadPool`` (model_servers/http_server.cc RequestExecutor,
-        util/threadpool_executor.cc), an Eigen pool: under ``random_entry`` the request joins
-        the back of a random REST thread's queue, as the event loop's Schedule() puts it there;
-        else the REST threads take requests in order."""
-        if self.random_entry:
-            if not self.queue:
-                # every REST thread is busy with one request in flight: named now, followed
-                # for as long as requests queue
-                running = [j[1] for j in self.jobs] + [w[1] for w in self.waiting]
-                self.rest_of = {order: i for i, order in enumerate(running)}
-            self.queue_thread.append(int(self.draw() * self.threads))
-        self.queue.append(job)
-
-    def dequeue(self, order: int) -> None:
-        """The REST thread that request ``order`` leaves takes a queued request
-        (:func:`eigen_next` under ``random_entry``, else the oldest), which starts."""
-        if not self.random_entry:
-            self.push(*self.queue.popleft())
-            return
-        thread = self.rest_of.pop(order)
-        j = eigen_next(self.queue_thread, thread, self.threads, self.rest_strides, self.draw)
-        job = self.queue[j]
-        del self.queue[j]
-        del self.queue_thread[j]
-        self.rest_of[job[1]] = thread
-        self.push(*job)
+        """The place in ``waiting`` of the request a freed inter-op thread runs next: the
+        oldest in its own queue (a worker pops its queue's front; outside tasks were pushed to
+        the back), else the newest of another's: Steal() pops the back of the first non-empty
+        queue in a scan from a random victim with a random stride coprime to the pool's size
+        (Eigen ThreadPool/NonBlockingThreadPool.h, WorkerLoop and Steal)."""
+        waiting = self.waiting
+        for j, w in enumerate(waiting):
+            if w[6] == thread:
+                return j
+        m = self.width
+        newest = [-1] * m
+        for j in range(len(waiting) - 1, -1, -1):
+            q = waiting[j][6]
+            if newest[q] < 0:
+                newest[q] = j
+        r = int(self.draw() * 2**32)
+        victim, stride = r % m, self.steal_strides[r % len(self.steal_strides)]
+        while newest[victim] < 0:  # the freed thread's own queue is empty: the scan passes it
+            victim = (victim + stride) % m
+        return newest[victim]
 
     def next_done(self) -> tuple[int, float, float]:
         """The request to complete next, of those in flight (the oldest runs: X(1) > 0): its
