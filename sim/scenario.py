@@ -375,7 +375,10 @@ class Serving(Strict):
     profile: str = Field("resnet101-tfserving", description="latency profile family")
     request_timeout: Duration = Field(30.0, description="a request over this fails (lab: 30 s)")
     rest_api_num_threads: int | None = Field(
-        None, ge=1, description="--rest_api_num_threads; default 4 x node vCPUs (TF Serving)"
+        None,
+        ge=1,
+        description="--rest_api_num_threads; default 4 x node vCPUs (TF Serving); one of them "
+        "runs the HTTP event loop, so one fewer requests are served at once",
     )
     intra_op_threads: int | None = Field(
         None,
