@@ -4,7 +4,9 @@ each is a likely surprise.
 - a duration written as a bare number (``--set duration=45``): seconds were taken;
 - a run that ends before its load does (a step shape's ``time_limit``, the last stage, a
   spike, a replay file): the run sees only part of the load;
-- a replay file that ends before the run: the rate is 0, or Locust stops, from there on.
+- a replay file that ends before the run: the rate is 0, or Locust stops, from there on;
+- a REST pool of one thread, which TF Serving's HTTP event loop holds: no REST request would
+  be answered.
 
 Pure functions on the validated scenario and the raw mapping it came from.
 """
@@ -35,7 +37,19 @@ from sim.units import format_duration
 
 def scenario_notes(scenario: Scenario, raw: Mapping[str, Any]) -> list[str]:
     """Every note, bare durations first."""
-    return [*bare_durations(scenario, raw), *load_cut_short(scenario)]
+    return [*bare_durations(scenario, raw), *load_cut_short(scenario), *rest_pool(scenario)]
+
+
+def rest_pool(scenario: Scenario) -> list[str]:
+    """``--rest_api_num_threads=1``: the event loop runs on the pool's only thread
+    (net_http EvHTTPServer::StartAcceptingRequests), so TF Serving answers no REST request;
+    the simulator serves them one at a time (``sim.serving.model.rest_handlers``)."""
+    if scenario.serving.rest_api_num_threads != 1:
+        return []
+    return [
+        "serving.rest_api_num_threads=1: TF Serving's HTTP event loop holds that thread, so a "
+        "real server would answer no REST request (simulated as one at a time); set 2 or more"
+    ]
 
 
 def bare_durations(model: BaseModel, raw: Mapping[str, Any]) -> list[str]:

@@ -202,3 +202,11 @@ def test_a_duration_that_cuts_the_load_short_is_named() -> None:
     assert scenario_notes(full, raw) == []  # the lab runs 30m, past its 11m of steps
     spike, raw = read_scenario(ROOT / "scenarios" / "spike.yaml", ["duration=15m"])
     assert any("the spike ends at 20m" in n for n in scenario_notes(spike, raw))
+
+
+def test_a_rest_pool_of_one_thread_is_named() -> None:
+    """TF Serving's HTTP event loop holds one REST thread for good: a pool of 1 answers none."""
+    one, raw = read_scenario(LAB, ["serving.rest_api_num_threads=1"])
+    assert any("event loop holds that thread" in n for n in scenario_notes(one, raw))
+    two, raw = read_scenario(LAB, ["serving.rest_api_num_threads=2"])
+    assert scenario_notes(two, raw) == []
