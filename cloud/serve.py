@@ -163,7 +163,6 @@ class RestExecutor:
     def __init__(self, threads: int) -> None:
         if threads < 1:
             raise ValueError(f"a REST executor needs at least 1 thread, got {threads}")
-        self.threads = threads
         self._lock = threading.Lock()
         self._free = threads
         self._waiting: deque[threading.Event] = deque()

@@ -729,6 +729,7 @@ def test_tiny_model_calibration_end_to_end(tmp_path: Path) -> None:
     cpus = measured["cpu_s"]
     assert idle["cpu_factor"] == pytest.approx([c / cpus[0] for c in cpus[1:]], rel=1e-4)
     assert "after idle (work x back to back's): 0.01 s " in shown
+    assert "after idle (CPU x back to back's): 0.01 s " in shown
 
 
 @pytest.mark.resnet

@@ -626,13 +626,15 @@ def _point(raw: Any, i: int, nq: int, origin: str) -> Point:
     )
 
 
+_AFTER_IDLE_KEYS = {"gap_s", "factor", "cpu_factor"}
+
+
 def _after_idle(raw: Any, origin: str) -> tuple[tuple[tuple[float, float], ...], tuple[float, ...]]:
     """``defaults.after_idle`` as (gap, factor) pairs and the CPU factors (empty: none)."""
     if raw is None:
         return (), ()
     where = "defaults.after_idle"
-    keys = set(raw) if isinstance(raw, Mapping) else set()
-    if not isinstance(raw, Mapping) or not {"gap_s", "factor"} <= keys <= _AFTER_IDLE_KEYS:
+    if not isinstance(raw, Mapping) or not {"gap_s", "factor"} <= set(raw) <= _AFTER_IDLE_KEYS:
         raise ProfileError(
             f"{origin}: {where} must be a mapping of gap_s, factor and optionally cpu_factor, "
             f"got {raw!r}"
@@ -653,9 +655,6 @@ def _after_idle(raw: Any, origin: str) -> tuple[tuple[tuple[float, float], ...],
         for k, v in lists.items()
     }
     return tuple(zip(gap, read["factor"], strict=True)), tuple(read.get("cpu_factor", ()))
-
-
-_AFTER_IDLE_KEYS = {"gap_s", "factor", "cpu_factor"}
 
 
 def _check_ladders(points: Sequence[Point], origin: str) -> None:

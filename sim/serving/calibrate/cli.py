@@ -538,16 +538,11 @@ def summary(target: Path, data: dict[str, Any]) -> str:
                 )
             )
     idle = data["defaults"].get("after_idle")
-    if idle:
-        pairs = zip(idle["gap_s"], idle["factor"], strict=True)
-        lines.append(
-            "  after idle (work x back to back's): "
-            + ", ".join(f"{g:g} s {f:.2f}" for g, f in pairs)
-        )
-        if "cpu_factor" in idle:
-            pairs = zip(idle["gap_s"], idle["cpu_factor"], strict=True)
+    for key, what in (("factor", "work"), ("cpu_factor", "CPU")):
+        if idle and key in idle:
+            pairs = zip(idle["gap_s"], idle[key], strict=True)
             lines.append(
-                "  after idle (CPU x back to back's): "
+                f"  after idle ({what} x back to back's): "
                 + ", ".join(f"{g:g} s {f:.2f}" for g, f in pairs)
             )
     cpu = (data["provenance"].get("method") or {}).get("cpu")
