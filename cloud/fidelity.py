@@ -124,6 +124,14 @@ def fidelity(
             min=1,
         ),
     ] = 1,
+    lone_requests: Annotated[
+        int,
+        typer.Option(
+            help="lone requests in each round's REST step and in the drift check after the "
+            "ladders (each a wait apart, after 3 to warm up)",
+            min=5,
+        ),
+    ] = 20,
     force: Annotated[
         bool, typer.Option(help="write into a non-empty --out that is not a scalelab output")
     ] = False,
@@ -190,6 +198,7 @@ def fidelity(
                 cpu_pod=(cpu_pod, kubeconfig, context) if cpu_pod is not None else None,
                 seed=seed,
                 repeat=repeat,
+                lone_requests=lone_requests,
                 sim_seeds=sim_seeds,
                 discipline=discipline,
                 out=out,
@@ -262,6 +271,7 @@ def _measure(
     cpu_pod: tuple[str, Path | None, str | None] | None,
     seed: int,
     repeat: int,
+    lone_requests: int,
     sim_seeds: int,
     discipline: str,
     out: Path,
@@ -353,7 +363,7 @@ def _measure(
                 elif rest_step:
                     lone = _lone_median(calibrated, have, sum(waits) / 2)
                 if rest_step:
-                    times = _lone_times(server.url, model, body, waits, seed + k, 20)
+                    times = _lone_times(server.url, model, body, waits, seed + k, lone_requests)
                     rest.append((times, lone))
                     console.print(
                         f"REST path: lone request {statistics.median(times) * 1000:.1f} ms "
@@ -373,7 +383,9 @@ def _measure(
             if rest:
                 calibrated, meta["rest_overhead"] = _rest_overhead(console, calibrated, rest)
                 before = meta["rest_overhead"]["rounds"][0]["lone_rest_s"]
-                meta["rest_overhead"] |= _drift(console, before, server.url, model, body, waits)
+                meta["rest_overhead"] |= _drift(
+                    console, before, server.url, model, body, waits, lone_requests
+                )
         if profile is None:
             meta["profile_file"] = str(out / "profile.yaml")
         meta["server"] = {"saved_model": str(saved_model), "threads": threads, "cores": have}
@@ -511,14 +523,20 @@ def _rest_overhead(
 
 
 def _drift(
-    console: Console, before: float, url: str, model: str, body: str, waits: tuple[float, float]
+    console: Console,
+    before: float,
+    url: str,
+    model: str,
+    body: str,
+    waits: tuple[float, float],
+    count: int,
 ) -> dict[str, Any]:
     """The REST step's lone request measured again after the last real ladder, against the
     first round's: how far the machine's speed moved over the run. The model is calibrated
     before each ladder, but a machine that moved within a ladder shows here, and at light load
     an error of about this size is the machine's, not the model's (on this VM the lone request
     moved by up to 13% within minutes)."""
-    times = _lone_times(url, model, body, waits, seed=0, count=20)
+    times = _lone_times(url, model, body, waits, seed=0, count=count)
     after = statistics.median(times)
     change = 100 * (after - before) / before
     console.print(

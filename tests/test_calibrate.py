@@ -672,8 +672,10 @@ def test_unreachable_endpoint_is_reported(image: Path, tmp_path: Path) -> None:
 # --- real calibrations -----------------------------------------------------------------------
 
 
-def _calibrate(tmp_path: Path, *args: str, timeout: float) -> tuple[Path, Path, str]:
-    out, export_dir = tmp_path / "profile.yaml", tmp_path / "model"
+def _calibrate(
+    tmp_path: Path, *args: str, timeout: float, export_dir: Path | None = None
+) -> tuple[Path, Path, str]:
+    out, export_dir = tmp_path / "profile.yaml", export_dir or tmp_path / "model"
     command = [sys.executable, "-m", "sim.serving.calibrate", "calibrate", "--out", str(out)]
     command += ["--export-dir", str(export_dir), *args]
     done = subprocess.run(
@@ -734,13 +736,13 @@ def test_tiny_model_calibration_end_to_end(tmp_path: Path) -> None:
 
 @pytest.mark.resnet
 @pytest.mark.skipif(not HAS_TF, reason="needs the calibrate extra (tensorflow-cpu)")
-def test_resnet101_calibration_small_ladder(tmp_path: Path) -> None:
+def test_resnet101_calibration_small_ladder(tmp_path: Path, resnet101_export: Path) -> None:
     out, _, _ = _calibrate(
         tmp_path,
         "--threads", "1", "--max-concurrency", "4", "--batch", "1",
         "--seconds", "0.5", "--repeats", "1", "--min-requests", "3", "--max-seconds", "2",
         "--idle-rounds", "0",
-        timeout=150,
+        timeout=150, export_dir=resnet101_export,
     )  # fmt: skip
     data = written(out)
     assert data["name"].startswith("resnet101-cpu-")

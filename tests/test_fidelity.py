@@ -243,7 +243,9 @@ def test_unreachable_endpoint_names_the_url(tmp_path: Path) -> None:
 
 @pytest.mark.resnet
 @pytest.mark.skipif(not HAS_TF, reason="needs the calibrate extra (tensorflow-cpu)")
-def test_resnet101_short_ladder_real_against_simulated(tmp_path: Path) -> None:
+def test_resnet101_short_ladder_real_against_simulated(
+    tmp_path: Path, resnet101_export: Path
+) -> None:
     """CI's guard: calibrate ResNet101 here (a short ladder at this machine's cores), serve the
     same SavedModel, drive it with real Locust at 1, 4 and 24 users, and hold the simulated
     ladder within loose bounds widened by the drift fidelity measured (a shared CI machine is
@@ -259,15 +261,18 @@ def test_resnet101_short_ladder_real_against_simulated(tmp_path: Path) -> None:
     # the after-idle factors in --quick's 4 rounds of 2 kept a gap: one round of blocks of 5
     # (4 kept, one block) let a disturbed block read 1.36 at 30 ms, and the 4-user p95 came
     # out 57% high
-    grid = dataclasses.replace(grid_with(default_grid(quick=True), threads=[cores]), batch=())
-    run = LocalRun(grid=grid, export_dir=tmp_path / "model", command="test")
+    # a fixed ladder through the knee (n = 2 or 3 here) onto the plateau, which holds beyond
+    grid = grid_with(default_grid(quick=True), threads=[cores], concurrency=[1, 2, 3, 4, 8])
+    grid = dataclasses.replace(grid, batch=())
+    run = LocalRun(grid=grid, export_dir=resnet101_export, command="test")
     profile = dump_profile(run_local(run), tmp_path / "profile.yaml")
     out = tmp_path / "fidelity"
     done = CliRunner().invoke(
         app,
         [
-            *("fidelity", "--profile", str(profile), "--saved-model", str(tmp_path / "model")),
-            *("--users", "1,4,24", "--seconds", "15", "--settle", "4", "--out", str(out)),
+            *("fidelity", "--profile", str(profile), "--saved-model", str(resnet101_export)),
+            *("--users", "1,4,24", "--seconds", "12", "--settle", "3", "--out", str(out)),
+            *("--lone-requests", "12"),
             *("--max-error-rps", "1000", "--max-error-latency", "1000"),  # checked below
         ],
     )
@@ -367,7 +372,7 @@ def test_rest_step_measures_what_the_served_path_adds_to_a_lone_request() -> Non
     try:
         times = _lone_times(running.url, *args, seed=1, count=8)
         served, figures = _rest_overhead(console, profile, [(times, inside)])
-        drift = _drift(console, figures["lone_rest_s"], running.url, *args)
+        drift = _drift(console, figures["lone_rest_s"], running.url, *args, 8)
     finally:
         running.close()
     # the same fixed-time server after as before: no drift beyond the HTTP time's jitter
@@ -452,6 +457,7 @@ def stand_in_server(monkeypatch: pytest.MonkeyPatch) -> None:
 SHORT_LADDER = (
     *("--cores", "2", "--users", "1,2", "--seconds", "1.5", "--settle", "0.3"),
     *("--wait", "0.1,0.2", "--max-error-rps", "1000", "--max-error-latency", "1000"),
+    *("--lone-requests", "6"),
 )
 
 
@@ -499,6 +505,7 @@ def test_rounds_calibrate_before_each_ladder_and_pool_the_passes(
     data = json.loads((out / "fidelity.json").read_text())
     rounds = data["rest_overhead"]["rounds"]
     assert [r["lone_in_process_s"] for r in rounds] == pytest.approx([1 / 20, 1 / 24])
+    assert len(data["rest_overhead"]["lone_rest_times_s"]) == 2 * 6  # --lone-requests a round
     for r in rounds:  # the stand-in's 50 ms and its HTTP time
         assert 0.05 <= r["lone_rest_s"] < 0.08
     assert data["real"]["ladders"] == 2
