@@ -193,6 +193,10 @@ def test_repeated_real_ladders_are_pooled_and_their_range_kept(tmp_path: Path) -
     assert (cells["real_p50_min"], cells["real_p50_max"]) == ("0.2", "0.3")
     data = json.loads((tmp_path / "fidelity.json").read_text())
     assert data["rows"][0]["real_spread_pct"]["p50"] == pytest.approx(100 * 0.1 / 0.3)
+    # a miss names the real side's own range, which one run cannot resolve below
+    assert Bounds(latency=10).misses([row])[0] == (
+        "2 users: p50 off by -16.7% (bound 10%; the real ladders 33% apart)"
+    )
 
 
 def test_a_row_without_a_real_value_has_no_error() -> None:
@@ -544,3 +548,25 @@ def test_a_profile_calibrated_through_the_api_gets_no_rest_step(
     data = json.loads((out / "fidelity.json").read_text())
     assert "rest_overhead" not in data and data["real"]["ladders"] == 2
     assert "REST path" not in done.output
+
+
+@pytest.mark.parametrize("drift", [40.0, -3.0])
+def test_a_miss_exits_1_and_a_machine_that_moved_is_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, drift: float
+) -> None:
+    """Misses are printed and exit 1, whatever the drift; only a lone request that moved by more
+    than the latency bound over the run adds that the machine, not the model, may be the cause."""
+    from cloud import fidelity as cli
+
+    rows = compare([[rung(1, 10, [0.2] * 10, 0.3)]], [rung(1, 10, [0.3] * 10, 0.3)])
+    meta = {"rest_overhead": {"drift_pct": drift}}
+    monkeypatch.setattr(cli, "_measure", lambda *args, **kwargs: (rows, meta, None))
+    out = tmp_path / "out"
+    done = CliRunner().invoke(
+        app, ["fidelity", "--profile", str(tmp_path / "p.yaml"), "--out", str(out)]
+    )
+    assert done.exit_code == 1, done.output
+    shown = " ".join(done.output.split())
+    assert "outside the bound: 1 users: p50 off by +50.0% (bound 15%)" in shown
+    assert ("the machine's speed changed" in shown) == (abs(drift) > 15)
+    assert json.loads((out / "fidelity.json").read_text())["misses"]

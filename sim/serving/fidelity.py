@@ -369,7 +369,12 @@ class Bounds:
             ):
                 e = row.error(metric)
                 if e is not None and abs(e) > bound:
-                    out.append(f"{row.users} users: {metric} off by {e:+.1f}% (bound {bound:g}%)")
+                    # the real ladders' own range: a miss inside it is not resolved by this run
+                    spread = row.spread(metric)
+                    apart = "" if spread is None else f"; the real ladders {spread:.0f}% apart"
+                    out.append(
+                        f"{row.users} users: {metric} off by {e:+.1f}% (bound {bound:g}%{apart})"
+                    )
         return out
 
 
