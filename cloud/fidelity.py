@@ -354,6 +354,7 @@ def _measure(
                 calibrated = _calibrate_endpoint(console, server, model, have, quick)
             passes: list[dict[str, Any]] = []
             rest: list[tuple[list[float], float]] = []
+            plateaus: list[dict[str, float]] = []
             measured = []
 
             def calibration_pass() -> None:
@@ -377,6 +378,16 @@ def _measure(
                         f"REST path: lone request {statistics.median(times) * 1000:.1f} ms "
                         f"through the API, {lone * 1000:.1f} ms in process"
                     )
+                if here:
+                    seconds = PLATEAU_SECONDS[quick]
+                    api = _served_plateau(server.url, model, body, PLATEAU_CALLERS, seconds)
+                    inside = pass_profile.throughput(have, max(pass_profile.concurrency(have)))
+                    plateaus.append({"rest_rps": api, "in_process_rps": inside})
+                    console.print(
+                        f"plateau: {api:.2f} req/s through the API ({PLATEAU_CALLERS} callers, "
+                        f"no think time), {inside:.2f} in process "
+                        f"({fid.error_pct(inside, api):+.1f}%)"
+                    )
                 console.print(f"driving it with real Locust users: {[s.users for s in ladder]}")
                 served = ProcessCpu(server.pid)
                 measured.append(one_ladder(server.url, served, k, OthersCpu(served)))
@@ -388,6 +399,8 @@ def _measure(
                 weights = [0.5] + [1.0] * (repeat - 1) + [0.5]
                 calibrated = profile_from_dict(pool_passes(passes, weights), "calibrated here")
             own = calibrated  # as measured: the closed loops below are its own
+            if plateaus:
+                meta["served_plateau"] = _plateau_figures(console, plateaus, quick)
             if rest:
                 calibrated, meta["rest_overhead"] = _rest_overhead(console, calibrated, rest)
                 before = meta["rest_overhead"]["rounds"][0]["lone_rest_s"]
@@ -474,6 +487,83 @@ def _lone_times(
             if i >= 3:
                 times.append(time.perf_counter() - started)
     return times
+
+
+PLATEAU_CALLERS = 12
+"""Closed-loop callers of the served plateau check: past the REST handlers (4 x cores - 1 on
+this 2-core machine), so requests queue at the REST pool as in a saturated Locust rung."""
+PLATEAU_SECONDS = {True: 4.0, False: 12.0}
+"""Its window, by --full or not: this VM's plateau swings by 5-10% from one 10 s window to the
+next, so one window says little and the rounds' mean is what the record keeps."""
+
+
+def _served_plateau(url: str, model: str, body: str, callers: int, seconds: float) -> float:
+    """Requests per second the served model completes through its REST API with ``callers``
+    keep-alive callers and no think time, after each has completed one (warm-up). Paired with
+    the calibration pass just before it, it says how much of the in-process plateau survives
+    the served path (HTTP, JSON, base64 on the server's CPU)."""
+    import threading
+
+    import requests
+
+    from cloud.load import predict_path
+
+    target = url.rstrip("/") + predict_path(model, "1")
+    headers = {"Content-Type": "application/json"}
+    done: list[float] = []
+    errors: list[str] = []
+    stop = threading.Event()
+
+    def caller() -> None:
+        with requests.Session() as session:
+            while not stop.is_set():
+                try:
+                    answer = session.post(target, data=body, headers=headers, timeout=60.0)
+                except requests.RequestException as error:
+                    errors.append(f"POST {target}: {error}")
+                    return
+                if answer.status_code != 200:
+                    errors.append(f"POST {target}: HTTP {answer.status_code}: {answer.text[:200]}")
+                    return
+                done.append(time.perf_counter())
+
+    threads = [threading.Thread(target=caller, daemon=True) for _ in range(callers)]
+    for thread in threads:
+        thread.start()
+    deadline = time.perf_counter() + 120.0
+    while len(done) < callers and not errors and time.perf_counter() < deadline:
+        time.sleep(0.01)
+    start, first = time.perf_counter(), len(done)
+    while time.perf_counter() < start + seconds and not errors:
+        time.sleep(0.01)
+    end, last = time.perf_counter(), len(done)
+    stop.set()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise CloudError(errors[0])
+    return (last - first) / (end - start)
+
+
+def _plateau_figures(
+    console: Console, plateaus: list[dict[str, float]], quick: bool
+) -> dict[str, Any]:
+    """The rounds' served plateau against their passes', for the record: the model does not
+    use it yet (its plateau is the passes')."""
+    from sim.serving.fidelity import error_pct
+
+    errors = [error_pct(p["in_process_rps"], p["rest_rps"]) or 0.0 for p in plateaus]
+    mean = sum(errors) / len(errors)
+    console.print(
+        f"served plateau {mean:+.1f}% against the passes' in process (mean of "
+        f"{len(errors)} round{'s' if len(errors) > 1 else ''}; not in the model)"
+    )
+    return {
+        "callers": PLATEAU_CALLERS,
+        "seconds": PLATEAU_SECONDS[quick],
+        "rounds": plateaus,
+        "mean_pct": mean,
+    }
 
 
 def _lone_median(profile: Any, cores: float, gap: float) -> float:

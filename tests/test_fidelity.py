@@ -510,6 +510,12 @@ def test_rounds_calibrate_before_each_ladder_and_pool_the_passes(
     rounds = data["rest_overhead"]["rounds"]
     assert [r["lone_in_process_s"] for r in rounds] == pytest.approx([1 / 20, 1 / 24])
     assert len(data["rest_overhead"]["lone_rest_times_s"]) == 2 * 6  # --lone-requests a round
+    # each round's served plateau (12 callers against 2 workers of 50 ms: 40 req/s) beside its
+    # own pass's (2 x its speed), recorded
+    plateau = data["served_plateau"]
+    assert [r["in_process_rps"] for r in plateau["rounds"]] == pytest.approx([40.0, 48.0])
+    assert all(30 < r["rest_rps"] <= 41 for r in plateau["rounds"]), plateau
+    assert "served plateau" in done.output
     for r in rounds:  # the stand-in's 50 ms and its HTTP time
         assert 0.05 <= r["lone_rest_s"] < 0.08
     assert data["real"]["ladders"] == 2
