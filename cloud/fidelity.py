@@ -468,25 +468,33 @@ def _lone_times(
 
     import requests
 
-    from cloud.load import predict_path
-
-    target = url.rstrip("/") + predict_path(model, "1")
-    headers = {"Content-Type": "application/json"}
     pauses = random.Random(seed)
     times = []
     with requests.Session() as session:
         for i in range(count + 3):
             time.sleep(pauses.uniform(*waits))
             started = time.perf_counter()
-            try:
-                answer = session.post(target, data=body, headers=headers, timeout=60.0)
-            except requests.RequestException as error:
-                raise CloudError(f"POST {target}: {error}") from error
-            if answer.status_code != 200:
-                raise CloudError(f"POST {target}: HTTP {answer.status_code}: {answer.text[:200]}")
+            _predict(session, url, model, body)
             if i >= 3:
                 times.append(time.perf_counter() - started)
     return times
+
+
+def _predict(session: Any, url: str, model: str, body: str) -> None:
+    """One predict through ``session`` (a requests Session); CloudError with the URL and the
+    server's answer when it fails."""
+    import requests
+
+    from cloud.load import predict_path
+
+    target = url.rstrip("/") + predict_path(model, "1")
+    headers = {"Content-Type": "application/json"}
+    try:
+        answer = session.post(target, data=body, headers=headers, timeout=60.0)
+    except requests.RequestException as error:
+        raise CloudError(f"POST {target}: {error}") from error
+    if answer.status_code != 200:
+        raise CloudError(f"POST {target}: HTTP {answer.status_code}: {answer.text[:200]}")
 
 
 PLATEAU_CALLERS = 12
@@ -506,24 +514,17 @@ def _served_plateau(url: str, model: str, body: str, callers: int, seconds: floa
 
     import requests
 
-    from cloud.load import predict_path
-
-    target = url.rstrip("/") + predict_path(model, "1")
-    headers = {"Content-Type": "application/json"}
     done: list[float] = []
-    errors: list[str] = []
+    errors: list[CloudError] = []
     stop = threading.Event()
 
     def caller() -> None:
         with requests.Session() as session:
             while not stop.is_set():
                 try:
-                    answer = session.post(target, data=body, headers=headers, timeout=60.0)
-                except requests.RequestException as error:
-                    errors.append(f"POST {target}: {error}")
-                    return
-                if answer.status_code != 200:
-                    errors.append(f"POST {target}: HTTP {answer.status_code}: {answer.text[:200]}")
+                    _predict(session, url, model, body)
+                except CloudError as error:
+                    errors.append(error)
                     return
                 done.append(time.perf_counter())
 
@@ -541,7 +542,7 @@ def _served_plateau(url: str, model: str, body: str, callers: int, seconds: floa
     for thread in threads:
         thread.join()
     if errors:
-        raise CloudError(errors[0])
+        raise errors[0]
     return (last - first) / (end - start)
 
 

@@ -362,7 +362,13 @@ def test_rest_step_measures_what_the_served_path_adds_to_a_lone_request() -> Non
     from rich.console import Console
 
     from cloud.errors import CloudError
-    from cloud.fidelity import _drift, _lone_median, _lone_times, _rest_overhead
+    from cloud.fidelity import (
+        _drift,
+        _lone_median,
+        _lone_times,
+        _rest_overhead,
+        _served_plateau,
+    )
     from cloud.serve import start_server
     from tests.test_cloud_ladder import FixedServable
 
@@ -391,9 +397,11 @@ def test_rest_step_measures_what_the_served_path_adds_to_a_lone_request() -> Non
     try:
         with pytest.raises(CloudError, match=r"HTTP 500.*on fire") as error:
             _lone_times(failing.url, *args, seed=1, count=4)
+        with pytest.raises(CloudError, match=r"HTTP 500.*on fire") as plateau_error:
+            _served_plateau(failing.url, args[0], args[1], callers=3, seconds=1.0)
     finally:
         failing.close()
-    assert failing.url in str(error.value)
+    assert failing.url in str(error.value) and failing.url in str(plateau_error.value)
 
 
 def test_rest_overhead_pairs_each_round_with_its_own_calibration() -> None:
