@@ -523,6 +523,9 @@ def test_rounds_calibrate_before_each_ladder_and_pool_the_passes(
     plateau = data["served_plateau"]
     assert [r["in_process_rps"] for r in plateau["rounds"]] == pytest.approx([40.0, 48.0])
     assert all(30 < r["rest_rps"] <= 41 for r in plateau["rounds"]), plateau
+    ratios = [r["rest_rps"] / r["in_process_rps"] for r in plateau["rounds"]]
+    assert plateau["ratio"] == pytest.approx(sum(ratios) / 2)
+    assert pooled["defaults"]["served_plateau"] == pytest.approx(plateau["ratio"], rel=1e-4)
     assert "served plateau" in done.output
     for r in rounds:  # the stand-in's 50 ms and its HTTP time
         assert 0.05 <= r["lone_rest_s"] < 0.08

@@ -165,7 +165,7 @@ def test_round_trip_is_byte_stable(tmp_path: Path, suffix: str) -> None:
     data = synthetic(overhead=0.02, idle=0.01, sigma=lambda t: 0.1 * t)
     data["points"][0].update(spread={"p50": 0.01, "p95": 0.02}, repeats=3)
     data["points"][1]["background_cpu_cores"] = 0.05
-    data["defaults"].update(model_load_s=8.0, cold_factor=3.5)
+    data["defaults"].update(model_load_s=8.0, cold_factor=3.5, served_plateau=0.96)
     data["defaults"]["after_idle"] = {
         "gap_s": [0.03, 0.9],
         "factor": [0.95, 1.12],
@@ -181,12 +181,46 @@ def test_round_trip_is_byte_stable(tmp_path: Path, suffix: str) -> None:
     assert loaded.points[0].spread == {"p50": 0.01, "p95": 0.02}
     assert loaded.points[0].repeats == 3 and loaded.points[1].background_cpu_cores == 0.05
     assert (loaded.model_load_s, loaded.cold_factor) == (8.0, 3.5)
+    assert loaded.served_plateau == 0.96
     assert loaded.after_idle == ((0.03, 0.95), (0.9, 1.12))
     assert loaded.after_idle_cpu == (0.97, 1.05)
     original = profile_from_dict(data)
     for c, n in [(1, 1), (1.5, 3), (2, 4)]:  # five significant digits survive the trip
         assert loaded.throughput(c, n) == pytest.approx(original.throughput(c, n), rel=1e-4)
         assert loaded.cpu_cores(c, n) == pytest.approx(original.cpu_cores(c, n), rel=1e-4)
+
+
+@given(
+    ratio=st.floats(0.5, 1.2),
+    xs=st.lists(st.floats(1.0, 50.0), min_size=2, max_size=6),
+)
+def test_the_served_plateau_caps_x_and_spares_the_lone_request(
+    ratio: float, xs: list[float]
+) -> None:
+    """A profile whose plateau through the served path is ``ratio`` of its in-process one: X is
+    capped there, never below X at one in flight (the path's cost to a lone request is
+    ``overhead_s``), stays as measured below the cap, and the CPU is untouched."""
+    ladder = sorted(xs)
+    n = tuple(range(1, len(ladder) + 1))
+    data = synthetic(threads=(2,), concurrency=n, batch=(1,), throughput=lambda t, c: ladder[c - 1])
+    plain = profile_from_dict(data)
+    data["defaults"]["served_plateau"] = ratio
+    served = profile_from_dict(data)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ProfileExtrapolationWarning)
+        lone, top = plain.throughput(2, 1), plain.throughput(2, 99)
+        cap = max(top * ratio, lone)
+        for k in (*n, 99):
+            assert served.throughput(2, k) == pytest.approx(min(plain.throughput(2, k), cap))
+        assert served.throughput(2, 1) == pytest.approx(lone)
+        assert [served.cpu_cores(2, k) for k in n] == [plain.cpu_cores(2, k) for k in n]
+
+
+def test_a_served_plateau_must_be_positive() -> None:
+    data = synthetic()
+    data["defaults"]["served_plateau"] = 0
+    with pytest.raises(ProfileError, match=r"defaults\.served_plateau must be > 0, got 0"):
+        profile_from_dict(data)
 
 
 def _broken(change: Callable[[dict[str, Any]], None]) -> dict[str, Any]:

@@ -32,6 +32,7 @@ Schema (``schema_version: 3``), one mapping::
       model_load_s, cold_factor  # optional: SavedModel load time; first request / warm one
       served_sigma: float        # optional: a lone request's lognormal spread through the
                                  # served path (REST), a floor under the work's spread
+      served_plateau: float      # optional (> 0): the served path's plateau over the points'
       after_idle:                # optional: a request that finds the server idle for gap_s
         gap_s: [0.01, ...]       # (increasing, > 0) costs factor x a back-to-back one's work
         factor: [1.02, ...]      # (> 0); interpolated from 1 at gap 0, held past the last gap
@@ -203,15 +204,31 @@ def plateau_fit(concurrency: Sequence[int], throughput: Sequence[float]) -> list
     return [mean for mean, count in blocks for _ in range(int(count))]
 
 
+def _served(x: list[float], ratio: float) -> list[float]:
+    """X(n) through the served path: capped at ``ratio`` x the plateau, never below the lone
+    request's X (what the path adds to a lone request is ``overhead_s``). Assumption: the path
+    costs throughput only where the server's CPU is all busy, which is the plateau."""
+    cap = max(x[-1] * ratio, x[0])
+    return [min(v, cap) for v in x]
+
+
 class _Ladder:
     """One thread count's measurements: X, U and latency over concurrency; batch cost."""
 
-    def __init__(self, threads: float, points: Sequence[Point], quantiles: Sequence[float]):
+    def __init__(
+        self,
+        threads: float,
+        points: Sequence[Point],
+        quantiles: Sequence[float],
+        served_plateau: float = 1.0,
+    ):
         self.threads = threads
         ladder = sorted((p for p in points if p.batch == 1), key=lambda p: p.concurrency)
         self.n = [float(p.concurrency) for p in ladder]
         measured = [p.throughput_rps for p in ladder]
         self.x = plateau_fit([p.concurrency for p in ladder], measured)
+        if served_plateau != 1.0:
+            self.x = _served(self.x, served_plateau)
         self.u = [p.cpu_cores for p in ladder]
         self.lat = [p.latency_s for p in ladder]
         self.sigma = ladder[0].sigma  # a lone request's spread: the work's own variability
@@ -273,6 +290,9 @@ class Profile:
     model_load_s: float | None = None
     cold_factor: float | None = None
     served_sigma: float | None = None
+    served_plateau: float | None = None
+    """The plateau through the served path over the ladders' (measured in process), where
+    ``scalelab fidelity`` measured both: X(n) is capped at it."""
     after_idle: tuple[tuple[float, float], ...] = ()
     """(gap_s, factor): a request arriving at a server idle for gap_s seconds does factor times
     the work of one arriving back to back (``calibrate.idle``); empty: factor 1."""
@@ -300,7 +320,13 @@ class Profile:
     def __post_init__(self) -> None:
         threads = sorted({p.threads for p in self.points})
         ladders = tuple(
-            _Ladder(t, [p for p in self.points if p.threads == t], self.quantiles) for t in threads
+            _Ladder(
+                t,
+                [p for p in self.points if p.threads == t],
+                self.quantiles,
+                self.served_plateau or 1.0,
+            )
+            for t in threads
         )
         object.__setattr__(self, "_ladders", ladders)
         object.__setattr__(self, "_amdahl", _fit_amdahl(ladders))
@@ -486,6 +512,7 @@ class Profile:
             model_load_s=self.model_load_s,
             cold_factor=self.cold_factor,
             served_sigma=self.served_sigma,
+            served_plateau=self.served_plateau,
             after_idle=self.after_idle,
             after_idle_cpu=self.after_idle_cpu,
             model=self.model,
@@ -508,6 +535,8 @@ class Profile:
             defaults["cold_factor"] = _round(self.cold_factor)
         if self.served_sigma is not None:
             defaults["served_sigma"] = _round(self.served_sigma)
+        if self.served_plateau is not None:
+            defaults["served_plateau"] = _round(self.served_plateau)
         if self.after_idle:
             defaults["after_idle"] = {
                 "gap_s": [_round(g) for g, _ in self.after_idle],
@@ -727,9 +756,11 @@ def profile_from_dict(data: Any, origin: str = "<profile>") -> Profile:
     if not isinstance(defaults, Mapping):
         raise ProfileError(f"{origin}: defaults must be a mapping")
 
-    def opt(key: str) -> float | None:
+    def opt(key: str, *, positive: bool = False) -> float | None:
         value = defaults.get(key)
-        return None if value is None else _number(value, origin, f"defaults.{key}")
+        if value is None:
+            return None
+        return _number(value, origin, f"defaults.{key}", positive=positive)
 
     provenance = _require(data, "provenance", origin)
     if not isinstance(provenance, Mapping) or not provenance:
@@ -755,6 +786,7 @@ def profile_from_dict(data: Any, origin: str = "<profile>") -> Profile:
         model_load_s=opt("model_load_s"),
         cold_factor=opt("cold_factor"),
         served_sigma=opt("served_sigma"),
+        served_plateau=opt("served_plateau", positive=True),
         after_idle=idle[0],
         after_idle_cpu=idle[1],
         model=dict(data.get("model") or {}),
