@@ -503,7 +503,7 @@ PLATEAU_CALLERS = 12
 this 2-core machine), so requests queue at the REST pool as in a saturated Locust rung."""
 PLATEAU_SECONDS = {True: 4.0, False: 12.0}
 """Its window, by --full or not: this VM's plateau swings by 5-10% from one 10 s window to the
-next, so one window says little and the rounds' mean is what the record keeps."""
+next, so one window says little and the profile takes the rounds' mean."""
 
 
 def _served_plateau(url: str, model: str, body: str, callers: int, seconds: float) -> float:
