@@ -32,7 +32,8 @@ Schema (``schema_version: 3``), one mapping::
       model_load_s, cold_factor  # optional: SavedModel load time; first request / warm one
       served_sigma: float        # optional: a lone request's lognormal spread through the
                                  # served path (REST), a floor under the work's spread
-      served_plateau: float      # optional (> 0): the served path's plateau over the points'
+      served_plateau: float      # optional (> 0): the plateau through the served path over
+                                 # the points' (in process); X is capped at it x the plateau
       after_idle:                # optional: a request that finds the server idle for gap_s
         gap_s: [0.01, ...]       # (increasing, > 0) costs factor x a back-to-back one's work
         factor: [1.02, ...]      # (> 0); interpolated from 1 at gap 0, held past the last gap
