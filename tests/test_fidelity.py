@@ -502,6 +502,7 @@ def test_rounds_calibrate_before_each_ladder_and_pool_the_passes(
         return data
 
     monkeypatch.setattr(cli, "_calibrate", calibrate)
+    monkeypatch.setattr(cli, "PLATEAU_SECONDS", {True: 1.5, False: 1.5})  # a 50 ms stand-in
     out = tmp_path / "out"
     done = CliRunner().invoke(app, ["fidelity", *SHORT_LADDER, "--repeat", "2", "--out", str(out)])
     assert done.exit_code == 0, done.output
