@@ -378,10 +378,12 @@ def _measure(
                         f"REST path: lone request {statistics.median(times) * 1000:.1f} ms "
                         f"through the API, {lone * 1000:.1f} ms in process"
                     )
-                if here:
+                if rest_step:  # the plateau the in-process profile measured, through the API
+                    inside_of = pass_profile if here else calibrated
                     seconds = PLATEAU_SECONDS[quick]
                     api = _served_plateau(server.url, model, body, PLATEAU_CALLERS, seconds)
-                    inside = pass_profile.throughput(have, max(pass_profile.concurrency(have)))
+                    top = max(inside_of.concurrency(have))
+                    inside = inside_of.throughput(have, top)
                     plateaus.append({"rest_rps": api, "in_process_rps": inside})
                     console.print(
                         f"plateau: {api:.2f} req/s through the API ({PLATEAU_CALLERS} callers, "
