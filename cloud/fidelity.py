@@ -367,19 +367,18 @@ def _measure(
                     console.print(f"[bold]round {k + 1} of {repeat}[/bold]")
                 if here:
                     calibration_pass()
-                    pass_profile = profile_from_dict(passes[-1], "calibrated here")
-                    lone = _lone_median(pass_profile, have, sum(waits) / 2)
-                elif rest_step:
-                    lone = _lone_median(calibrated, have, sum(waits) / 2)
+                    inside_of = profile_from_dict(passes[-1], "calibrated here")
+                else:
+                    inside_of = calibrated  # the in-process profile the REST step compares with
                 if rest_step:
+                    lone = _lone_median(inside_of, have, sum(waits) / 2)
                     times = _lone_times(server.url, model, body, waits, seed + k, lone_requests)
                     rest.append((times, lone))
                     console.print(
                         f"REST path: lone request {statistics.median(times) * 1000:.1f} ms "
                         f"through the API, {lone * 1000:.1f} ms in process"
                     )
-                if rest_step:  # the plateau the in-process profile measured, through the API
-                    inside_of = pass_profile if here else calibrated
+                    # the plateau the in-process profile measured, through the API
                     seconds = PLATEAU_SECONDS[quick]
                     api = _served_plateau(server.url, model, body, PLATEAU_CALLERS, seconds)
                     top = max(inside_of.concurrency(have))
@@ -552,13 +551,14 @@ def _served_plateau(url: str, model: str, body: str, callers: int, seconds: floa
 def _plateau_figures(
     console: Console, plateaus: list[dict[str, float]], quick: bool
 ) -> dict[str, Any]:
-    """The rounds' served plateau over their own passes' (paired in time, so the machine's
-    drift between rounds cancels), averaged over the rounds: the profile's ``served_plateau``
-    (the passes measure the model in process; the real ladders go through the REST API)."""
+    """The rounds' served plateau over the in-process one (each round's own pass when
+    calibrating here, paired in time so that the machine's drift between rounds cancels; else
+    the given profile's), averaged over the rounds: the profile's ``served_plateau`` (the
+    profile measured the model in process; the real ladders go through the REST API)."""
     ratios = [p["rest_rps"] / p["in_process_rps"] for p in plateaus]
     ratio = sum(ratios) / len(ratios)
     console.print(
-        f"served plateau {100 * (ratio - 1):+.1f}% against the passes' in process (mean of "
+        f"served plateau {100 * (ratio - 1):+.1f}% against the one in process (mean of "
         f"{len(ratios)} round{'s' if len(ratios) > 1 else ''})"
     )
     return {
