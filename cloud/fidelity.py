@@ -17,6 +17,7 @@ the very measurements it was built from, an error no harness or machine drift ex
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import shlex
 import statistics
@@ -354,7 +355,7 @@ def _measure(
                 calibrated = _calibrate_endpoint(console, server, model, have, quick)
             passes: list[dict[str, Any]] = []
             rest: list[tuple[list[float], float]] = []
-            plateaus: list[dict[str, float]] = []
+            plateaus: list[list[dict[str, float]]] = []
             measured = []
 
             def calibration_pass() -> None:
@@ -378,16 +379,17 @@ def _measure(
                         f"REST path: lone request {statistics.median(times) * 1000:.1f} ms "
                         f"through the API, {lone * 1000:.1f} ms in process"
                     )
-                    # the plateau the in-process profile measured, through the API
-                    seconds = PLATEAU_SECONDS[quick]
-                    api = _served_plateau(server.url, model, body, PLATEAU_CALLERS, seconds)
-                    top = max(inside_of.concurrency(have))
-                    inside = inside_of.throughput(have, top)
-                    plateaus.append({"rest_rps": api, "in_process_rps": inside})
-                    console.print(
-                        f"plateau: {api:.2f} req/s through the API ({PLATEAU_CALLERS} callers, "
-                        f"no think time), {inside:.2f} in process "
-                        f"({fid.error_pct(inside, api):+.1f}%)"
+                    plateaus.append(
+                        _served_pairs(
+                            console,
+                            tmp / f"pairs-{k}.log",
+                            saved_model,
+                            threads,
+                            server,
+                            model,
+                            int(max(inside_of.concurrency(have))),
+                            quick,
+                        )
                     )
                 console.print(f"driving it with real Locust users: {[s.users for s in ladder]}")
                 served = ProcessCpu(server.pid)
@@ -500,73 +502,97 @@ def _predict(session: Any, url: str, model: str, body: str) -> None:
 
 
 PLATEAU_CALLERS = 12
-"""Closed-loop callers of the served plateau check: past the REST handlers (4 x cores - 1 on
-this 2-core machine), so requests queue at the REST pool as in a saturated Locust rung."""
-PLATEAU_SECONDS = {True: 4.0, False: 12.0}
-"""Its window, by --full or not: this VM's plateau swings by 5-10% from one 10 s window to the
-next, so one window says little and the profile takes the rounds' mean."""
+"""Closed-loop callers of the served side of :func:`_served_pairs`: past the REST handlers
+(4 x cores - 1 on this 2-core machine), so requests queue at the REST pool as in a saturated
+Locust rung."""
+SERVED_PAIRS = {True: (4, 3.0), False: (6, 5.0)}
+"""Pairs and each window's seconds, by --full or not."""
 
 
-def _served_plateau(url: str, model: str, body: str, callers: int, seconds: float) -> float:
-    """Requests per second the served model completes through its REST API with ``callers``
-    keep-alive callers and no think time, after each has completed one (warm-up). Paired with
-    the calibration pass just before it, it says how much of the in-process plateau survives
-    the served path (HTTP, JSON, base64 on the server's CPU)."""
-    import threading
+def _served_pairs(
+    console: Console,
+    log: Path,
+    saved_model: Path,
+    threads: int,
+    server: Any,
+    model: str,
+    concurrency: int,
+    quick: bool,
+) -> list[dict[str, float]]:
+    """The plateau in process (the SavedModel in a worker, ``concurrency`` callers: the top of
+    the profile's ladder) and through the served copy's REST API (:data:`PLATEAU_CALLERS`
+    keep-alive callers, no think time), window after window: how much of the in-process plateau
+    survives the served path (HTTP, JSON, base64 on the server's CPU)."""
+    from cloud.load import lab_image
+    from sim.serving.calibrate.local import served_pairs
 
-    import requests
-
-    done: list[float] = []
-    errors: list[CloudError] = []
-    stop = threading.Event()
-
-    def caller() -> None:
-        with requests.Session() as session:
-            while not stop.is_set():
-                try:
-                    _predict(session, url, model, body)
-                except CloudError as error:
-                    errors.append(error)
-                    return
-                done.append(time.perf_counter())
-
-    threads = [threading.Thread(target=caller, daemon=True) for _ in range(callers)]
-    for thread in threads:
-        thread.start()
-    deadline = time.perf_counter() + 120.0
-    while len(done) < callers and not errors and time.perf_counter() < deadline:
-        time.sleep(0.01)
-    start, first = time.perf_counter(), len(done)
-    while time.perf_counter() < start + seconds and not errors:
-        time.sleep(0.01)
-    end, last = time.perf_counter(), len(done)
-    stop.set()
-    for thread in threads:
-        thread.join()
-    if errors:
-        raise errors[0]
-    return (last - first) / (end - start)
+    pairs, seconds = SERVED_PAIRS[quick]
+    console.print(
+        f"plateau in process against through the API: {pairs} pairs of {seconds:g} s windows ..."
+    )
+    served = {
+        "url": server.url,
+        "model": model,
+        "concurrency": concurrency,
+        "callers": PLATEAU_CALLERS,
+        "seconds": seconds,
+        "pairs": pairs,
+        "server_pid": server.pid,
+    }
+    found = served_pairs(_version(saved_model), threads, lab_image(None), served, log)
+    ratios = [p["rest_rps"] / p["in_process_rps"] for p in found]
+    console.print(
+        "plateau through the API over in process, per pair: "
+        + ", ".join(f"{r:.3f}" for r in ratios)
+    )
+    return found
 
 
 def _plateau_figures(
-    console: Console, plateaus: list[dict[str, float]], quick: bool
+    console: Console, rounds: list[list[dict[str, float]]], quick: bool
 ) -> dict[str, Any]:
-    """The rounds' served plateau over the in-process one (each round's own pass when
-    calibrating here, paired in time so that the machine's drift between rounds cancels; else
-    the given profile's), averaged over the rounds: the profile's ``served_plateau`` (the
-    profile measured the model in process; the real ladders go through the REST API)."""
-    ratios = [p["rest_rps"] / p["in_process_rps"] for p in plateaus]
-    ratio = sum(ratios) / len(ratios)
+    """The served plateau over the in-process one, the mean of every round's pairs' ratios
+    (each pair's two windows seconds apart, so the machine's drift cancels): the profile's
+    ``served_plateau`` (the profile measured the model in process; the real ladders go through
+    the REST API). Also the served path's CPU a request, where both sides' CPU was read: the
+    API side's server CPU per request less the in-process side's."""
+    pairs = [p for found in rounds for p in found]
+    ratios = [p["rest_rps"] / p["in_process_rps"] for p in pairs]
+    ratio = statistics.fmean(ratios)
+    error = statistics.stdev(ratios) / math.sqrt(len(ratios)) if len(ratios) > 1 else None
     console.print(
         f"served plateau {100 * (ratio - 1):+.1f}% against the one in process (mean of "
-        f"{len(ratios)} round{'s' if len(ratios) > 1 else ''})"
+        f"{len(ratios)} pairs"
+        + ("" if error is None else f", standard error {100 * error:.1f}%")
+        + ")"
     )
-    return {
+    figures: dict[str, Any] = {
         "callers": PLATEAU_CALLERS,
-        "seconds": PLATEAU_SECONDS[quick],
-        "rounds": plateaus,
+        "pairs_a_round": SERVED_PAIRS[quick][0],
+        "seconds": SERVED_PAIRS[quick][1],
+        "rounds": rounds,
         "ratio": ratio,
+        "ratio_standard_error": error,
     }
+    costs = [
+        p["rest_cpu_cores"] / p["rest_rps"] - p["in_process_cpu_cores"] / p["in_process_rps"]
+        for p in pairs
+        if "rest_cpu_cores" in p and "in_process_cpu_cores" in p
+    ]
+    if costs:
+        figures["served_cpu_s"] = statistics.fmean(costs)
+    return figures
+
+
+def _version(saved: Path) -> Path:
+    """The SavedModel directory itself: ``saved`` or, for a TF Serving base path, its highest
+    numbered version (as TF Serving serves by default)."""
+    if (saved / "saved_model.pb").exists():
+        return saved
+    versions = [v for v in saved.iterdir() if v.name.isdigit() and v.is_dir()]
+    if not versions:
+        raise CloudError(f"{saved}: no saved_model.pb and no numbered version in it")
+    return max(versions, key=lambda v: int(v.name))
 
 
 def _lone_median(profile: Any, cores: float, gap: float) -> float:

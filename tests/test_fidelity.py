@@ -276,7 +276,7 @@ def test_resnet101_short_ladder_real_against_simulated(
         [
             *("fidelity", "--profile", str(profile), "--saved-model", str(resnet101_export)),
             *("--users", "1,4,24", "--seconds", "12", "--settle", "3", "--out", str(out)),
-            *("--lone-requests", "12", "--full"),  # --full: the plateau check's 12 s window
+            *("--lone-requests", "12"),
             *("--max-error-rps", "1000", "--max-error-latency", "1000"),  # checked below
         ],
     )
@@ -288,6 +288,11 @@ def test_resnet101_short_ladder_real_against_simulated(
     # Bounds widened by the machine's own drift over the run, which fidelity measures (the lone
     # request again after the ladders): a CI run here slowed by 20% between calibration and
     # saturation, and its real req/s at 24 users fell by as much.
+    # the served path's plateau against the SavedModel in its own worker, pair by pair
+    (pairs,) = data["served_plateau"]["rounds"]
+    assert len(pairs) == 4 and all(p["in_process_rps"] > 0 and p["rest_rps"] > 0 for p in pairs)
+    assert all(1 < p["rest_cpu_cores"] <= cores + 0.1 for p in pairs)  # the server process's
+    assert 0.5 < data["served_plateau"]["ratio"] < 1.2
     drift = abs(data["rest_overhead"]["drift_pct"])
     for row in rows:
         errors = row["error_pct"]
@@ -362,13 +367,7 @@ def test_rest_step_measures_what_the_served_path_adds_to_a_lone_request() -> Non
     from rich.console import Console
 
     from cloud.errors import CloudError
-    from cloud.fidelity import (
-        _drift,
-        _lone_median,
-        _lone_times,
-        _rest_overhead,
-        _served_plateau,
-    )
+    from cloud.fidelity import _drift, _lone_median, _lone_times, _rest_overhead
     from cloud.serve import start_server
     from tests.test_cloud_ladder import FixedServable
 
@@ -397,11 +396,68 @@ def test_rest_step_measures_what_the_served_path_adds_to_a_lone_request() -> Non
     try:
         with pytest.raises(CloudError, match=r"HTTP 500.*on fire") as error:
             _lone_times(failing.url, *args, seed=1, count=4)
-        with pytest.raises(CloudError, match=r"HTTP 500.*on fire") as plateau_error:
-            _served_plateau(failing.url, args[0], args[1], callers=3, seconds=1.0)
     finally:
         failing.close()
-    assert failing.url in str(error.value) and failing.url in str(plateau_error.value)
+    assert failing.url in str(error.value)
+
+
+def test_served_pairs_alternate_the_two_plateaus_window_after_window() -> None:
+    """In process (2 callers of a 20 ms call: 100 req/s) against a 50 ms stand-in through its
+    REST API (2 workers: 40 req/s): the sides never overlap, they swap order from one pair to
+    the next, each pair reads both plateaus, the in-process side its own CPU, the API side the
+    client's; a server answering errors stops it with the URL and the answer."""
+    import time
+
+    from cloud.serve import start_server
+    from sim.serving.calibrate.worker import RestPredict, served_pairs
+    from tests.test_cloud_ladder import FixedServable
+
+    spans: list[tuple[str, float, float]] = []
+
+    def inside() -> None:
+        start = time.perf_counter()
+        time.sleep(0.02)
+        spans.append(("in_process", start, time.perf_counter()))
+
+    body = json.dumps({"instances": [{"b64": "aGk="}]}).encode()
+    running = start_server(FixedServable(0.05, workers=2), port=0)
+    try:
+        rest = RestPredict(running.url, "image_classifier", body)
+
+        def outside() -> None:
+            start = time.perf_counter()
+            rest()
+            spans.append(("rest", start, time.perf_counter()))
+
+        outside.close = rest.close  # type: ignore[attr-defined]
+        pairs = served_pairs(inside, outside, concurrency=2, callers=6, seconds=0.6, pairs=2)
+    finally:
+        running.close()
+    assert len(pairs) == 2
+    for pair in pairs:
+        assert pair["in_process_rps"] == pytest.approx(100, rel=0.15)
+        assert pair["rest_rps"] == pytest.approx(40, rel=0.15)
+        assert pair["in_process_cpu_cores"] >= 0 and "rest_cpu_cores" not in pair
+        assert 0 <= pair["client_cpu_cores"] < 2
+    order = [side for i, (side, _, _) in enumerate(spans) if i == 0 or spans[i - 1][0] != side]
+    assert order == ["in_process", "rest", "in_process"]  # AB BA, not AB AB
+    for side, start, end in spans:
+        others = [s for s in spans if s[0] != side]
+        assert not any(s < end and start < e for _, s, e in others)
+    failing = start_server(FixedServable(0.01, workers=1, fail=True), port=0)
+    try:
+        with pytest.raises(RuntimeError, match=r"HTTP 500.*on fire") as error:
+            served_pairs(
+                inside,
+                RestPredict(failing.url, "image_classifier", body),
+                concurrency=1,
+                callers=2,
+                seconds=0.2,
+                pairs=1,
+            )
+    finally:
+        failing.close()
+    assert failing.url in str(error.value)
 
 
 def test_rest_overhead_pairs_each_round_with_its_own_calibration() -> None:
@@ -483,14 +539,19 @@ def test_rounds_calibrate_before_each_ladder_and_pool_the_passes(
     first's ladder, the profile written is their pool with trapezoid weights (each ladder lies
     between two passes) and each pass kept, and each round's REST figures are paired with its
     own pass."""
+    import time
+
     from cloud import fidelity as cli
+    from sim.serving.calibrate.worker import RestPredict, served_pairs
 
     speeds = iter([20.0, 24.0, 28.0])  # lone request 50 ms, 41.7 ms, 35.7 ms
     asked: list[list[int] | None] = []
+    tops: list[int] = []
 
     def calibrate(console: Any, tmp: Path, quick: bool, threads: int, passes: int, fixed: Any):
         asked.append(fixed)
         speed = next(speeds)
+        tops.append(0)
         data = synthetic(
             threads=(2,),
             concurrency=(1, 2, 3),
@@ -501,8 +562,31 @@ def test_rounds_calibrate_before_each_ladder_and_pool_the_passes(
         data["provenance"]["date"] = f"pass {len(asked)}"
         return data
 
+    def pairs(
+        console: Any,
+        log: Path,
+        saved: Path,
+        threads: int,
+        server: Any,
+        model: str,
+        concurrency: int,
+        quick: bool,
+    ) -> list[dict[str, float]]:
+        """In process: the last pass's machine, processor sharing at its plateau."""
+        tops[-1] = concurrency
+        plateau = 2 * [20.0, 24.0, 28.0][len(tops) - 1]
+        body = json.dumps({"instances": [{"b64": "aGk="}]}).encode()
+        return served_pairs(
+            lambda: time.sleep(concurrency / plateau),
+            RestPredict(server.url, model, body),
+            concurrency=concurrency,
+            callers=cli.PLATEAU_CALLERS,
+            seconds=0.6,
+            pairs=2,
+        )
+
     monkeypatch.setattr(cli, "_calibrate", calibrate)
-    monkeypatch.setattr(cli, "PLATEAU_SECONDS", {True: 1.5, False: 1.5})  # a 50 ms stand-in
+    monkeypatch.setattr(cli, "_served_pairs", pairs)
     out = tmp_path / "out"
     done = CliRunner().invoke(app, ["fidelity", *SHORT_LADDER, "--repeat", "2", "--out", str(out)])
     assert done.exit_code == 0, done.output
@@ -519,13 +603,18 @@ def test_rounds_calibrate_before_each_ladder_and_pool_the_passes(
     rounds = data["rest_overhead"]["rounds"]
     assert [r["lone_in_process_s"] for r in rounds] == pytest.approx([1 / 20, 1 / 24])
     assert len(data["rest_overhead"]["lone_rest_times_s"]) == 2 * 6  # --lone-requests a round
-    # each round's served plateau (12 callers against 2 workers of 50 ms: 40 req/s) beside its
-    # own pass's (2 x its speed), recorded
+    # each round's pairs: the served plateau (12 callers against 2 workers of 50 ms: 40 req/s)
+    # beside the in-process one at the top of its pass's ladder (2 x its speed), recorded
+    assert tops == [3, 3, 0]  # the closing pass has no REST step
     plateau = data["served_plateau"]
-    assert [r["in_process_rps"] for r in plateau["rounds"]] == pytest.approx([40.0, 48.0])
-    assert all(30 < r["rest_rps"] <= 41 for r in plateau["rounds"]), plateau
-    ratios = [r["rest_rps"] / r["in_process_rps"] for r in plateau["rounds"]]
-    assert plateau["ratio"] == pytest.approx(sum(ratios) / 2)
+    rounds_pairs = plateau["rounds"]
+    assert [len(r) for r in rounds_pairs] == [2, 2]
+    for found, inside in zip(rounds_pairs, [40.0, 48.0], strict=True):
+        assert all(p["in_process_rps"] == pytest.approx(inside, rel=0.1) for p in found)
+        assert all(30 < p["rest_rps"] < 43 for p in found), found  # +-1 request in 0.6 s
+    ratios = [p["rest_rps"] / p["in_process_rps"] for r in rounds_pairs for p in r]
+    assert plateau["ratio"] == pytest.approx(sum(ratios) / 4)
+    assert plateau["ratio_standard_error"] > 0
     assert pooled["defaults"]["served_plateau"] == pytest.approx(plateau["ratio"], rel=1e-4)
     assert "served plateau" in done.output
     for r in rounds:  # the stand-in's 50 ms and its HTTP time

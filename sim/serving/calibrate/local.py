@@ -156,6 +156,7 @@ def _worker(
                     loaded["background_cpu_cores"] = record.get("background_cpu_cores")
                     loaded["ladder"] = record.get("ladder")
                     loaded["knee"] = record.get("knee")
+                    loaded["pairs"] = record.get("pairs")
                 elif event == "point":
                     points.append(record["point"])
                 elif event == "after_idle":
@@ -169,6 +170,28 @@ def _worker(
             f"the measuring process for threads={config['threads']} failed (exit {code}):\n{tail}"
         )
     return loaded, points
+
+
+def served_pairs(
+    saved_model: Path,
+    threads: int,
+    image: Path,
+    served: dict[str, Any],
+    log: Path,
+    progress: Progress | None = None,
+) -> list[dict[str, float]]:
+    """The SavedModel in a worker, its plateau against a served copy's window after window
+    (``served``: url, model, concurrency, callers, seconds, pairs, server_pid; see
+    :func:`sim.serving.calibrate.worker.served_pairs`)."""
+    config = {
+        "saved_model": str(saved_model),
+        "signature": LAB_SIGNATURE,
+        "threads": threads,
+        "image": str(image),
+        "served": served,
+    }
+    loaded, _ = _worker(config, progress or (lambda event, fields: None), log)
+    return list(loaded["pairs"])
 
 
 def run_local(run: LocalRun, progress: Progress | None = None) -> dict[str, Any]:

@@ -14,6 +14,9 @@ Other processes' CPU use is measured over every window (``/proc/stat`` minus thi
 window during which they used more than ``quiet_cores`` is measured again while the worker's
 ``retry_seconds`` last, and the quietest attempt is kept.
 
+With ``served`` in its config it measures nothing else: :func:`served_pairs`, the plateau in
+process and through a served copy's REST API, window after window (``scalelab fidelity``).
+
 Results go to stdout as lines ``@@scalelab {json}``; anything else there is ignored.
 """
 
@@ -318,6 +321,74 @@ def quietest(
         on_retry(window)
 
 
+def served_pairs(
+    inside: Callable[[], object],
+    outside: Callable[[], object],
+    *,
+    concurrency: int,
+    callers: int,
+    seconds: float,
+    pairs: int,
+    server_cpu: Callable[[], float] | None = None,
+) -> list[dict[str, float]]:
+    """``pairs`` pairs of plateau windows: ``concurrency`` closed-loop callers of ``inside`` (the
+    model in this process) and ``callers`` of ``outside`` (a predict through the served copy's
+    REST API), one side idle while the other runs, in the order AB BA AB ... so that a machine
+    drifting steadily within a pair cancels over two. This VM's plateau moves by 5-10% from one
+    10 s window to the next, and an in-process pass a minute before a REST window read the
+    served plateau at 0.73 to 1.02 of its own; 14 alternating pairs of 8 s read it at 0.80 to
+    1.08, mean 0.96. Each pair also has each side's server CPU (``server_cpu``: the served
+    copy's process; this process's for the side in it) and the cores this process spent calling
+    the API (the client's share of the machine)."""
+    found = []
+    for k in range(pairs):
+        sides = [
+            ("in_process", inside, concurrency, time.process_time),
+            ("rest", outside, callers, server_cpu),
+        ]
+        pair: dict[str, float] = {}
+        for name, call, n, cpu in sides[:: -1 if k % 2 else 1]:
+            own0, wall0 = time.process_time(), time.perf_counter()
+            with Callers(call, cpu_clock=cpu, busy_clock=None) as running:
+                window = running.measure(
+                    n, seconds=seconds, repeats=1, min_requests=1, max_seconds=seconds
+                )
+            pair[f"{name}_rps"] = window.throughput
+            if window.cpu_cores is not None:
+                pair[f"{name}_cpu_cores"] = window.cpu_cores
+            if name == "rest":
+                own = time.process_time() - own0
+                pair["client_cpu_cores"] = own / (time.perf_counter() - wall0)
+            if hasattr(call, "close"):
+                call.close()
+        emit("pair", **pair)
+        found.append(pair)
+    return found
+
+
+class RestPredict:
+    """A predict through a TF Serving REST API, each calling thread on its own keep-alive
+    connection (as Locust's users); :meth:`close` ends them (the served copy's handler threads
+    with them)."""
+
+    def __init__(self, url: str, model: str, body: bytes) -> None:
+        from sim.serving.calibrate.endpoint import _Client  # it imports this module
+
+        self.client = _Client(url, timeout=60.0)
+        self.where = f"POST {url}/v1/models/{model}:predict"
+        self.path = f"/v1/models/{model}:predict"
+        self.body = body
+
+    def __call__(self) -> None:
+        status, answer = self.client.request("POST", self.path, self.body)
+        if status != 200:
+            text = answer.decode("utf-8", errors="replace")[:300]
+            raise RuntimeError(f"{self.where} answered HTTP {status}: {text}")
+
+    def close(self) -> None:
+        self.client.close()
+
+
 def main(config: dict[str, Any]) -> None:
     threads = int(config["threads"])
     cpus = usable_cpus()
@@ -367,6 +438,23 @@ def main(config: dict[str, Any]) -> None:
         idle_cpu_cores=idle,
         outputs=outputs,
     )
+    if "served" in config:
+        served = config["served"]
+        from sim.serving.calibrate.cpu import ProcessCpu
+        from sim.serving.calibrate.payload import rest_body
+
+        server = ProcessCpu(served["server_pid"]) if served.get("server_pid") else None
+        found = served_pairs(
+            lambda: fn(**{arg: one}),
+            RestPredict(served["url"], served["model"], rest_body(jpeg, 1, signature)),
+            concurrency=served["concurrency"],
+            callers=served["callers"],
+            seconds=served["seconds"],
+            pairs=served["pairs"],
+            server_cpu=server.seconds if server is not None else None,
+        )
+        emit("done", threads=threads, pairs=found)
+        return
     busy0, own0, wall0 = busy_cpu_seconds(), time.process_time(), time.perf_counter()
     budget = [float(config.get("retry_seconds", 0.0))]
 
