@@ -387,7 +387,7 @@ def _measure(
                             threads,
                             server,
                             model,
-                            int(max(inside_of.concurrency(have))),
+                            _in_flight(inside_of, have, threads),
                             quick,
                         )
                     )
@@ -519,8 +519,8 @@ def _served_pairs(
     concurrency: int,
     quick: bool,
 ) -> list[dict[str, float]]:
-    """The plateau in process (the SavedModel in a worker, ``concurrency`` callers: the top of
-    the profile's ladder) and through the served copy's REST API (:data:`PLATEAU_CALLERS`
+    """The plateau in process (the SavedModel in a worker, ``concurrency`` callers: see
+    :func:`_in_flight`) and through the served copy's REST API (:data:`PLATEAU_CALLERS`
     keep-alive callers, no think time), window after window: how much of the in-process plateau
     survives the served path (HTTP, JSON, base64 on the server's CPU)."""
     from cloud.load import lab_image
@@ -546,6 +546,15 @@ def _served_pairs(
         + ", ".join(f"{r:.3f}" for r in ratios)
     )
     return found
+
+
+def _in_flight(profile: Any, cores: float, threads: int) -> int:
+    """Requests the served copy runs at once at its plateau: its REST handlers (4 x threads
+    less the event loop's), or the top of the profile's ladder when that is lower. The pairs'
+    in-process side runs that many, so both sides have the same requests in Session::Run."""
+    from sim.serving.model import rest_handlers
+
+    return int(min(max(profile.concurrency(cores)), rest_handlers(4 * threads)))
 
 
 def _plateau_figures(
