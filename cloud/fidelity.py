@@ -540,12 +540,16 @@ def _served_pairs(
         "server_pid": server.pid,
     }
     found = served_pairs(_version(saved_model), threads, lab_image(None), served, log)
-    ratios = [p["rest_rps"] / p["in_process_rps"] for p in found]
     console.print(
         "plateau through the API over in process, per pair: "
-        + ", ".join(f"{r:.3f}" for r in ratios)
+        + ", ".join(f"{_ratio(p):.3f}" for p in found)
     )
     return found
+
+
+def _ratio(pair: dict[str, float]) -> float:
+    """A pair's plateau through the API over its plateau in process."""
+    return pair["rest_rps"] / pair["in_process_rps"]
 
 
 def _in_flight(profile: Any, cores: float, threads: int) -> int:
@@ -566,7 +570,7 @@ def _plateau_figures(
     the REST API). Also the served path's CPU a request, where both sides' CPU was read: the
     API side's server CPU per request less the in-process side's."""
     pairs = [p for found in rounds for p in found]
-    ratios = [p["rest_rps"] / p["in_process_rps"] for p in pairs]
+    ratios = [_ratio(p) for p in pairs]
     ratio = statistics.fmean(ratios)
     error = statistics.stdev(ratios) / math.sqrt(len(ratios)) if len(ratios) > 1 else None
     console.print(

@@ -178,7 +178,6 @@ def served_pairs(
     image: Path,
     served: dict[str, Any],
     log: Path,
-    progress: Progress | None = None,
 ) -> list[dict[str, float]]:
     """The SavedModel in a worker, its plateau against a served copy's window after window
     (``served``: url, model, concurrency, callers, seconds, pairs, server_pid; see
@@ -190,7 +189,7 @@ def served_pairs(
         "image": str(image),
         "served": served,
     }
-    loaded, _ = _worker(config, progress or (lambda event, fields: None), log)
+    loaded, _ = _worker(config, lambda event, fields: None, log)
     return list(loaded["pairs"])
 
 
