@@ -4,14 +4,13 @@ one machine.
 Locally it serves ResNet101 as TF Serving would (``scalelab serve --model-path``, thread pools =
 cores) and runs ``--repeat`` rounds of: a calibration pass in process (unless given
 ``--profile``; ``--through-api`` calibrates once through the REST API with the server process's
-CPU instead), lone requests through the REST API (what the served path adds), and a ladder of
-real Locust users. Then it simulates the same ladder with the passes pooled
-(:mod:`sim.serving.fidelity`): both sides average the machine over the same minutes, and the
-simulated server gets, rung by rung, the cores the real one's machine left it (Locust and the
-OS take some). The
-calibration's own closed loops are simulated too (``closed_loops``): the serving model against
-the very measurements it was built from, an error no harness or machine drift explains.
-``--endpoint`` points it at any TF Serving instead.
+CPU instead), lone requests in process and through the REST API turn about (what the served
+path adds) and the plateau both ways, and a ladder of real Locust users. Then it simulates the
+same ladder with the passes pooled (:mod:`sim.serving.fidelity`): both sides average the machine
+over the same minutes, and the simulated server gets, rung by rung, the cores the real one's
+machine left it (Locust and the OS take some). The calibration's own closed loops are simulated
+too (``closed_loops``): the serving model against the very measurements it was built from, an
+error no harness or machine drift explains. ``--endpoint`` points it at any TF Serving instead.
 """
 
 from __future__ import annotations
@@ -128,8 +127,9 @@ def fidelity(
     lone_requests: Annotated[
         int,
         typer.Option(
-            help="lone requests in each round's REST step and in the drift check after the "
-            "ladders (each a wait apart, after 3 to warm up)",
+            help="pairs of lone requests (in process, through the API, turn about, each "
+            "after a wait) in each round's REST step and in the drift check after the ladders, "
+            "after 2 a side to warm up",
             min=5,
         ),
     ] = 20,
@@ -361,7 +361,23 @@ def _measure(
             if calibrated is None and not here:
                 calibrated = _calibrate_endpoint(console, server, model, have, quick)
             passes: list[dict[str, Any]] = []
-            rest: list[tuple[list[float], float]] = []
+            rest: list[list[dict[str, float]]] = []
+
+            def served_copy(
+                log: Path, in_flight: int, lone: int, lone_seed: int, *, plateau: bool
+            ) -> dict[str, list[dict[str, float]]]:
+                return _served_copy(
+                    console,
+                    log,
+                    saved_model,
+                    threads,
+                    server,
+                    model,
+                    (waits, lone, lone_seed),
+                    in_flight if plateau else 0,
+                    quick,
+                )
+
             plateaus: list[list[dict[str, float]]] = []
             measured = []
 
@@ -379,25 +395,15 @@ def _measure(
                 else:
                     inside_of = calibrated  # the in-process profile the REST step compares with
                 if rest_step:
-                    lone = _lone_median(inside_of, have, sum(waits) / 2)
-                    times = _lone_times(server.url, model, body, waits, seed + k, lone_requests)
-                    rest.append((times, lone))
-                    console.print(
-                        f"REST path: lone request {statistics.median(times) * 1000:.1f} ms "
-                        f"through the API, {lone * 1000:.1f} ms in process"
+                    found = served_copy(
+                        tmp / f"served-{k}.log",
+                        _in_flight(inside_of, have, threads),
+                        lone_requests,
+                        seed + k,
+                        plateau=True,
                     )
-                    plateaus.append(
-                        _served_pairs(
-                            console,
-                            tmp / f"pairs-{k}.log",
-                            saved_model,
-                            threads,
-                            server,
-                            model,
-                            _in_flight(inside_of, have, threads),
-                            quick,
-                        )
-                    )
+                    rest.append(found["lone"])
+                    plateaus.append(found["pairs"])
                 console.print(f"driving it with real Locust users: {[s.users for s in ladder]}")
                 served = ProcessCpu(server.pid)
                 measured.append(one_ladder(server.url, served, k, OthersCpu(served)))
@@ -414,10 +420,8 @@ def _measure(
                 calibrated = dataclasses.replace(calibrated, served_plateau=figures["ratio"])
             if rest:
                 calibrated, meta["rest_overhead"] = _rest_overhead(console, calibrated, rest)
-                before = meta["rest_overhead"]["rounds"][0]["lone_rest_s"]
-                meta["rest_overhead"] |= _drift(
-                    console, before, server.url, model, body, waits, lone_requests
-                )
+                after = served_copy(tmp / "served-after.log", 0, lone_requests, 0, plateau=False)
+                meta["rest_overhead"] |= _drift(console, rest[0], after["lone"])
         if profile is None:
             meta["profile_file"] = str(out / "profile.yaml")
         meta["server"] = {"saved_model": str(saved_model), "threads": threads, "cores": have}
@@ -464,48 +468,6 @@ def _others(console: Console, rungs: list[Any], cores: float) -> list[float] | N
     return others
 
 
-def _lone_times(
-    url: str, model: str, body: str, waits: tuple[float, float], seed: int, count: int
-) -> list[float]:
-    """``count`` lone predicts, after 3 to warm up, sent as a lone Locust user sends them:
-    through the client its ``HttpUser`` uses (a requests Session, one keep-alive connection)
-    and ``between(waits)`` apart (back to back, each would meet the previous one's intra-op
-    threads still spinning, which made a lone request 25% slower here). Interleaved here, 40
-    requests each: a bare http.client and a Session, 0.5 s or 0.8-0.9 s apart, were within
-    6 ms of each other (114-120 ms median)."""
-    import random
-
-    import requests
-
-    pauses = random.Random(seed)
-    times = []
-    with requests.Session() as session:
-        for i in range(count + 3):
-            time.sleep(pauses.uniform(*waits))
-            started = time.perf_counter()
-            _predict(session, url, model, body)
-            if i >= 3:
-                times.append(time.perf_counter() - started)
-    return times
-
-
-def _predict(session: Any, url: str, model: str, body: str) -> None:
-    """One predict through ``session`` (a requests Session); CloudError with the URL and the
-    server's answer when it fails."""
-    import requests
-
-    from cloud.load import predict_path
-
-    target = url.rstrip("/") + predict_path(model, "1")
-    headers = {"Content-Type": "application/json"}
-    try:
-        answer = session.post(target, data=body, headers=headers, timeout=60.0)
-    except requests.RequestException as error:
-        raise CloudError(f"POST {target}: {error}") from error
-    if answer.status_code != 200:
-        raise CloudError(f"POST {target}: HTTP {answer.status_code}: {answer.text[:200]}")
-
-
 PLATEAU_CALLERS = 12
 """Closed-loop callers of the served side of :func:`_served_pairs`: past the REST handlers
 (4 x cores - 1 on this 2-core machine), so requests queue at the REST pool as in a saturated
@@ -514,42 +476,65 @@ SERVED_PAIRS = {True: (4, 3.0), False: (6, 5.0)}
 """Pairs and each window's seconds, by --full or not."""
 
 
-def _served_pairs(
+def _served_copy(
     console: Console,
     log: Path,
     saved_model: Path,
     threads: int,
     server: Any,
     model: str,
+    lone: tuple[tuple[float, float], int, int],
     concurrency: int,
     quick: bool,
-) -> list[dict[str, float]]:
-    """The plateau in process (the SavedModel in a worker, ``concurrency`` callers: see
-    :func:`_in_flight`) and through the served copy's REST API (:data:`PLATEAU_CALLERS`
-    keep-alive callers, no think time), window after window: how much of the in-process plateau
-    survives the served path (HTTP, JSON, base64 on the server's CPU)."""
+) -> dict[str, list[dict[str, float]]]:
+    """The SavedModel in a worker against the served copy, turn about: ``lone`` (waits, count,
+    seed) pairs of lone requests, one in process and one through the API (what the served path
+    adds to a lone request), then, when ``concurrency`` > 0, the plateau in process (that many
+    callers: see :func:`_in_flight`) against through the API (:data:`PLATEAU_CALLERS` keep-alive
+    callers, no think time), window after window: how much of the in-process plateau survives
+    the served path (HTTP, JSON, base64 on the server's CPU)."""
     from cloud.load import lab_image
-    from sim.serving.calibrate.local import served_pairs
+    from sim.serving.calibrate.local import served_copy
 
-    pairs, seconds = SERVED_PAIRS[quick]
+    waits, count, seed = lone
+    pairs, seconds = SERVED_PAIRS[quick] if concurrency > 0 else (0, 0.0)
     console.print(
-        f"plateau in process against through the API: {pairs} pairs of {seconds:g} s windows ..."
+        f"lone requests in process and through the API, turn about: {count} pairs"
+        + (f"; then the plateau both ways: {pairs} pairs of {seconds:g} s windows" if pairs else "")
+        + " ..."
     )
     served = {
         "url": server.url,
         "model": model,
+        "lone": count,
+        "waits": list(waits),
+        "seed": seed,
         "concurrency": concurrency,
         "callers": PLATEAU_CALLERS,
         "seconds": seconds,
         "pairs": pairs,
         "server_pid": server.pid,
     }
-    found = served_pairs(_version(saved_model), threads, lab_image(None), served, log)
+    found = served_copy(_version(saved_model), threads, lab_image(None), served, log)
+    rest, inside = _medians(found["lone"])
     console.print(
-        "plateau through the API over in process, per pair: "
-        + ", ".join(f"{_ratio(p):.3f}" for p in found)
+        f"REST path: lone request {rest * 1000:.1f} ms through the API, {inside * 1000:.1f} ms "
+        "in process"
     )
+    if found["pairs"]:
+        console.print(
+            "plateau through the API over in process, per pair: "
+            + ", ".join(f"{_ratio(p):.3f}" for p in found["pairs"])
+        )
     return found
+
+
+def _medians(lone: list[dict[str, float]]) -> tuple[float, float]:
+    """Lone pairs' median through the API and in process."""
+    return (
+        statistics.median(p["rest_s"] for p in lone),
+        statistics.median(p["in_process_s"] for p in lone),
+    )
 
 
 def _ratio(pair: dict[str, float]) -> float:
@@ -613,53 +598,44 @@ def _version(saved: Path) -> Path:
     return max(versions, key=lambda v: int(v.name))
 
 
-def _lone_median(profile: Any, cores: float, gap: float) -> float:
-    """A lone request's median latency in ``profile`` (in process: no REST) after the server
-    idled ``gap`` seconds."""
-    return float(profile.latency(cores, 1)[profile.quantiles.index(0.5)]) * profile.idle_factor(gap)
-
-
 def _rest_overhead(
-    console: Console, profile: Any, rounds: list[tuple[list[float], float]]
+    console: Console, profile: Any, rounds: list[list[dict[str, float]]]
 ) -> tuple[Any, dict[str, Any]]:
     """An in-process profile has no REST: what the REST path adds to a lone request is each
-    round's median of :func:`_lone_times` less the lone median of the calibration pass just
-    before it after the same idle time (:func:`_lone_median`; paired in time, so the machine's
-    drift between rounds cancels), averaged over the rounds; it is carried as the profile's
-    ``overhead_s``, and the spread of all those requests' server part as its ``served_sigma``
+    round's median through the API less its median in process, the two read turn about
+    (:func:`_served_copy`), averaged over the rounds; it is carried as the profile's
+    ``overhead_s``, and the spread of the API requests' server part as its ``served_sigma``
     (assumption: the served path's variability is the server's work, HTTP and JSON on its
     threads, so it queues like work)."""
     from sim.serving.fidelity import served_spread
 
-    medians = [statistics.median(times) for times, _ in rounds]
-    # a round may read the API faster than the pass (noise): clamping each round at 0 before
+    medians = [_medians(lone) for lone in rounds]
+    # a round may read the API faster than in process (noise): clamping each round at 0 before
     # averaging would bias the mean up, so only the mean is kept at 0 or more
-    overheads = [m - inside for m, (_, inside) in zip(medians, rounds, strict=True)]
+    overheads = [rest - inside for rest, inside in medians]
     overhead = max(0.0, sum(overheads) / len(overheads))
     parts = [
-        t - max(0.0, o) - profile.overhead_s
-        for (times, _), o in zip(rounds, overheads, strict=True)
-        for t in times
+        p["rest_s"] - max(0.0, o) - profile.overhead_s
+        for lone, o in zip(rounds, overheads, strict=True)
+        for p in lone
     ]
     served = served_spread(parts)
-    every = [t for times, _ in rounds for t in times]
-    lone = statistics.median(every)
-    inside = sum(i for _, i in rounds) / len(rounds)
+    every = [p for lone in rounds for p in lone]
+    lone_rest, lone_inside = _medians(every)
     console.print(
         f"REST path adds {overhead * 1000:.1f} ms to a lone request "
         f"({len(rounds)} round{'s' if len(rounds) > 1 else ''}); served spread sigma "
         f"{served:.3f} (in process {profile.sigma(profile.default_threads):.3f})"
     )
     figures = {
-        "lone_rest_s": lone,
-        "lone_in_process_s": inside,
+        "lone_rest_s": lone_rest,
+        "lone_in_process_s": lone_inside,
         "overhead_s": overhead,
         "served_sigma": served,
-        "rounds": [
-            {"lone_rest_s": m, "lone_in_process_s": i}
-            for m, (_, i) in zip(medians, rounds, strict=True)
-        ],
-        "lone_rest_times_s": [round(t, 6) for t in every],  # to re-derive either figure
+        "rounds": [{"lone_rest_s": r, "lone_in_process_s": i} for r, i in medians],
+        # to re-derive either figure
+        "lone_rest_times_s": [round(p["rest_s"], 6) for p in every],
+        "lone_in_process_times_s": [round(p["in_process_s"], 6) for p in every],
     }
     changed = dataclasses.replace(
         profile, overhead_s=profile.overhead_s + overhead, served_sigma=served
@@ -668,27 +644,27 @@ def _rest_overhead(
 
 
 def _drift(
-    console: Console,
-    before: float,
-    url: str,
-    model: str,
-    body: str,
-    waits: tuple[float, float],
-    count: int,
+    console: Console, first: list[dict[str, float]], after: list[dict[str, float]]
 ) -> dict[str, Any]:
-    """The REST step's lone request measured again after the last real ladder, against the
-    first round's: how far the machine's speed moved over the run. The model is calibrated
-    before each ladder, but a machine that moved within a ladder shows here, and at light load
-    an error of about this size is the machine's, not the model's (on this VM the lone request
-    moved by up to 13% within minutes)."""
-    times = _lone_times(url, model, body, waits, seed=0, count=count)
-    after = statistics.median(times)
-    change = 100 * (after - before) / before
+    """The first round's lone pairs against the same measured after the closing pass: how far
+    the machine's speed moved over the run, through the API and in process. The model is
+    calibrated before each ladder, but a machine that moved within a ladder shows here, and at
+    light load an error of about this size is the machine's, not the model's (on this VM the
+    lone request moved by up to 13% within minutes)."""
+    (rest0, inside0), (rest, inside) = _medians(first), _medians(after)
+    change = 100 * (rest - rest0) / rest0
+    inside_change = 100 * (inside - inside0) / inside0
     console.print(
-        f"lone request through the API after the ladders: {after * 1000:.1f} ms, "
-        f"{change:+.1f}% against the first round's (the machine's own drift over the run)"
+        f"lone request after the ladders: {rest * 1000:.1f} ms through the API, "
+        f"{change:+.1f}% against the first round's, {inside_change:+.1f}% in process (the "
+        "machine's own drift over the run)"
     )
-    return {"lone_rest_after_s": after, "drift_pct": change}
+    return {
+        "lone_rest_after_s": rest,
+        "lone_in_process_after_s": inside,
+        "drift_pct": change,
+        "in_process_drift_pct": inside_change,
+    }
 
 
 def _base(saved: Path) -> Path:

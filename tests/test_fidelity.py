@@ -306,7 +306,7 @@ def test_resnet101_short_ladder_real_against_simulated(
         [
             *("fidelity", "--profile", str(profile), "--saved-model", str(resnet101_export)),
             *("--users", "1,4,24", "--seconds", "12", "--settle", "3", "--out", str(out)),
-            *("--lone-requests", "12"),
+            *("--lone-requests", "8"),
             *("--max-error-rps", "1000", "--max-error-latency", "1000"),  # checked below
         ],
     )
@@ -323,7 +323,11 @@ def test_resnet101_short_ladder_real_against_simulated(
     assert len(pairs) == 4 and all(p["in_process_rps"] > 0 and p["rest_rps"] > 0 for p in pairs)
     assert all(1 < p["rest_cpu_cores"] <= cores + 0.1 for p in pairs)  # the server process's
     assert 0.5 < data["served_plateau"]["ratio"] < 1.2
-    drift = abs(data["rest_overhead"]["drift_pct"])
+    # the REST step's lone requests, in process and through the API turn about
+    rest = data["rest_overhead"]
+    assert len(rest["lone_rest_times_s"]) == len(rest["lone_in_process_times_s"]) == 8
+    assert 0 <= rest["overhead_s"] < 0.1  # HTTP, JSON and base64 of one lab image
+    drift = abs(rest["drift_pct"])
     for row in rows:
         errors = row["error_pct"]
         assert abs(errors["throughput_rps"]) <= 15 + drift, (row, drift)
@@ -390,42 +394,72 @@ def test_repeat_runs_the_real_ladder_again_and_writes_its_range(tmp_path: Path) 
 
 
 def test_rest_step_measures_what_the_served_path_adds_to_a_lone_request() -> None:
-    """Against a stand-in that takes 60 ms, with a profile whose lone request takes 20 ms in
-    process: the REST step carries the difference as ``overhead_s`` (plus the stand-in's own
-    HTTP time, a few ms here), keeps every lone time, measures it again for the drift check,
-    and a server that answers errors stops it with the URL and the answer."""
+    """Lone requests in process (20 ms) and through a 60 ms stand-in's API, turn about: the
+    sides alternate AB BA and never overlap, the warm-up requests are not kept, the REST step
+    carries the difference as ``overhead_s`` (plus the stand-in's own HTTP time, a few ms
+    here), the drift check compares both sides with the first round's, and a server that
+    answers errors stops it with the URL and the answer."""
+    import time
+
     from rich.console import Console
 
-    from cloud.errors import CloudError
-    from cloud.fidelity import _drift, _lone_median, _lone_times, _rest_overhead
+    from cloud.fidelity import _drift, _rest_overhead
     from cloud.serve import start_server
+    from sim.serving.calibrate.worker import RestPredict, lone_pairs
     from tests.test_cloud_ladder import FixedServable
 
     profile = profile_from_dict(linear_profile(service=0.02))
-    inside = _lone_median(profile, 2.0, 0.015)
-    assert inside == pytest.approx(profile.latency(2.0, 1)[profile.quantiles.index(0.5)])
     console = Console(quiet=True)
-    body = json.dumps({"signature_name": "serving_preprocess", "instances": [{"b64": "aGk="}]})
-    args = ("image_classifier", body, (0.01, 0.02))
+    body = json.dumps({"instances": [{"b64": "aGk="}]}).encode()
+    spans: list[tuple[str, float, float]] = []
+
+    def inside() -> None:
+        start = time.perf_counter()
+        time.sleep(0.02)
+        spans.append(("in_process", start, time.perf_counter()))
+
     running = start_server(FixedServable(0.06, workers=1), port=0)
     try:
-        times = _lone_times(running.url, *args, seed=1, count=8)
-        served, figures = _rest_overhead(console, profile, [(times, inside)])
-        drift = _drift(console, figures["lone_rest_s"], running.url, *args, 8)
+        rest = RestPredict(running.url, "image_classifier", body)
+
+        def outside() -> None:
+            start = time.perf_counter()
+            rest()
+            spans.append(("rest", start, time.perf_counter()))
+
+        first = lone_pairs(inside, outside, count=8, waits=(0.01, 0.02), seed=1)
+        served, figures = _rest_overhead(console, profile, [first])
+        again = RestPredict(running.url, "image_classifier", body)
+        drift = _drift(
+            console, first, lone_pairs(inside, again, count=8, waits=(0.01, 0.02), seed=2)
+        )
     finally:
         running.close()
+    sides = [side for side, _, _ in spans[4:20]]  # after 2 warm-up requests a side
+    assert sides == ["in_process", "rest", "rest", "in_process"] * 4  # AB BA
+    for side, start, end in spans:
+        assert not any(s < end and start < e for other, s, e in spans if other != side)
+    assert len(figures["lone_rest_times_s"]) == len(figures["lone_in_process_times_s"]) == 8
+    assert min(figures["lone_rest_times_s"]) >= 0.06
+    assert 0.02 <= figures["lone_in_process_s"] < 0.03
+    overhead = figures["overhead_s"]
+    assert overhead == pytest.approx(figures["lone_rest_s"] - figures["lone_in_process_s"])
+    assert 0.03 <= overhead < 0.06
+    assert served.overhead_s == pytest.approx(profile.overhead_s + overhead)
+    assert served.served_sigma == figures["served_sigma"] >= 0
     # the same fixed-time server after as before: no drift beyond the HTTP time's jitter
     assert drift["lone_rest_after_s"] >= 0.06 and abs(drift["drift_pct"]) < 20
-    assert len(figures["lone_rest_times_s"]) == 8  # the 3 warm-up requests are not kept
-    assert min(figures["lone_rest_times_s"]) >= 0.06
-    assert figures["lone_in_process_s"] == pytest.approx(inside)
-    assert 0.06 - inside <= figures["overhead_s"] < 0.06 - inside + 0.03
-    assert served.overhead_s == pytest.approx(profile.overhead_s + figures["overhead_s"])
-    assert served.served_sigma == figures["served_sigma"] >= 0
+    assert abs(drift["in_process_drift_pct"]) < 20
     failing = start_server(FixedServable(0.01, workers=1, fail=True), port=0)
     try:
-        with pytest.raises(CloudError, match=r"HTTP 500.*on fire") as error:
-            _lone_times(failing.url, *args, seed=1, count=4)
+        with pytest.raises(RuntimeError, match=r"HTTP 500.*on fire") as error:
+            lone_pairs(
+                inside,
+                RestPredict(failing.url, "image_classifier", body),
+                count=2,
+                waits=(0.0, 0.01),
+                seed=1,
+            )
     finally:
         failing.close()
     assert failing.url in str(error.value)
@@ -490,42 +524,48 @@ def test_served_pairs_alternate_the_two_plateaus_window_after_window() -> None:
     assert failing.url in str(error.value)
 
 
-def test_rest_overhead_pairs_each_round_with_its_own_calibration() -> None:
+def lone(rest: list[float], inside: list[float]) -> list[dict[str, float]]:
+    return [{"rest_s": r, "in_process_s": i} for r, i in zip(rest, inside, strict=True)]
+
+
+def test_rest_overhead_pairs_each_round_with_its_own_lone_requests() -> None:
     """Two rounds on a machine that slowed by 30% between them: the overhead is the mean of
-    each round's REST median less its own pass's lone median (10 ms plus the medians' sampling
-    error), and the rounds' figures are kept."""
+    each round's median through the API less its median in process, both read turn about
+    (10 ms plus the medians' sampling error), and the rounds' figures are kept."""
     from rich.console import Console
 
     from cloud.fidelity import _rest_overhead
 
     profile = profile_from_dict(linear_profile(service=0.02))
-    work = np.random.default_rng(3).lognormal(0.0, 0.1, 40)
+    work = np.random.default_rng(3).lognormal(0.0, 0.1, 80)
     rounds = [
-        ((0.100 * work[:20] + 0.010).tolist(), 0.100),
-        ((0.130 * work[20:] + 0.010).tolist(), 0.130),
+        lone((0.100 * work[:20] + 0.010).tolist(), (0.100 * work[40:60]).tolist()),
+        lone((0.130 * work[20:40] + 0.010).tolist(), (0.130 * work[60:]).tolist()),
     ]
-    m1, m2 = float(np.median(work[:20])), float(np.median(work[20:]))
+    med = [float(np.median(work[k : k + 20])) for k in (0, 20, 40, 60)]
     served, figures = _rest_overhead(Console(quiet=True), profile, rounds)
-    expected = (0.100 * (m1 - 1) + 0.130 * (m2 - 1)) / 2 + 0.010
+    expected = (0.100 * (med[0] - med[2]) + 0.130 * (med[1] - med[3])) / 2 + 0.010
     assert figures["overhead_s"] == pytest.approx(expected)
-    assert [r["lone_in_process_s"] for r in figures["rounds"]] == [0.100, 0.130]
-    assert len(figures["lone_rest_times_s"]) == 40
+    assert [r["lone_in_process_s"] for r in figures["rounds"]] == pytest.approx(
+        [0.100 * med[2], 0.130 * med[3]]
+    )
+    assert len(figures["lone_rest_times_s"]) == len(figures["lone_in_process_times_s"]) == 40
     assert served.overhead_s == pytest.approx(profile.overhead_s + expected)
 
 
 def test_rest_overhead_averages_rounds_before_clamping() -> None:
-    """A round whose API median reads below its pass's lone median (noise: -4 ms) pulls the
+    """A round whose API median reads below its median in process (noise: -4 ms) pulls the
     mean down with it: rounds of -4 and +10 ms add 3 ms, not 5; a mean below 0 adds nothing."""
     from rich.console import Console
 
     from cloud.fidelity import _rest_overhead
 
     profile = profile_from_dict(linear_profile(service=0.02))
-    rounds = [([0.096] * 5, 0.100), ([0.110] * 5, 0.100)]
+    rounds = [lone([0.096] * 5, [0.100] * 5), lone([0.110] * 5, [0.100] * 5)]
     served, figures = _rest_overhead(Console(quiet=True), profile, rounds)
     assert figures["overhead_s"] == pytest.approx(0.003)
     assert served.overhead_s == pytest.approx(profile.overhead_s + 0.003)
-    faster = [([0.096] * 5, 0.100), ([0.098] * 5, 0.100)]
+    faster = [lone([0.096] * 5, [0.100] * 5), lone([0.098] * 5, [0.100] * 5)]
     assert _rest_overhead(Console(quiet=True), profile, faster)[1]["overhead_s"] == 0.0
 
 
@@ -567,12 +607,12 @@ def test_rounds_calibrate_before_each_ladder_and_pool_the_passes(
     real ladder, and a closing pass follows the last (real Locust against a 50 ms stand-in
     here, the passes synthetic: a machine that speeds up steadily). Later passes measure the
     first's ladder, the profile written is their pool with trapezoid weights (each ladder lies
-    between two passes) and each pass kept, and each round's REST figures are paired with its
-    own pass."""
+    between two passes) and each pass kept, and each round's REST step reads the lone request
+    through the API against the one in process on its own machine (the last pass's speed)."""
     import time
 
     from cloud import fidelity as cli
-    from sim.serving.calibrate.worker import RestPredict, served_pairs
+    from sim.serving.calibrate.worker import RestPredict, lone_pairs, served_pairs
 
     speeds = iter([20.0, 24.0, 28.0])  # lone request 50 ms, 41.7 ms, 35.7 ms
     asked: list[list[int] | None] = []
@@ -592,31 +632,45 @@ def test_rounds_calibrate_before_each_ladder_and_pool_the_passes(
         data["provenance"]["date"] = f"pass {len(asked)}"
         return data
 
-    def pairs(
+    def served(
         console: Any,
         log: Path,
         saved: Path,
         threads: int,
         server: Any,
         model: str,
+        lone: tuple[tuple[float, float], int, int],
         concurrency: int,
         quick: bool,
-    ) -> list[dict[str, float]]:
+    ) -> dict[str, list[dict[str, float]]]:
         """In process: the last pass's machine, processor sharing at its plateau."""
-        tops[-1] = concurrency
-        plateau = 2 * [20.0, 24.0, 28.0][len(tops) - 1]
+        speed = [20.0, 24.0, 28.0][len(tops) - 1]
         body = json.dumps({"instances": [{"b64": "aGk="}]}).encode()
-        return served_pairs(
-            lambda: time.sleep(concurrency / plateau),
-            RestPredict(server.url, model, body),
-            concurrency=concurrency,
-            callers=cli.PLATEAU_CALLERS,
-            seconds=0.6,
-            pairs=2,
-        )
+        waits, count, seed = lone
+        found = {
+            "lone": lone_pairs(
+                lambda: time.sleep(1 / speed),
+                RestPredict(server.url, model, body),
+                count=count,
+                waits=waits,
+                seed=seed,
+            ),
+            "pairs": [],
+        }
+        if concurrency:
+            tops[-1] = concurrency
+            found["pairs"] = served_pairs(
+                lambda: time.sleep(concurrency / (2 * speed)),
+                RestPredict(server.url, model, body),
+                concurrency=concurrency,
+                callers=cli.PLATEAU_CALLERS,
+                seconds=0.6,
+                pairs=2,
+            )
+        return found
 
     monkeypatch.setattr(cli, "_calibrate", calibrate)
-    monkeypatch.setattr(cli, "_served_pairs", pairs)
+    monkeypatch.setattr(cli, "_served_copy", served)
     out = tmp_path / "out"
     done = CliRunner().invoke(app, ["fidelity", *SHORT_LADDER, "--repeat", "2", "--out", str(out)])
     assert done.exit_code == 0, done.output
@@ -631,7 +685,8 @@ def test_rounds_calibrate_before_each_ladder_and_pool_the_passes(
     assert x[1] == pytest.approx(24.0) and x[3] == pytest.approx(48.0)
     data = json.loads((out / "fidelity.json").read_text())
     rounds = data["rest_overhead"]["rounds"]
-    assert [r["lone_in_process_s"] for r in rounds] == pytest.approx([1 / 20, 1 / 24])
+    assert [r["lone_in_process_s"] for r in rounds] == pytest.approx([1 / 20, 1 / 24], rel=0.1)
+    assert data["rest_overhead"]["lone_in_process_after_s"] == pytest.approx(1 / 28, rel=0.1)
     assert len(data["rest_overhead"]["lone_rest_times_s"]) == 2 * 6  # --lone-requests a round
     # each round's pairs: the served plateau (12 callers against 2 workers of 50 ms: 40 req/s)
     # beside the in-process one at the top of its pass's ladder (2 x its speed), recorded

@@ -157,6 +157,7 @@ def _worker(
                     loaded["ladder"] = record.get("ladder")
                     loaded["knee"] = record.get("knee")
                     loaded["pairs"] = record.get("pairs")
+                    loaded["lone"] = record.get("lone")
                 elif event == "point":
                     points.append(record["point"])
                 elif event == "after_idle":
@@ -172,16 +173,17 @@ def _worker(
     return loaded, points
 
 
-def served_pairs(
+def served_copy(
     saved_model: Path,
     threads: int,
     image: Path,
     served: dict[str, Any],
     log: Path,
-) -> list[dict[str, float]]:
-    """The SavedModel in a worker, its plateau against a served copy's window after window
-    (``served``: url, model, concurrency, callers, seconds, pairs, server_pid; see
-    :func:`sim.serving.calibrate.worker.served_pairs`)."""
+) -> dict[str, list[dict[str, float]]]:
+    """The SavedModel in a worker against a served copy, turn about (``served``: url, model,
+    server_pid; lone, waits, seed for :func:`sim.serving.calibrate.worker.lone_pairs`;
+    concurrency, callers, seconds, pairs for :func:`sim.serving.calibrate.worker.served_pairs`):
+    ``lone`` and ``pairs``, each empty when not asked for."""
     config = {
         "saved_model": str(saved_model),
         "signature": LAB_SIGNATURE,
@@ -190,7 +192,7 @@ def served_pairs(
         "served": served,
     }
     loaded, _ = _worker(config, lambda event, fields: None, log)
-    return list(loaded["pairs"])
+    return {"lone": list(loaded["lone"] or []), "pairs": list(loaded["pairs"] or [])}
 
 
 def run_local(run: LocalRun, progress: Progress | None = None) -> dict[str, Any]:

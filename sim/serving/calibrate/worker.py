@@ -14,8 +14,9 @@ Other processes' CPU use is measured over every window (``/proc/stat`` minus thi
 window during which they used more than ``quiet_cores`` is measured again while the worker's
 ``retry_seconds`` last, and the quietest attempt is kept.
 
-With ``served`` in its config it measures nothing else: :func:`served_pairs`, the plateau in
-process and through a served copy's REST API, window after window (``scalelab fidelity``).
+With ``served`` in its config it measures nothing else: :func:`lone_pairs`, a lone request in
+process and through a served copy's REST API turn about, then :func:`served_pairs`, the plateau
+both ways window after window (``scalelab fidelity``).
 
 Results go to stdout as lines ``@@scalelab {json}``; anything else there is ignored.
 """
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import sys
 import threading
 import time
@@ -366,6 +368,43 @@ def served_pairs(
     return found
 
 
+def lone_pairs(
+    inside: Callable[[], object],
+    outside: Callable[[], object],
+    *,
+    count: int,
+    waits: tuple[float, float],
+    seed: int,
+) -> list[dict[str, float]]:
+    """``count`` pairs of lone requests, one to the model in this process and one through the
+    served copy's REST API, each after a pause drawn from ``waits`` (as a lone Locust user sends
+    them), in the order AB BA ...: what the served path adds to a lone request, read seconds
+    apart so the machine's drift cancels. Measured a minute after its calibration pass instead,
+    one round read it at 11.7 ms and the next at 57.6 ms while the lone request through the API
+    before and after the ladders read 143.9 and 144.5 ms (s13 a1). Each side idles for the
+    other's request and both pauses (about 1.9 s at the lab's wait, 0.85 s in a 1-user rung);
+    assumption: the after-idle cost is flat past 0.9 s (measured flat within 1% from 0.3 s to
+    0.9 s on this VM). Two requests a side warm up first and are not kept."""
+    pauses = random.Random(seed)
+    sides = [("in_process_s", inside), ("rest_s", outside)]
+    for _ in range(2):
+        for _, call in sides:
+            call()
+    found = []
+    for k in range(count):
+        pair: dict[str, float] = {}
+        for name, call in sides[:: -1 if k % 2 else 1]:
+            time.sleep(pauses.uniform(*waits))
+            started = time.perf_counter()
+            call()
+            pair[name] = time.perf_counter() - started
+        emit("lone", **pair)
+        found.append(pair)
+    if hasattr(outside, "close"):
+        outside.close()
+    return found
+
+
 class RestPredict:
     """A predict through a TF Serving REST API, each calling thread on its own keep-alive
     connection (as Locust's users); :meth:`close` ends them (the served copy's handler threads
@@ -444,16 +483,32 @@ def main(config: dict[str, Any]) -> None:
         from sim.serving.calibrate.payload import rest_body
 
         server = ProcessCpu(served["server_pid"]) if served.get("server_pid") else None
-        found = served_pairs(
-            lambda: fn(**{arg: one}),
-            RestPredict(served["url"], served["model"], rest_body(jpeg, 1, signature)),
-            concurrency=served["concurrency"],
-            callers=served["callers"],
-            seconds=served["seconds"],
-            pairs=served["pairs"],
-            server_cpu=server.seconds if server is not None else None,
-        )
-        emit("done", threads=threads, pairs=found)
+        body = rest_body(jpeg, 1, signature)
+
+        def model_call() -> None:
+            fn(**{arg: one})
+
+        lone = []
+        if served.get("lone"):
+            lone = lone_pairs(
+                model_call,
+                RestPredict(served["url"], served["model"], body),
+                count=served["lone"],
+                waits=tuple(served["waits"]),
+                seed=served["seed"],
+            )
+        found = []
+        if served.get("pairs"):
+            found = served_pairs(
+                model_call,
+                RestPredict(served["url"], served["model"], body),
+                concurrency=served["concurrency"],
+                callers=served["callers"],
+                seconds=served["seconds"],
+                pairs=served["pairs"],
+                server_cpu=server.seconds if server is not None else None,
+            )
+        emit("done", threads=threads, pairs=found, lone=lone)
         return
     busy0, own0, wall0 = busy_cpu_seconds(), time.process_time(), time.perf_counter()
     budget = [float(config.get("retry_seconds", 0.0))]
