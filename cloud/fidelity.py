@@ -469,7 +469,7 @@ def _others(console: Console, rungs: list[Any], cores: float) -> list[float] | N
 
 
 PLATEAU_CALLERS = 12
-"""Closed-loop callers of the served side of :func:`_served_pairs`: past the REST handlers
+"""Closed-loop callers of the served side of :func:`_served_copy`: past the REST handlers
 (4 x cores - 1 on this 2-core machine), so requests queue at the REST pool as in a saturated
 Locust rung."""
 SERVED_PAIRS = {True: (4, 3.0), False: (6, 5.0)}
