@@ -509,16 +509,18 @@ def _plot(path: Path, rows: Sequence[Row]) -> Path:
         for i, m in enumerate(metrics):
             color = f"C{i}"
             ax.plot(users, [r.real.get(m) for r in rows], "o-", color=color, label=f"{m} real")
-            for spans, hatch in (
-                ([r.real_range.get(m) for r in rows], ""),
-                ([r.sim_range.get(m) for r in rows], "//"),
-            ):
+            bands: list[tuple[list[Any], dict[str, Any]]] = [
+                ([r.real_range.get(m) for r in rows], {"color": color, "alpha": 0.15}),
+                (
+                    [r.sim_range.get(m) for r in rows],
+                    {"facecolor": "none", "edgecolor": color, "alpha": 0.5, "hatch": "///"},
+                ),
+            ]
+            for spans, style in bands:
                 if all(span is not None for span in spans):
-                    low = [span[0] for span in spans if span is not None]
-                    high = [span[1] for span in spans if span is not None]
-                    ax.fill_between(
-                        users, low, high, color=color, alpha=0.15, linewidth=0, hatch=hatch or None
-                    )
+                    low = [span[0] for span in spans]
+                    high = [span[1] for span in spans]
+                    ax.fill_between(users, low, high, linewidth=0, **style)
             ax.plot(users, [r.simulated.get(m) for r in rows], "x--", color=color, label=f"{m} sim")
         ax.set_xlabel("Locust users")
         ax.set_ylabel(label)
