@@ -190,6 +190,7 @@ def served_copy(
         "threads": threads,
         "image": str(image),
         "served": served,
+        "idle_seconds": 0.2,  # the pairs do not use the worker's idle CPU
     }
     loaded, _ = _worker(config, lambda event, fields: None, log)
     return {"lone": list(loaded["lone"] or []), "pairs": list(loaded["pairs"] or [])}

@@ -377,14 +377,15 @@ def lone_pairs(
     seed: int,
 ) -> list[dict[str, float]]:
     """``count`` pairs of lone requests, one to the model in this process and one through the
-    served copy's REST API, each after a pause drawn from ``waits`` (as a lone Locust user sends
-    them), in the order AB BA ...: what the served path adds to a lone request, read seconds
-    apart so the machine's drift cancels. Measured a minute after its calibration pass instead,
-    one round read it at 11.7 ms and the next at 57.6 ms while the lone request through the API
-    before and after the ladders read 143.9 and 144.5 ms (s13 a1). Each side idles for the
-    other's request and both pauses (about 1.9 s at the lab's wait, 0.85 s in a 1-user rung);
-    assumption: the after-idle cost is flat past 0.9 s (measured flat within 1% from 0.3 s to
-    0.9 s on this VM). Two requests a side warm up first and are not kept. ``outside`` is a
+    served copy's REST API, in the order AB BA ..., each pair after a pause drawn from
+    ``waits`` (as a lone Locust user draws its wait): what the served path adds to a lone
+    request, read seconds apart so the machine's drift cancels. Measured a minute after its
+    calibration pass instead, one round read it at 11.7 ms and the next at 57.6 ms while the
+    lone request through the API before and after the ladders read 143.9 and 144.5 ms (s13
+    a1). Each side's engine idles at least one pause before its request (as in a 1-user rung),
+    at most a pause and two of the other side's requests; assumption: the after-idle cost is
+    flat over that range (measured flat within 1% from 0.3 s to 0.9 s on this VM). Two
+    requests a side warm up first and are not kept. ``outside`` is a
     :class:`RestPredict` (http.client), not the requests Session a Locust ``HttpUser`` sends
     with: interleaved, 40 requests each, the two read medians within 6 ms of each other
     (114-120 ms, session 9)."""
@@ -396,8 +397,8 @@ def lone_pairs(
     found = []
     for k in range(count):
         pair: dict[str, float] = {}
+        time.sleep(pauses.uniform(*waits))
         for name, call in sides[:: -1 if k % 2 else 1]:
-            time.sleep(pauses.uniform(*waits))
             started = time.perf_counter()
             call()
             pair[name] = time.perf_counter() - started
@@ -468,8 +469,9 @@ def main(config: dict[str, Any]) -> None:
         warm_runs.append(time.perf_counter() - started)
     warm = sorted(warm_runs)[1]
     cpu0 = time.process_time()
-    time.sleep(config.get("idle_seconds", 1.0))
-    idle = (time.process_time() - cpu0) / config.get("idle_seconds", 1.0)
+    idle_seconds = config.get("idle_seconds", 1.0)
+    time.sleep(idle_seconds)
+    idle = (time.process_time() - cpu0) / idle_seconds
     emit(
         "loaded",
         threads=threads,
