@@ -422,6 +422,7 @@ def _measure(
                 calibrated, meta["rest_overhead"] = _rest_overhead(console, calibrated, rest)
                 after = served_copy(tmp / "served-after.log", 0, lone_requests, 0, plateau=False)
                 meta["rest_overhead"] |= _drift(console, rest[0], after["lone"])
+                meta["rest_overhead"] |= _since_calibration(console, own, have, waits, rest[0])
         if profile is None:
             meta["profile_file"] = str(out / "profile.yaml")
         meta["server"] = {"saved_model": str(saved_model), "threads": threads, "cores": have}
@@ -665,6 +666,24 @@ def _drift(
         "drift_pct": change,
         "in_process_drift_pct": inside_change,
     }
+
+
+def _since_calibration(
+    console: Console, profile: Any, cores: float, waits: tuple[float, float], first: Any
+) -> dict[str, float]:
+    """The profile's lone request (in process, after the wait's mean idle) against the first
+    REST step's in process, in % of the latter: how far the machine moved between the
+    calibration and the ladders, which the model cannot know (CI's guard once calibrated at a
+    lone 237 ms and met the ladders at 142)."""
+    q50 = profile.quantiles.index(0.5)
+    calibrated = float(profile.latency(cores, 1)[q50]) * profile.idle_factor(sum(waits) / 2)
+    _, inside = _medians(first)
+    moved = 100 * (calibrated - inside) / inside
+    console.print(
+        f"the calibration's lone request: {calibrated * 1000:.1f} ms in process, {moved:+.1f}% "
+        "against the first REST step's"
+    )
+    return {"lone_calibrated_s": calibrated, "since_calibration_pct": moved}
 
 
 def _base(saved: Path) -> Path:
