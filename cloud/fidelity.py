@@ -364,8 +364,9 @@ def _measure(
             rest: list[list[dict[str, float]]] = []
 
             def served_copy(
-                log: Path, in_flight: int, lone: int, lone_seed: int, *, plateau: bool
+                log: Path, lone_seed: int, in_flight: int = 0
             ) -> dict[str, list[dict[str, float]]]:
+                """Lone pairs, then the plateau pairs when ``in_flight`` > 0."""
                 return _served_copy(
                     console,
                     log,
@@ -373,8 +374,8 @@ def _measure(
                     threads,
                     server,
                     model,
-                    (waits, lone, lone_seed),
-                    in_flight if plateau else 0,
+                    (waits, lone_requests, lone_seed),
+                    in_flight,
                     quick,
                 )
 
@@ -396,11 +397,7 @@ def _measure(
                     inside_of = calibrated  # the in-process profile the REST step compares with
                 if rest_step:
                     found = served_copy(
-                        tmp / f"served-{k}.log",
-                        _in_flight(inside_of, have, threads),
-                        lone_requests,
-                        seed + k,
-                        plateau=True,
+                        tmp / f"served-{k}.log", seed + k, _in_flight(inside_of, have, threads)
                     )
                     rest.append(found["lone"])
                     plateaus.append(found["pairs"])
@@ -420,7 +417,7 @@ def _measure(
                 calibrated = dataclasses.replace(calibrated, served_plateau=figures["ratio"])
             if rest:
                 calibrated, meta["rest_overhead"] = _rest_overhead(console, calibrated, rest)
-                after = served_copy(tmp / "served-after.log", 0, lone_requests, 0, plateau=False)
+                after = served_copy(tmp / "served-after.log", 0)
                 meta["rest_overhead"] |= _drift(console, rest[0], after["lone"])
                 meta["rest_overhead"] |= _since_calibration(console, own, have, waits, rest[0])
         if profile is None:
