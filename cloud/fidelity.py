@@ -297,7 +297,7 @@ def _measure(
     from sim.serving import fidelity as fid
     from sim.serving.calibrate import host
     from sim.serving.calibrate.cpu import CgroupCpu, OthersCpu, ProcessCpu
-    from sim.serving.calibrate.local import pool_passes
+    from sim.serving.calibrate.local import ServedCopy, pool_passes
     from sim.serving.profile import load_profile, profile_from_dict
 
     body = lab_request_body(lab_image(None))
@@ -354,7 +354,10 @@ def _measure(
             console.print("exporting ResNet101 as the lab lays it out ...")
             saved_model = export("resnet101", tmp / "model")
         console.print(f"serving {saved_model} with {threads} threads")
-        with real.start_local_server(_base(saved_model), model, threads) as server:
+        with (
+            real.start_local_server(_base(saved_model), model, threads) as server,
+            ServedCopy(_version(saved_model), threads, lab_image(None), tmp / "served.log") as copy,
+        ):
             real.check_endpoint(server.url, model, "1", body, 60.0)
             # a profile measured in process has no REST path; one calibrated through the API has
             rest_step = here or (profile is not None and calibrated.kind == "measured")
@@ -364,19 +367,18 @@ def _measure(
             rest: list[list[dict[str, float]]] = []
 
             def served_copy(
-                log: Path, lone_seed: int, in_flight: int = 0
+                lone_seed: int, in_flight: int = 0
             ) -> dict[str, list[dict[str, float]]]:
                 """Lone pairs, then the plateau pairs when ``in_flight`` > 0."""
                 return _served_copy(
                     console,
-                    log,
-                    saved_model,
-                    threads,
-                    server,
-                    model,
-                    (waits, lone_requests, lone_seed),
-                    in_flight,
-                    quick,
+                    copy,
+                    {"url": server.url, "model": model, "server_pid": server.pid},
+                    waits=waits,
+                    lone=lone_requests,
+                    seed=lone_seed,
+                    concurrency=in_flight,
+                    quick=quick,
                 )
 
             plateaus: list[list[dict[str, float]]] = []
@@ -396,9 +398,7 @@ def _measure(
                 else:
                     inside_of = calibrated  # the in-process profile the REST step compares with
                 if rest_step:
-                    found = served_copy(
-                        tmp / f"served-{k}.log", seed + k, _in_flight(inside_of, have, threads)
-                    )
+                    found = served_copy(seed + k, _in_flight(inside_of, have, threads))
                     rest.append(found["lone"])
                     plateaus.append(found["pairs"])
                 console.print(f"driving it with real Locust users: {[s.users for s in ladder]}")
@@ -417,7 +417,7 @@ def _measure(
                 calibrated = dataclasses.replace(calibrated, served_plateau=figures["ratio"])
             if rest:
                 calibrated, meta["rest_overhead"] = _rest_overhead(console, calibrated, rest)
-                after = served_copy(tmp / "served-after.log", 0)
+                after = served_copy(0)
                 meta["rest_overhead"] |= _drift(console, rest[0], after["lone"])
                 meta["rest_overhead"] |= _since_calibration(console, own, have, waits, rest[0])
         if profile is None:
@@ -476,44 +476,39 @@ SERVED_PAIRS = {True: (4, 3.0), False: (6, 5.0)}
 
 def _served_copy(
     console: Console,
-    log: Path,
-    saved_model: Path,
-    threads: int,
-    server: Any,
-    model: str,
-    lone: tuple[tuple[float, float], int, int],
+    copy: Any,
+    server: dict[str, Any],
+    *,
+    waits: tuple[float, float],
+    lone: int,
+    seed: int,
     concurrency: int,
     quick: bool,
 ) -> dict[str, list[dict[str, float]]]:
-    """The SavedModel in a worker against the served copy, turn about: ``lone`` (waits, count,
-    seed) pairs of lone requests, one in process and one through the API (what the served path
-    adds to a lone request), then, when ``concurrency`` > 0, the plateau in process (that many
-    callers: see :func:`_in_flight`) against through the API (:data:`PLATEAU_CALLERS` keep-alive
-    callers, no think time), window after window: how much of the in-process plateau survives
-    the served path (HTTP, JSON, base64 on the server's CPU)."""
-    from cloud.load import lab_image
-    from sim.serving.calibrate.local import served_copy
-
-    waits, count, seed = lone
+    """The SavedModel in a worker (``copy``, a :class:`ServedCopy`) against the served copy
+    (``server``: url, model, server_pid), turn about: ``lone`` pairs of lone requests, one in
+    process and one through the API (what the served path adds to a lone request), then, when
+    ``concurrency`` > 0, the plateau in process (that many callers: see :func:`_in_flight`)
+    against through the API (:data:`PLATEAU_CALLERS` keep-alive callers, no think time), window
+    after window: how much of the in-process plateau survives the served path (HTTP, JSON,
+    base64 on the server's CPU)."""
     pairs, seconds = SERVED_PAIRS[quick] if concurrency > 0 else (0, 0.0)
     console.print(
-        f"lone requests in process and through the API, turn about: {count} pairs"
+        f"lone requests in process and through the API, turn about: {lone} pairs"
         + (f"; then the plateau both ways: {pairs} pairs of {seconds:g} s windows" if pairs else "")
         + " ..."
     )
     served = {
-        "url": server.url,
-        "model": model,
-        "lone": count,
+        **server,
+        "lone": lone,
         "waits": list(waits),
         "seed": seed,
         "concurrency": concurrency,
         "callers": PLATEAU_CALLERS,
         "seconds": seconds,
         "pairs": pairs,
-        "server_pid": server.pid,
     }
-    found = served_copy(_version(saved_model), threads, lab_image(None), served, log)
+    found = copy.measure(served)
     rest, inside = _medians(found["lone"])
     console.print(
         f"REST path: lone request {rest * 1000:.1f} ms through the API, {inside * 1000:.1f} ms "

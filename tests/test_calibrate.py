@@ -869,3 +869,47 @@ def test_pooled_passes_are_the_mean_machine_and_keep_each_pass() -> None:
     assert idle["cpu_factor"] == pytest.approx([1.05, 1.1])
     del fast["defaults"]["after_idle"]
     assert "after_idle" not in pool_passes([slow, fast])["defaults"]
+
+
+STAND_IN_WORKER = """
+import json, sys
+print("@@scalelab " + json.dumps({"event": "loaded", "threads": 1}), flush=True)
+for k, line in enumerate(sys.stdin):
+    asked = json.loads(line)
+    if asked.get("die"):
+        print("the model is gone", file=sys.stderr)
+        sys.exit(3)
+    print("noise", flush=True)
+    pairs = [{"k": k}] if asked.get("pairs") else []
+    print("@@scalelab " + json.dumps({"event": "done", "lone": [{"k": k}], "pairs": pairs}),
+          flush=True)
+"""
+
+
+def test_a_served_copy_worker_answers_each_request_until_closed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One worker (one TensorFlow start) answers the REST step and the check after the ladders;
+    it starts at the first request, and a worker that dies says why, with its exit code."""
+    from sim.serving.calibrate import local
+
+    started: list[dict[str, Any]] = []
+
+    def command(config: dict[str, Any]) -> list[str]:
+        started.append(config)
+        return [sys.executable, "-c", STAND_IN_WORKER]
+
+    monkeypatch.setattr(local, "_command", command)
+    with local.ServedCopy(tmp_path / "m" / "1", 2, tmp_path / "x.jpg", tmp_path / "w.log") as copy:
+        assert started == []  # nothing runs before it is asked
+        assert copy.measure({"lone": 2}) == {"lone": [{"k": 0}], "pairs": []}
+        assert copy.measure({"lone": 2, "pairs": 4}) == {"lone": [{"k": 1}], "pairs": [{"k": 1}]}
+        proc = copy.proc
+        assert proc is not None and proc.poll() is None
+    assert proc.wait(timeout=5) == 0  # leaving closes its stdin, and it ends
+    assert len(started) == 1 and started[0]["served"] is True and started[0]["threads"] == 2
+    with (
+        local.ServedCopy(tmp_path / "m" / "1", 2, tmp_path / "x.jpg", tmp_path / "w.log") as copy,
+        pytest.raises(CalibrationError, match=r"(?s)exit 3.*the model is gone"),
+    ):
+        copy.measure({"die": True})

@@ -124,31 +124,51 @@ def validate(run: LocalRun) -> None:
         raise CalibrationError(f"--image {run.image}: no such file")
 
 
+def _environment() -> dict[str, str]:
+    """A worker's environment: TensorFlow quiet, this checkout importable."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
+    root = str(Path(__file__).resolve().parents[3])
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
+    return env
+
+
+def _command(config: dict[str, Any]) -> list[str]:
+    return [sys.executable, "-m", "sim.serving.calibrate.worker", json.dumps(config)]
+
+
+def _records(lines: Any) -> Any:
+    """(event, record) for each ``MARK`` line a worker prints."""
+    for line in lines:
+        if line.startswith(MARK):
+            record = json.loads(line[len(MARK) :])
+            yield record.pop("event"), record
+
+
+def _failed(config: dict[str, Any], code: int | None, log: Path) -> CalibrationError:
+    tail = "\n".join(log.read_text(errors="replace").strip().splitlines()[-15:])
+    return CalibrationError(
+        f"the measuring process for threads={config['threads']} failed (exit {code}):\n{tail}"
+    )
+
+
 def _worker(
     config: dict[str, Any], progress: Progress, log: Path
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Run one worker; return its 'loaded' record (with its ladder and knee) and points."""
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
-    root = str(Path(__file__).resolve().parents[3])
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
     loaded: dict[str, Any] = {}
     points: list[dict[str, Any]] = []
     finished = False
     with log.open("w") as errors:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "sim.serving.calibrate.worker", json.dumps(config)],
+            _command(config),
             stdout=subprocess.PIPE,
             stderr=errors,
             text=True,
-            env=env,
+            env=_environment(),
         )
         assert proc.stdout is not None
         try:
-            for line in proc.stdout:
-                if not line.startswith(MARK):
-                    continue
-                record = json.loads(line[len(MARK) :])
-                event = record.pop("event")
+            for event, record in _records(proc.stdout):
                 if event == "loaded":
                     loaded = record
                 elif event == "done":
@@ -156,8 +176,6 @@ def _worker(
                     loaded["background_cpu_cores"] = record.get("background_cpu_cores")
                     loaded["ladder"] = record.get("ladder")
                     loaded["knee"] = record.get("knee")
-                    loaded["pairs"] = record.get("pairs")
-                    loaded["lone"] = record.get("lone")
                 elif event == "point":
                     points.append(record["point"])
                 elif event == "after_idle":
@@ -166,34 +184,74 @@ def _worker(
         finally:
             code = proc.wait()
     if code != 0 or not finished:
-        tail = "\n".join(log.read_text(errors="replace").strip().splitlines()[-15:])
-        raise CalibrationError(
-            f"the measuring process for threads={config['threads']} failed (exit {code}):\n{tail}"
-        )
+        raise _failed(config, code, log)
     return loaded, points
 
 
-def served_copy(
-    saved_model: Path,
-    threads: int,
-    image: Path,
-    served: dict[str, Any],
-    log: Path,
-) -> dict[str, list[dict[str, float]]]:
-    """The SavedModel in a worker against a served copy, turn about (``served``: url, model,
-    server_pid; lone, waits, seed for :func:`sim.serving.calibrate.worker.lone_pairs`;
-    concurrency, callers, seconds, pairs for :func:`sim.serving.calibrate.worker.served_pairs`):
-    ``lone`` and ``pairs``, each empty when not asked for."""
-    config = {
-        "saved_model": str(saved_model),
-        "signature": LAB_SIGNATURE,
-        "threads": threads,
-        "image": str(image),
-        "served": served,
-        "idle_seconds": 0.2,  # the pairs do not use the worker's idle CPU
-    }
-    loaded, _ = _worker(config, lambda event, fields: None, log)
-    return {"lone": list(loaded["lone"] or []), "pairs": list(loaded["pairs"] or [])}
+class ServedCopy:
+    """The SavedModel loaded once in a worker, measured against a served copy as often as asked
+    (:meth:`measure`), so that a check after the ladders costs no second TensorFlow start. The
+    worker starts at the first :meth:`measure` (not while a calibration pass runs) and idles in
+    between, blocked on its stdin. Use as a context manager: leaving it closes that stdin, and
+    the worker exits."""
+
+    def __init__(self, saved_model: Path, threads: int, image: Path, log: Path) -> None:
+        self.config = {
+            "saved_model": str(saved_model),
+            "signature": LAB_SIGNATURE,
+            "threads": threads,
+            "image": str(image),
+            "served": True,
+            "idle_seconds": 0.2,  # the pairs do not use the worker's idle CPU
+        }
+        self.log = log
+        self.proc: subprocess.Popen[str] | None = None
+
+    def _start(self) -> subprocess.Popen[str]:
+        with self.log.open("w") as errors:  # the child keeps its own copy of the descriptor
+            proc = subprocess.Popen(
+                _command(self.config),
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=errors,
+                text=True,
+                env=_environment(),
+            )
+        assert proc.stdout is not None
+        self._events = _records(proc.stdout)
+        return proc
+
+    def measure(self, served: dict[str, Any]) -> dict[str, list[dict[str, float]]]:
+        """``served``: url, model, server_pid; lone, waits, seed for
+        :func:`sim.serving.calibrate.worker.lone_pairs`; concurrency, callers, seconds, pairs
+        for :func:`sim.serving.calibrate.worker.served_pairs`. Returns ``lone`` and ``pairs``,
+        each empty when not asked for."""
+        if self.proc is None:
+            self.proc = self._start()
+        assert self.proc.stdin is not None
+        try:
+            self.proc.stdin.write(json.dumps(served) + "\n")
+            self.proc.stdin.flush()
+        except BrokenPipeError:
+            pass  # the worker is gone: its events end below, and its log says why
+        for event, record in self._events:
+            if event == "done":
+                return {"lone": record["lone"], "pairs": record["pairs"]}
+        raise _failed(self.config, self.proc.wait(), self.log)
+
+    def __enter__(self) -> ServedCopy:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc is None:
+            return
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()
+        try:
+            self.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
 
 
 def run_local(run: LocalRun, progress: Progress | None = None) -> dict[str, Any]:

@@ -14,9 +14,10 @@ Other processes' CPU use is measured over every window (``/proc/stat`` minus thi
 window during which they used more than ``quiet_cores`` is measured again while the worker's
 ``retry_seconds`` last, and the quietest attempt is kept.
 
-With ``served`` in its config it measures nothing else: :func:`lone_pairs`, a lone request in
-process and through a served copy's REST API turn about, then :func:`served_pairs`, the plateau
-both ways window after window (``scalelab fidelity``).
+With ``served`` in its config it measures nothing else and stays up, the model loaded, until its
+stdin closes: each line there asks for :func:`lone_pairs`, a lone request in process and through
+a served copy's REST API turn about, then :func:`served_pairs`, the plateau both ways window
+after window (``scalelab fidelity``), and is answered by a ``done`` line.
 
 Results go to stdout as lines ``@@scalelab {json}``; anything else there is ignored.
 """
@@ -432,6 +433,36 @@ class RestPredict:
         self.client.close()
 
 
+def served_copy(
+    served: dict[str, Any], model_call: Callable[[], object], body: bytes
+) -> dict[str, list[dict[str, float]]]:
+    """One request of a served-copy worker: ``lone`` pairs, then the plateau ``pairs``."""
+    from sim.serving.calibrate.cpu import ProcessCpu
+
+    lone = []
+    if served.get("lone"):
+        lone = lone_pairs(
+            model_call,
+            RestPredict(served["url"], served["model"], body),
+            count=served["lone"],
+            waits=tuple(served["waits"]),
+            seed=served["seed"],
+        )
+    found = []
+    if served.get("pairs"):
+        server = ProcessCpu(served["server_pid"]) if served.get("server_pid") else None
+        found = served_pairs(
+            model_call,
+            RestPredict(served["url"], served["model"], body),
+            concurrency=served["concurrency"],
+            callers=served["callers"],
+            seconds=served["seconds"],
+            pairs=served["pairs"],
+            server_cpu=server.seconds if server is not None else None,
+        )
+    return {"lone": lone, "pairs": found}
+
+
 def main(config: dict[str, Any]) -> None:
     threads = int(config["threads"])
     cpus = usable_cpus()
@@ -482,38 +513,18 @@ def main(config: dict[str, Any]) -> None:
         idle_cpu_cores=idle,
         outputs=outputs,
     )
-    if "served" in config:
-        served = config["served"]
-        from sim.serving.calibrate.cpu import ProcessCpu
+    if config.get("served"):
         from sim.serving.calibrate.payload import rest_body
 
-        server = ProcessCpu(served["server_pid"]) if served.get("server_pid") else None
         body = rest_body(jpeg, 1, signature)
 
         def model_call() -> None:
             fn(**{arg: one})
 
-        lone = []
-        if served.get("lone"):
-            lone = lone_pairs(
-                model_call,
-                RestPredict(served["url"], served["model"], body),
-                count=served["lone"],
-                waits=tuple(served["waits"]),
-                seed=served["seed"],
-            )
-        found = []
-        if served.get("pairs"):
-            found = served_pairs(
-                model_call,
-                RestPredict(served["url"], served["model"], body),
-                concurrency=served["concurrency"],
-                callers=served["callers"],
-                seconds=served["seconds"],
-                pairs=served["pairs"],
-                server_cpu=server.seconds if server is not None else None,
-            )
-        emit("done", threads=threads, pairs=found, lone=lone)
+        # one request a line on stdin, each answered by a "done"; the model stays loaded in
+        # between (a worker start costs a TensorFlow import and a model load, ~13 s here)
+        for line in sys.stdin:
+            emit("done", threads=threads, **served_copy(json.loads(line), model_call, body))
         return
     busy0, own0, wall0 = busy_cpu_seconds(), time.process_time(), time.perf_counter()
     budget = [float(config.get("retry_seconds", 0.0))]
