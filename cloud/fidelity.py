@@ -366,9 +366,7 @@ def _measure(
             passes: list[dict[str, Any]] = []
             rest: list[list[dict[str, float]]] = []
 
-            def served_copy(
-                lone_seed: int, in_flight: int = 0
-            ) -> dict[str, list[dict[str, float]]]:
+            def served_copy(lone_seed: int, in_flight: int = 0) -> dict[str, Any]:
                 """Lone pairs, then the plateau pairs when ``in_flight`` > 0."""
                 return _served_copy(
                     console,
@@ -382,6 +380,7 @@ def _measure(
                 )
 
             plateaus: list[list[dict[str, float]]] = []
+            tails: list[dict[str, Any]] = []
             measured = []
 
             def calibration_pass() -> None:
@@ -401,6 +400,7 @@ def _measure(
                     found = served_copy(seed + k, _in_flight(inside_of, have, threads))
                     rest.append(found["lone"])
                     plateaus.append(found["pairs"])
+                    tails.append(found["tail"])
                 console.print(f"driving it with real Locust users: {[s.users for s in ladder]}")
                 served = ProcessCpu(server.pid)
                 measured.append(one_ladder(server.url, served, k, OthersCpu(served)))
@@ -420,6 +420,10 @@ def _measure(
                 after = served_copy(0)
                 meta["rest_overhead"] |= _drift(console, rest[0], after["lone"])
                 meta["rest_overhead"] |= _since_calibration(console, own, have, waits, rest[0])
+            if tails:
+                calibrated, meta["waiting_spread"] = _waiting_spread(
+                    console, calibrated, have, tails, quick
+                )
         if profile is None:
             meta["profile_file"] = str(out / "profile.yaml")
         meta["server"] = {"saved_model": str(saved_model), "threads": threads, "cores": have}
@@ -472,6 +476,9 @@ PLATEAU_CALLERS = 12
 Locust rung."""
 SERVED_PAIRS = {True: (4, 3.0), False: (6, 5.0)}
 """Pairs and each window's seconds, by --full or not."""
+TAIL_SECONDS = {True: 8.0, False: 20.0}
+"""The served tail's window (:func:`sim.serving.calibrate.worker.served_tail`) a round, by
+--full or not: about 70 and 170 requests here."""
 
 
 def _served_copy(
@@ -484,18 +491,24 @@ def _served_copy(
     seed: int,
     concurrency: int,
     quick: bool,
-) -> dict[str, list[dict[str, float]]]:
+) -> dict[str, Any]:
     """The SavedModel in a worker (``copy``, a :class:`ServedCopy`) against the served copy
     (``server``: url, model, server_pid), turn about: ``lone`` pairs of lone requests, one in
     process and one through the API (what the served path adds to a lone request), then, when
     ``concurrency`` > 0, the plateau in process (that many callers: see :func:`_in_flight`)
     against through the API (:data:`PLATEAU_CALLERS` keep-alive callers, no think time), window
     after window: how much of the in-process plateau survives the served path (HTTP, JSON,
-    base64 on the server's CPU)."""
+    base64 on the server's CPU); then that many callers through the API alone, the served tail
+    (see :func:`_waiting_spread`)."""
     pairs, seconds = SERVED_PAIRS[quick] if concurrency > 0 else (0, 0.0)
     console.print(
         f"lone requests in process and through the API, turn about: {lone} pairs"
-        + (f"; then the plateau both ways: {pairs} pairs of {seconds:g} s windows" if pairs else "")
+        + (
+            f"; then the plateau both ways: {pairs} pairs of {seconds:g} s windows; then "
+            f"{concurrency} callers through the API for {TAIL_SECONDS[quick]:g} s (the tail)"
+            if pairs
+            else ""
+        )
         + " ..."
     )
     served = {
@@ -507,6 +520,8 @@ def _served_copy(
         "callers": PLATEAU_CALLERS,
         "seconds": seconds,
         "pairs": pairs,
+        "tail_callers": concurrency,
+        "tail_seconds": TAIL_SECONDS[quick] if concurrency > 0 else 0.0,
     }
     found = copy.measure(served)
     rest, inside = _medians(found["lone"])
@@ -578,6 +593,41 @@ def _plateau_figures(
     if costs:
         figures["served_cpu_s"] = statistics.fmean(costs)
     return figures
+
+
+def _waiting_spread(
+    console: Console, profile: Any, cores: float, tails: list[dict[str, Any]], quick: bool
+) -> tuple[Any, dict[str, Any]]:
+    """The work's spread past the inter-op width, fitted to the served tail (every round's
+    latencies pooled): the profile's ``waiting_spread``."""
+    from sim.serving import fidelity as fid
+
+    callers = tails[0]["callers"]
+    latencies = [v for t in tails for v in t["latencies_s"]]
+    ratio = fid.served_ratio(latencies)
+    held = profile.spreads(cores, max(1, math.ceil(cores)) + 1)[-1]
+    sigma = fid.fit_waiting_spread(profile, cores, callers, ratio)
+    console.print(
+        f"served tail: {callers} callers through the API, p95/p50 {ratio:.2f} over "
+        f"{len(latencies)} requests; the work's spread past the inter-op width fitted to it: "
+        f"{sigma:.3f} (the one measured at the width: {held:.3f})"
+    )
+    figures = {
+        "callers": callers,
+        "seconds": TAIL_SECONDS[quick],
+        "ratio": ratio,
+        "sigma": sigma,
+        "held_sigma": held,
+        "rounds": [
+            {
+                "throughput_rps": t["throughput_rps"],
+                "ratio": fid.served_ratio(t["latencies_s"]),
+                "latencies_s": t["latencies_s"],
+            }
+            for t in tails
+        ],
+    }
+    return dataclasses.replace(profile, waiting_spread=sigma), figures
 
 
 def _version(saved: Path) -> Path:

@@ -20,6 +20,7 @@ from typer.testing import CliRunner
 from sim.cli import app
 from sim.errors import UserError
 from sim.serving.fidelity import (
+    WAITING_SPREAD_RANGE,
     Bounds,
     ClosedLoop,
     Row,
@@ -27,7 +28,9 @@ from sim.serving.fidelity import (
     Step,
     closed_loops,
     compare,
+    fit_waiting_spread,
     pooled,
+    served_ratio,
     served_spread,
     simulate_ladder,
     write,
@@ -327,6 +330,11 @@ def test_resnet101_short_ladder_real_against_simulated(
     rest = data["rest_overhead"]
     assert len(rest["lone_rest_times_s"]) == len(rest["lone_in_process_times_s"]) == 6
     assert 0 <= rest["overhead_s"] < 0.1  # HTTP, JSON and base64 of one lab image
+    # the served tail at the REST handlers (4 x cores - 1, below the ladder's top of 8) and
+    # the work's spread past the inter-op width fitted to it
+    tail = data["waiting_spread"]
+    assert tail["callers"] == min(8, 4 * cores - 1) and len(tail["rounds"][0]["latencies_s"]) > 20
+    assert 1 < tail["ratio"] < 4 and 0 <= tail["sigma"] <= 1
     # the machine's move over the run: after the ladders, or between calibration and ladders
     drift = max(abs(rest["drift_pct"]), abs(rest["since_calibration_pct"]))
     for row in rows:
@@ -620,7 +628,7 @@ def test_rounds_calibrate_before_each_ladder_and_pool_the_passes(
     import time
 
     from cloud import fidelity as cli
-    from sim.serving.calibrate.worker import RestPredict, lone_pairs, served_pairs
+    from sim.serving.calibrate.worker import RestPredict, lone_pairs, served_pairs, served_tail
 
     speeds = iter([20.0, 24.0, 28.0])  # lone request 50 ms, 41.7 ms, 35.7 ms
     asked: list[list[int] | None] = []
@@ -650,7 +658,7 @@ def test_rounds_calibrate_before_each_ladder_and_pool_the_passes(
         seed: int,
         concurrency: int,
         quick: bool,
-    ) -> dict[str, list[dict[str, float]]]:
+    ) -> dict[str, Any]:
         """In process: the last pass's machine, processor sharing at its plateau."""
         speed = [20.0, 24.0, 28.0][len(tops) - 1]
         body = json.dumps({"instances": [{"b64": "aGk="}]}).encode()
@@ -663,6 +671,7 @@ def test_rounds_calibrate_before_each_ladder_and_pool_the_passes(
                 seed=seed,
             ),
             "pairs": [],
+            "tail": None,
         }
         if concurrency:
             tops[-1] = concurrency
@@ -673,6 +682,9 @@ def test_rounds_calibrate_before_each_ladder_and_pool_the_passes(
                 callers=cli.PLATEAU_CALLERS,
                 seconds=0.6,
                 pairs=2,
+            )
+            found["tail"] = served_tail(
+                RestPredict(server["url"], server["model"], body), callers=concurrency, seconds=1.0
             )
         return found
 
@@ -709,6 +721,14 @@ def test_rounds_calibrate_before_each_ladder_and_pool_the_passes(
     assert plateau["ratio_standard_error"] > 0
     assert pooled["defaults"]["served_plateau"] == pytest.approx(plateau["ratio"], rel=1e-4)
     assert "served plateau" in done.output
+    # each round's served tail (3 callers, the stand-in's 2 workers), pooled and fitted: the
+    # profile written carries the spread the model needs to reproduce it
+    tail = data["waiting_spread"]
+    assert tail["callers"] == 3 and len(tail["rounds"]) == 2
+    assert all(len(r["latencies_s"]) > 20 and r["ratio"] >= 1 for r in tail["rounds"])
+    assert 0 <= tail["sigma"] <= 1 and tail["ratio"] >= 1
+    assert pooled["defaults"]["waiting_spread"] == pytest.approx(tail["sigma"], abs=1e-4)
+    assert "served tail: 3 callers" in done.output
     for r in rounds:  # the stand-in's 50 ms and its HTTP time
         assert 0.05 <= r["lone_rest_s"] < 0.08
     assert data["real"]["ladders"] == 2
@@ -793,3 +813,53 @@ def test_misses_within_the_simulated_range_are_counted_apart(
     misses = json.loads((out / "fidelity.json").read_text())["misses"]
     assert [(m["metric"], m["inside"]) for m in misses] == [("p50", True)]  # p95 is -9%
     assert misses[0]["sim_range"] == [0.22, 0.31] and misses[0]["text"].startswith("2 users: p50")
+
+
+def _plateau_profile() -> Any:
+    """Two cores, X rising to a plateau of 10 req/s at 2 in flight and held to 16."""
+    return profile_from_dict(
+        synthetic(
+            threads=(2,),
+            concurrency=(1, 2, 3, 4, 8, 16),
+            batch=(1,),
+            throughput=lambda t, n: 10.0 * min(n, 2) / 2 if n < 2 else 10.0,
+            sigma=0.05,
+        )
+    )
+
+
+@pytest.mark.parametrize("sigma", [0.3, 0.6])
+def test_the_waiting_spread_fitted_to_a_served_tail_is_the_one_that_made_it(sigma: float) -> None:
+    """A served tail the model itself made with a known spread past the width (7 callers
+    through the REST pool, other seeds than the fit's): the fit finds that spread again. (Below
+    about 0.2 the tail hardly moves: there the inter-op pool's own order makes it.)"""
+    profile = _plateau_profile()
+    made = dataclasses.replace(profile, waiting_spread=sigma)
+    rungs = [
+        simulate_ladder(made, 2.0, [Step(7, 60.0, 5.0)], wait=(0.0, 0.0), seed=100 + k)
+        for k in range(6)
+    ]
+    ratio = served_ratio([v for r in rungs for v in r[0].latencies])
+    # within the p95's sampling noise: 3600 requests a side moved the fit by up to 0.06 here
+    assert fit_waiting_spread(profile, 2.0, 7, ratio) == pytest.approx(sigma, abs=0.1)
+
+
+def test_the_waiting_spread_stays_in_its_range_and_reaches_the_server() -> None:
+    """A tail narrower than the model makes without spread fits 0, one wider than it makes
+    with the most fits the top; the server draws the fitted spread past the width only (the
+    spread measured up to it is the work's own), and the profile file keeps it."""
+    from sim.scenario import Serving
+    from sim.serving.model import build_server
+
+    profile = _plateau_profile()
+    assert fit_waiting_spread(profile, 2.0, 7, 1.0) == WAITING_SPREAD_RANGE[0]
+    assert fit_waiting_spread(profile, 2.0, 7, 50.0) == WAITING_SPREAD_RANGE[1]
+    fitted = dataclasses.replace(profile, waiting_spread=0.3)
+    serving = Serving(warmup=True)
+    held = build_server("p", serving, profile, vcpus=2, cores=2.0, now=0.0, quota=None, weight=1)
+    server = build_server("p", serving, fitted, vcpus=2, cores=2.0, now=0.0, quota=None, weight=1)
+    assert server.spread[:3] == held.spread[:3]  # up to the width (2 inter-op threads)
+    assert set(server.spread[3:]) == {0.3} and set(held.spread[3:]) == {held.spread[2]}
+    assert profile_from_dict(fitted.to_dict()).waiting_spread == pytest.approx(0.3)
+    with pytest.raises(ValueError, match="waiting_spread must be >= 0"):
+        profile_from_dict({**fitted.to_dict(), "defaults": {"threads": 2, "waiting_spread": -1}})

@@ -77,8 +77,10 @@ def build_server(
     spread = profile.spreads(cores, in_flight + 1)
     if serving.discipline == "inter_op" and m is not None and m < in_flight:
         # The model makes the waiting's share of the spread itself (the thread queues they
-        # wait in); only the spread measured with at most m in flight is the work's own.
-        spread = spread[: m + 1] + [spread[m]] * (in_flight - m)
+        # wait in); the spread measured past m is not the work's own. There the work's is the
+        # profile's fitted one, or the one measured at m when none was fitted.
+        beyond = spread[m] if profile.waiting_spread is None else profile.waiting_spread
+        spread = spread[: m + 1] + [beyond] * (in_flight - m)
     return Server(
         name,
         tables=functools.partial(profile.tables, size=in_flight + 1),

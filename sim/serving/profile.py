@@ -34,6 +34,9 @@ Schema (``schema_version: 3``), one mapping::
                                  # served path (REST), a floor under the work's spread
       served_plateau: float      # optional (> 0): the plateau through the served path over
                                  # the points' (in process); X is capped at it x the plateau
+      waiting_spread: float      # optional (>= 0): the work's lognormal spread while more
+                                 # requests are in flight than progress together, fitted to
+                                 # a closed loop through the served path (scalelab fidelity)
       after_idle:                # optional: a request that finds the server idle for gap_s
         gap_s: [0.01, ...]       # (increasing, > 0) costs factor x a back-to-back one's work
         factor: [1.02, ...]      # (> 0); interpolated from 1 at gap 0, held past the last gap
@@ -295,6 +298,11 @@ class Profile:
     served_plateau: float | None = None
     """The plateau through the served path over the ladders' (measured in process), where
     ``scalelab fidelity`` measured both: X(n) is capped at it."""
+    waiting_spread: float | None = None
+    """The work's lognormal spread while more requests are in flight than the inter-op width
+    lets progress together, where ``scalelab fidelity`` fitted it to a closed loop through the
+    served path (:func:`sim.serving.fidelity.fit_waiting_spread`); None: the spread measured
+    at the width, held."""
     after_idle: tuple[tuple[float, float], ...] = ()
     """(gap_s, factor): a request arriving at a server idle for gap_s seconds does factor times
     the work of one arriving back to back (``calibrate.idle``); empty: factor 1."""
@@ -515,6 +523,7 @@ class Profile:
             cold_factor=self.cold_factor,
             served_sigma=self.served_sigma,
             served_plateau=self.served_plateau,
+            waiting_spread=self.waiting_spread,
             after_idle=self.after_idle,
             after_idle_cpu=self.after_idle_cpu,
             model=self.model,
@@ -539,6 +548,8 @@ class Profile:
             defaults["served_sigma"] = _round(self.served_sigma)
         if self.served_plateau is not None:
             defaults["served_plateau"] = _round(self.served_plateau)
+        if self.waiting_spread is not None:
+            defaults["waiting_spread"] = _round(self.waiting_spread)
         if self.after_idle:
             defaults["after_idle"] = {
                 "gap_s": [_round(g) for g, _ in self.after_idle],
@@ -789,6 +800,7 @@ def profile_from_dict(data: Any, origin: str = "<profile>") -> Profile:
         cold_factor=opt("cold_factor"),
         served_sigma=opt("served_sigma"),
         served_plateau=opt("served_plateau", positive=True),
+        waiting_spread=opt("waiting_spread"),
         after_idle=idle[0],
         after_idle_cpu=idle[1],
         model=dict(data.get("model") or {}),

@@ -221,11 +221,12 @@ class ServedCopy:
         self._events = _records(proc.stdout)
         return proc
 
-    def measure(self, served: dict[str, Any]) -> dict[str, list[dict[str, float]]]:
+    def measure(self, served: dict[str, Any]) -> dict[str, Any]:
         """``served``: url, model, server_pid; lone, waits, seed for
         :func:`sim.serving.calibrate.worker.lone_pairs`; concurrency, callers, seconds, pairs
-        for :func:`sim.serving.calibrate.worker.served_pairs`. Returns ``lone`` and ``pairs``,
-        each empty when not asked for."""
+        for :func:`sim.serving.calibrate.worker.served_pairs`; tail_callers, tail_seconds for
+        :func:`sim.serving.calibrate.worker.served_tail`. Returns ``lone`` and ``pairs``, each
+        empty when not asked for, and ``tail`` (None when not asked for)."""
         if self.proc is None:
             self.proc = self._start()
         assert self.proc.stdin is not None
@@ -236,7 +237,7 @@ class ServedCopy:
             pass  # the worker is gone: its events end below, and its log says why
         for event, record in self._events:
             if event == "done":
-                return {"lone": record["lone"], "pairs": record["pairs"]}
+                return {k: record[k] for k in ("lone", "pairs", "tail")}
         raise _failed(self.config, self.proc.wait(), self.log)
 
     def __enter__(self) -> ServedCopy:
