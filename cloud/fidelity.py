@@ -420,7 +420,7 @@ def _measure(
                 after = served_copy(0)
                 meta["rest_overhead"] |= _drift(console, rest[0], after["lone"])
                 meta["rest_overhead"] |= _since_calibration(console, own, have, waits, rest[0])
-            if tails:
+            if tails and discipline == "inter_op":  # the others have no width to fit past
                 calibrated, meta["waiting_spread"] = _waiting_spread(
                     console, calibrated, have, tails, quick
                 )
