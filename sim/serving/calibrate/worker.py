@@ -17,7 +17,8 @@ window during which they used more than ``quiet_cores`` is measured again while 
 With ``served`` in its config it measures nothing else and stays up, the model loaded, until its
 stdin closes: each line there asks for :func:`lone_pairs`, a lone request in process and through
 a served copy's REST API turn about, then :func:`served_pairs`, the plateau both ways window
-after window (``scalelab fidelity``), and is answered by a ``done`` line.
+after window, then :func:`served_tail` (``scalelab fidelity``), and is answered by a ``done``
+line.
 
 Results go to stdout as lines ``@@scalelab {json}``; anything else there is ignored.
 """
