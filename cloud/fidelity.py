@@ -367,7 +367,7 @@ def _measure(
             rest: list[list[dict[str, float]]] = []
 
             def served_copy(lone_seed: int, in_flight: int = 0) -> dict[str, Any]:
-                """Lone pairs, then the plateau pairs when ``in_flight`` > 0."""
+                """Lone pairs, then the plateau pairs and the tails when ``in_flight`` > 0."""
                 return _served_copy(
                     console,
                     copy,
@@ -376,11 +376,12 @@ def _measure(
                     lone=lone_requests,
                     seed=lone_seed,
                     concurrency=in_flight,
+                    tail=_tail_callers(have, discipline, in_flight),
                     quick=quick,
                 )
 
             plateaus: list[list[dict[str, float]]] = []
-            tails: list[dict[str, Any]] = []
+            tails: list[list[dict[str, Any]]] = []
             measured = []
 
             def calibration_pass() -> None:
@@ -420,7 +421,7 @@ def _measure(
                 after = served_copy(0)
                 meta["rest_overhead"] |= _drift(console, rest[0], after["lone"])
                 meta["rest_overhead"] |= _since_calibration(console, own, have, waits, rest[0])
-            if tails and discipline == "inter_op":  # the others have no width to fit past
+            if tails and tails[0]:  # none without a width to fit past
                 calibrated, meta["waiting_spread"] = _waiting_spread(
                     console, calibrated, have, tails, quick
                 )
@@ -476,9 +477,22 @@ PLATEAU_CALLERS = 12
 Locust rung."""
 SERVED_PAIRS = {True: (4, 3.0), False: (6, 5.0)}
 """Pairs and each window's seconds, by --full or not."""
-TAIL_SECONDS = {True: 8.0, False: 20.0}
-"""The served tail's window (:func:`sim.serving.calibrate.worker.served_tail`) a round, by
---full or not: about 70 and 170 requests here."""
+TAIL_SECONDS = {True: 5.0, False: 15.0}
+"""Each served tail's window (:func:`sim.serving.calibrate.worker.served_tail`) a round, by
+--full or not: about 40 and 130 requests here."""
+
+
+def _tail_callers(cores: float, discipline: str, in_flight: int) -> list[int]:
+    """The served tails' closed loops: at the REST handlers (``in_flight``) and halfway from
+    the inter-op width to them, where the spread past the width is fitted (see
+    :func:`sim.serving.model.past_width`); none where the discipline has no width below them."""
+    from sim.scenario import Serving
+    from sim.serving.model import width
+
+    m = width(Serving(discipline=discipline), max(1, math.ceil(cores)))
+    if discipline != "inter_op" or m is None:  # the model fits past inter-op widths only
+        return []
+    return sorted({(m + in_flight) // 2, in_flight} - set(range(m + 1)))
 
 
 def _served_copy(
@@ -490,6 +504,7 @@ def _served_copy(
     lone: int,
     seed: int,
     concurrency: int,
+    tail: list[int],
     quick: bool,
 ) -> dict[str, Any]:
     """The SavedModel in a worker (``copy``, a :class:`ServedCopy`) against the served copy
@@ -498,14 +513,19 @@ def _served_copy(
     ``concurrency`` > 0, the plateau in process (that many callers: see :func:`_in_flight`)
     against through the API (:data:`PLATEAU_CALLERS` keep-alive callers, no think time), window
     after window: how much of the in-process plateau survives the served path (HTTP, JSON,
-    base64 on the server's CPU); then that many callers through the API alone, the served tail
-    (see :func:`_waiting_spread`)."""
+    base64 on the server's CPU); then ``tail``'s counts of callers through the API alone, the
+    served tails (see :func:`_waiting_spread`)."""
     pairs, seconds = SERVED_PAIRS[quick] if concurrency > 0 else (0, 0.0)
     console.print(
         f"lone requests in process and through the API, turn about: {lone} pairs"
         + (
-            f"; then the plateau both ways: {pairs} pairs of {seconds:g} s windows; then "
-            f"{concurrency} callers through the API for {TAIL_SECONDS[quick]:g} s (the tail)"
+            f"; then the plateau both ways: {pairs} pairs of {seconds:g} s windows"
+            + (
+                f"; then {' and '.join(map(str, tail))} callers through the API for "
+                f"{TAIL_SECONDS[quick]:g} s each (the tails)"
+                if tail
+                else ""
+            )
             if pairs
             else ""
         )
@@ -520,8 +540,8 @@ def _served_copy(
         "callers": PLATEAU_CALLERS,
         "seconds": seconds,
         "pairs": pairs,
-        "tail_callers": concurrency,
-        "tail_seconds": TAIL_SECONDS[quick] if concurrency > 0 else 0.0,
+        "tail_callers": tail if concurrency > 0 else [],
+        "tail_seconds": TAIL_SECONDS[quick],
     }
     found = copy.measure(served)
     rest, inside = _medians(found["lone"])
@@ -596,38 +616,51 @@ def _plateau_figures(
 
 
 def _waiting_spread(
-    console: Console, profile: Any, cores: float, tails: list[dict[str, Any]], quick: bool
+    console: Console,
+    profile: Any,
+    cores: float,
+    tails: list[list[dict[str, Any]]],
+    quick: bool,
 ) -> tuple[Any, dict[str, Any]]:
-    """The work's spread past the inter-op width, fitted to the served tail (every round's
-    latencies pooled): the profile's ``waiting_spread``."""
+    """The work's spread past the inter-op width, fitted to the served tails (per count of
+    callers, every round's latencies pooled): the profile's ``waiting_spread``."""
     from sim.serving import fidelity as fid
 
-    callers = tails[0]["callers"]
-    latencies = [v for t in tails for v in t["latencies_s"]]
-    ratio = fid.served_ratio(latencies)
+    pooled: dict[int, list[float]] = {}
+    for found in tails:
+        for t in found:
+            pooled.setdefault(t["callers"], []).extend(t["latencies_s"])
+    ratios = {n: fid.served_ratio(v) for n, v in sorted(pooled.items())}
     held = profile.spreads(cores, max(1, math.ceil(cores)) + 1)[-1]
-    sigma = fid.fit_waiting_spread(profile, cores, callers, ratio)
+    fitted = fid.fit_waiting_spread(profile, cores, list(ratios.items()))
     console.print(
-        f"served tail: {callers} callers through the API, p95/p50 {ratio:.2f} over "
-        f"{len(latencies)} requests; the work's spread past the inter-op width fitted to it: "
-        f"{sigma:.3f} (the one measured at the width: {held:.3f})"
+        "served tails through the API, p95/p50: "
+        + ", ".join(f"{ratios[n]:.2f} at {n} callers ({len(pooled[n])} requests)" for n in ratios)
+        + "; the work's spread past the inter-op width fitted to them: "
+        + ", ".join(f"{sigma:.3f} at {n}" for n, sigma in fitted)
+        + f" (the one measured at the width: {held:.3f})"
     )
     figures = {
-        "callers": callers,
         "seconds": TAIL_SECONDS[quick],
-        "ratio": ratio,
-        "sigma": sigma,
         "held_sigma": held,
+        "points": [
+            {"callers": n, "requests": len(pooled[n]), "ratio": ratios[n], "sigma": sigma}
+            for n, sigma in fitted
+        ],
         "rounds": [
-            {
-                "throughput_rps": t["throughput_rps"],
-                "ratio": fid.served_ratio(t["latencies_s"]),
-                "latencies_s": t["latencies_s"],
-            }
-            for t in tails
+            [
+                {
+                    "callers": t["callers"],
+                    "throughput_rps": t["throughput_rps"],
+                    "ratio": fid.served_ratio(t["latencies_s"]),
+                    "latencies_s": t["latencies_s"],
+                }
+                for t in found
+            ]
+            for found in tails
         ],
     }
-    return dataclasses.replace(profile, waiting_spread=sigma), figures
+    return dataclasses.replace(profile, waiting_spread=fitted), figures
 
 
 def _version(saved: Path) -> Path:

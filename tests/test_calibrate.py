@@ -881,7 +881,7 @@ for k, line in enumerate(sys.stdin):
         sys.exit(3)
     print("noise", flush=True)
     pairs = [{"k": k}] if asked.get("pairs") else []
-    done = {"event": "done", "lone": [{"k": k}], "pairs": pairs, "tail": None}
+    done = {"event": "done", "lone": [{"k": k}], "pairs": pairs, "tail": []}
     print("@@scalelab " + json.dumps(done), flush=True)
 """
 
@@ -902,9 +902,9 @@ def test_a_served_copy_worker_answers_each_request_until_closed(
     monkeypatch.setattr(local, "_command", command)
     with local.ServedCopy(tmp_path / "m" / "1", 2, tmp_path / "x.jpg", tmp_path / "w.log") as copy:
         assert started == []  # nothing runs before it is asked
-        assert copy.measure({"lone": 2}) == {"lone": [{"k": 0}], "pairs": [], "tail": None}
+        assert copy.measure({"lone": 2}) == {"lone": [{"k": 0}], "pairs": [], "tail": []}
         second = copy.measure({"lone": 2, "pairs": 4})
-        assert second == {"lone": [{"k": 1}], "pairs": [{"k": 1}], "tail": None}
+        assert second == {"lone": [{"k": 1}], "pairs": [{"k": 1}], "tail": []}
         proc = copy.proc
         assert proc is not None and proc.poll() is None
     assert proc.wait(timeout=5) == 0  # leaving closes its stdin, and it ends

@@ -330,11 +330,14 @@ def test_resnet101_short_ladder_real_against_simulated(
     rest = data["rest_overhead"]
     assert len(rest["lone_rest_times_s"]) == len(rest["lone_in_process_times_s"]) == 6
     assert 0 <= rest["overhead_s"] < 0.1  # HTTP, JSON and base64 of one lab image
-    # the served tail at the REST handlers (4 x cores - 1, below the ladder's top of 8) and
-    # the work's spread past the inter-op width fitted to it
+    # the served tails at the REST handlers (4 x cores - 1, below the ladder's top of 8) and
+    # halfway from the inter-op width (the cores) to them, the work's spread past the width
+    # fitted to each
     tail = data["waiting_spread"]
-    assert tail["callers"] == min(8, 4 * cores - 1) and len(tail["rounds"][0]["latencies_s"]) > 20
-    assert 1 < tail["ratio"] < 4 and 0 <= tail["sigma"] <= 1
+    handlers = min(8, 4 * cores - 1)
+    assert [t["callers"] for t in tail["points"]] == [(cores + handlers) // 2, handlers]
+    assert all(t["requests"] > 20 for t in tail["points"])
+    assert all(1 < t["ratio"] < 4 and 0 <= t["sigma"] <= 1 for t in tail["points"])
     # the machine's move over the run: after the ladders, or between calibration and ladders
     drift = max(abs(rest["drift_pct"]), abs(rest["since_calibration_pct"]))
     for row in rows:
@@ -657,6 +660,7 @@ def test_rounds_calibrate_before_each_ladder_and_pool_the_passes(
         lone: int,
         seed: int,
         concurrency: int,
+        tail: list[int],
         quick: bool,
     ) -> dict[str, Any]:
         """In process: the last pass's machine, processor sharing at its plateau."""
@@ -671,7 +675,7 @@ def test_rounds_calibrate_before_each_ladder_and_pool_the_passes(
                 seed=seed,
             ),
             "pairs": [],
-            "tail": None,
+            "tail": [],
         }
         if concurrency:
             tops[-1] = concurrency
@@ -683,9 +687,12 @@ def test_rounds_calibrate_before_each_ladder_and_pool_the_passes(
                 seconds=0.6,
                 pairs=2,
             )
-            found["tail"] = served_tail(
-                RestPredict(server["url"], server["model"], body), callers=concurrency, seconds=1.0
-            )
+            found["tail"] = [
+                served_tail(
+                    RestPredict(server["url"], server["model"], body), callers=n, seconds=1.0
+                )
+                for n in tail
+            ]
         return found
 
     monkeypatch.setattr(cli, "_calibrate", calibrate)
@@ -721,14 +728,19 @@ def test_rounds_calibrate_before_each_ladder_and_pool_the_passes(
     assert plateau["ratio_standard_error"] > 0
     assert pooled["defaults"]["served_plateau"] == pytest.approx(plateau["ratio"], rel=1e-4)
     assert "served plateau" in done.output
-    # each round's served tail (3 callers, the stand-in's 2 workers), pooled and fitted: the
-    # profile written carries the spread the model needs to reproduce it
+    # each round's served tail (3 callers, the stand-in's 2 workers: halfway from the width of
+    # 2 is 2 again, so one count), pooled and fitted: the profile written carries the spread
+    # the model needs to reproduce it
     tail = data["waiting_spread"]
-    assert tail["callers"] == 3 and len(tail["rounds"]) == 2
-    assert all(len(r["latencies_s"]) > 20 and r["ratio"] >= 1 for r in tail["rounds"])
-    assert 0 <= tail["sigma"] <= 1 and tail["ratio"] >= 1
-    assert pooled["defaults"]["waiting_spread"] == pytest.approx(tail["sigma"], abs=1e-4)
-    assert "served tail: 3 callers" in done.output
+    assert [[r["callers"] for r in found] for found in tail["rounds"]] == [[3], [3]]
+    assert all(len(r["latencies_s"]) > 20 and r["ratio"] >= 1 for f in tail["rounds"] for r in f)
+    (point,) = tail["points"]
+    assert point["callers"] == 3 and point["requests"] > 40 and point["ratio"] >= 1
+    assert pooled["defaults"]["waiting_spread"] == {
+        "in_flight": [3],
+        "sigma": [pytest.approx(point["sigma"], abs=1e-4)],
+    }
+    assert "served tails through the API" in done.output and "at 3 callers" in done.output
     for r in rounds:  # the stand-in's 50 ms and its HTTP time
         assert 0.05 <= r["lone_rest_s"] < 0.08
     assert data["real"]["ladders"] == 2
@@ -828,38 +840,62 @@ def _plateau_profile() -> Any:
     )
 
 
-@pytest.mark.parametrize("sigma", [0.3, 0.6])
-def test_the_waiting_spread_fitted_to_a_served_tail_is_the_one_that_made_it(sigma: float) -> None:
-    """A served tail the model itself made with a known spread past the width (7 callers
-    through the REST pool, other seeds than the fit's): the fit finds that spread again. (Below
-    about 0.2 the tail hardly moves: there the inter-op pool's own order makes it.)"""
+@pytest.mark.parametrize("made", [((4, 0.3), (7, 0.6)), ((4, 0.6), (7, 0.3))])
+def test_the_waiting_spread_fitted_to_served_tails_is_the_one_that_made_them(
+    made: tuple[tuple[int, float], ...],
+) -> None:
+    """Served tails the model itself made with a known spread at 4 and 7 in flight (closed
+    loops through the REST pool, other seeds than the fit's): the fit finds both again, the
+    spread rising or falling between them. (Below about 0.2 a tail hardly moves: there the
+    inter-op pool's own order makes it.)"""
     profile = _plateau_profile()
-    made = dataclasses.replace(profile, waiting_spread=sigma)
-    rungs = [
-        simulate_ladder(made, 2.0, [Step(7, 60.0, 5.0)], wait=(0.0, 0.0), seed=100 + k)
-        for k in range(6)
-    ]
-    ratio = served_ratio([v for r in rungs for v in r[0].latencies])
+    trial = dataclasses.replace(profile, waiting_spread=made)
+    tails = []
+    for callers, _ in made:
+        rungs = [
+            simulate_ladder(trial, 2.0, [Step(callers, 60.0, 5.0)], wait=(0.0, 0.0), seed=100 + k)
+            for k in range(6)
+        ]
+        tails.append((callers, served_ratio([v for r in rungs for v in r[0].latencies])))
+    fitted = fit_waiting_spread(profile, 2.0, tails[::-1])  # in any order
     # within the p95's sampling noise: 3600 requests a side moved the fit by up to 0.06 here
-    assert fit_waiting_spread(profile, 2.0, 7, ratio) == pytest.approx(sigma, abs=0.1)
+    assert [k for k, _ in fitted] == [4, 7]
+    assert [v for _, v in fitted] == [pytest.approx(v, abs=0.1) for _, v in made]
 
 
 def test_the_waiting_spread_stays_in_its_range_and_reaches_the_server() -> None:
     """A tail narrower than the model makes without spread fits 0, one wider than it makes
     with the most fits the top; the server draws the fitted spread past the width only (the
-    spread measured up to it is the work's own), and the profile file keeps it."""
+    spread measured up to it is the work's own), rising from the width's own to the fitted
+    points and held past the last, and the profile file keeps it."""
     from sim.scenario import Serving
     from sim.serving.model import build_server
 
     profile = _plateau_profile()
-    assert fit_waiting_spread(profile, 2.0, 7, 1.0) == WAITING_SPREAD_RANGE[0]
-    assert fit_waiting_spread(profile, 2.0, 7, 50.0) == WAITING_SPREAD_RANGE[1]
-    fitted = dataclasses.replace(profile, waiting_spread=0.3)
+    assert fit_waiting_spread(profile, 2.0, [(7, 1.0)]) == ((7, WAITING_SPREAD_RANGE[0]),)
+    assert fit_waiting_spread(profile, 2.0, [(7, 50.0)]) == ((7, WAITING_SPREAD_RANGE[1]),)
+    fitted = dataclasses.replace(profile, waiting_spread=((4, 0.3), (6, 0.5)))
     serving = Serving(warmup=True)
     held = build_server("p", serving, profile, vcpus=2, cores=2.0, now=0.0, quota=None, weight=1)
     server = build_server("p", serving, fitted, vcpus=2, cores=2.0, now=0.0, quota=None, weight=1)
     assert server.spread[:3] == held.spread[:3]  # up to the width (2 inter-op threads)
-    assert set(server.spread[3:]) == {0.3} and set(held.spread[3:]) == {held.spread[2]}
-    assert profile_from_dict(fitted.to_dict()).waiting_spread == pytest.approx(0.3)
-    with pytest.raises(ValueError, match="waiting_spread must be >= 0"):
-        profile_from_dict({**fitted.to_dict(), "defaults": {"threads": 2, "waiting_spread": -1}})
+    at_width = held.spread[2]
+    assert server.spread[3:] == pytest.approx([(at_width + 0.3) / 2, 0.3, 0.4, 0.5, 0.5])
+    assert set(held.spread[3:]) == {at_width}
+    assert profile_from_dict(fitted.to_dict()).waiting_spread == fitted.waiting_spread
+    # a bare number (session 14's profiles): that spread at every count past the width
+    old = {**fitted.to_dict(), "defaults": {"threads": 2, "waiting_spread": 0.3}}
+    flat = build_server(
+        "p", serving, profile_from_dict(old), vcpus=2, cores=2.0, now=0.0, quota=None, weight=1
+    )
+    assert set(flat.spread[3:]) == {0.3}
+    for bad, says in [
+        (-1, "waiting_spread must be >= 0"),
+        ({"in_flight": [4, 4], "sigma": [0.1, 0.2]}, "in_flight must increase"),
+        ({"in_flight": [0], "sigma": [0.1]}, r"in_flight\[0\] must be an integer >= 1"),
+        ({"in_flight": [4], "sigma": [0.1, 0.2]}, "lists of one length"),
+        ({"in_flight": [4], "sigma": [-0.1]}, r"sigma\[0\] must be >= 0"),
+        ({"at": [4]}, "a mapping of in_flight and sigma"),
+    ]:
+        with pytest.raises(ValueError, match=says):
+            profile_from_dict({**old, "defaults": {"threads": 2, "waiting_spread": bad}})

@@ -306,33 +306,45 @@ WAITING_SPREAD_RANGE = (0.0, 1.0)
 
 
 def fit_waiting_spread(
-    profile: Profile, cores: float, callers: int, ratio: float, *, seeds: int = 8
-) -> float:
+    profile: Profile, cores: float, tails: Sequence[tuple[int, float]], *, seeds: int = 8
+) -> tuple[tuple[int, float], ...]:
     """The work's lognormal spread while more requests are in flight than progress together,
-    such that the model's closed loop of ``callers`` through TF Serving's REST pool, no think
-    time, comes out with the p95 / p50 measured there (``ratio``; bisection, the ratio rising
-    with the spread). Held at the spread measured in process at the width, the model's loop of
-    7 read 1.56 where the served copy's read 1.68-1.69, and its 16- and 24-user rungs 1.52 and
-    1.24 against 1.64 and 1.37; with 0.3 the loops read 1.73 and the rungs 1.64 and 1.34 (s14).
-    Fitted in process instead (the calibration's own loops past the width), it moved nothing:
-    28 misses either way over five earlier runs' real ladders."""
+    per served tail (callers, p95 / p50 measured there): such that the model's closed loop of
+    that many callers through TF Serving's REST pool, no think time, comes out with the ratio
+    measured (bisection, the ratio rising with the spread). In increasing order of callers, each
+    with the ones below fixed: a closed loop of n callers holds n in flight, so it reads the
+    spread at n and below only. Held at the spread measured in process at the width, the
+    model's loop of 7 read 1.56 where the served copy's read 1.68-1.69, and its 16- and 24-user
+    rungs 1.52 and 1.24 against 1.64 and 1.37; with 0.3 the loops read 1.73 and the rungs 1.64
+    and 1.34 (s14). Fitted in process instead (the calibration's own loops past the width), it
+    moved nothing: 28 misses either way over five earlier runs' real ladders."""
+    fitted: tuple[tuple[int, float], ...] = ()
+    for callers, ratio in sorted(tails):
 
-    def simulated(sigma: float) -> float:
-        trial = replace(profile, waiting_spread=sigma)
-        rungs = [
-            simulate_ladder(trial, cores, [Step(callers, 60.0, 5.0)], wait=(0.0, 0.0), seed=1 + k)
-            for k in range(seeds)
-        ]
-        return served_ratio([v for r in rungs for v in r[0].latencies])
+        def at(sigma: float, callers: int = callers, below: Any = fitted) -> float:
+            trial = replace(profile, waiting_spread=(*below, (callers, sigma)))
+            rungs = [
+                simulate_ladder(
+                    trial, cores, [Step(callers, 60.0, 5.0)], wait=(0.0, 0.0), seed=1 + k
+                )
+                for k in range(seeds)
+            ]
+            return served_ratio([v for r in rungs for v in r[0].latencies])
 
-    lo, hi = WAITING_SPREAD_RANGE
-    if simulated(lo) >= ratio:
+        fitted = (*fitted, (callers, _bisect(at, ratio, WAITING_SPREAD_RANGE)))
+    return fitted
+
+
+def _bisect(rising: Callable[[float], float], target: float, span: tuple[float, float]) -> float:
+    """Where ``rising`` reaches ``target`` in ``span`` (an end when it does not), to 0.1%."""
+    lo, hi = span
+    if rising(lo) >= target:
         return lo
-    if simulated(hi) <= ratio:
+    if rising(hi) <= target:
         return hi
-    for _ in range(10):  # to 0.1% of the range
+    for _ in range(10):
         mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if simulated(mid) < ratio else (lo, mid)
+        lo, hi = (mid, hi) if rising(mid) < target else (lo, mid)
     return (lo + hi) / 2
 
 

@@ -34,9 +34,11 @@ Schema (``schema_version: 3``), one mapping::
                                  # served path (REST), a floor under the work's spread
       served_plateau: float      # optional (> 0): the plateau through the served path over
                                  # the points' (in process); X is capped at it x the plateau
-      waiting_spread: float      # optional (>= 0): the work's lognormal spread while more
-                                 # requests are in flight than progress together, fitted to
-                                 # a closed loop through the served path (scalelab fidelity)
+      waiting_spread:            # optional: the work's lognormal spread while more requests
+        in_flight: [4, 7]        # are in flight than progress together (increasing, >= 1),
+        sigma: [0.2, 0.39]       # fitted to closed loops through the served path (scalelab
+                                 # fidelity); interpolated from the width's own spread, held
+                                 # past the last; a bare number (session 14): every count
       after_idle:                # optional: a request that finds the server idle for gap_s
         gap_s: [0.01, ...]       # (increasing, > 0) costs factor x a back-to-back one's work
         factor: [1.02, ...]      # (> 0); interpolated from 1 at gap 0, held past the last gap
@@ -298,11 +300,11 @@ class Profile:
     served_plateau: float | None = None
     """The plateau through the served path over the ladders' (measured in process), where
     ``scalelab fidelity`` measured both: X(n) is capped at it."""
-    waiting_spread: float | None = None
-    """The work's lognormal spread while more requests are in flight than the inter-op width
-    lets progress together, where ``scalelab fidelity`` fitted it to a closed loop through the
-    served path (:func:`sim.serving.fidelity.fit_waiting_spread`); None: the spread measured
-    at the width, held."""
+    waiting_spread: tuple[tuple[int, float], ...] = ()
+    """(in flight, sigma): the work's lognormal spread while more requests are in flight than
+    the inter-op width lets progress together, where ``scalelab fidelity`` fitted it to closed
+    loops through the served path (:func:`sim.serving.fidelity.fit_waiting_spread`); empty: the
+    spread measured at the width, held (:func:`sim.serving.model.past_width`)."""
     after_idle: tuple[tuple[float, float], ...] = ()
     """(gap_s, factor): a request arriving at a server idle for gap_s seconds does factor times
     the work of one arriving back to back (``calibrate.idle``); empty: factor 1."""
@@ -548,8 +550,11 @@ class Profile:
             defaults["served_sigma"] = _round(self.served_sigma)
         if self.served_plateau is not None:
             defaults["served_plateau"] = _round(self.served_plateau)
-        if self.waiting_spread is not None:
-            defaults["waiting_spread"] = _round(self.waiting_spread)
+        if self.waiting_spread:
+            defaults["waiting_spread"] = {
+                "in_flight": [k for k, _ in self.waiting_spread],
+                "sigma": [_round(v) for _, v in self.waiting_spread],
+            }
         if self.after_idle:
             defaults["after_idle"] = {
                 "gap_s": [_round(g) for g, _ in self.after_idle],
@@ -699,6 +704,30 @@ def _after_idle(raw: Any, origin: str) -> tuple[tuple[tuple[float, float], ...],
     return tuple(zip(gap, read["factor"], strict=True)), tuple(read.get("cpu_factor", ()))
 
 
+def _waiting_spread(raw: Any, origin: str) -> tuple[tuple[int, float], ...]:
+    """``defaults.waiting_spread`` as (in flight, sigma) pairs. A bare number, as session 14's
+    ``scalelab fidelity`` wrote it, is that sigma at every count past the width: one point at
+    1, never past a width, is held (:func:`sim.serving.model.past_width`)."""
+    where = "defaults.waiting_spread"
+    if raw is None:
+        return ()
+    if isinstance(raw, int | float) and not isinstance(raw, bool):
+        return ((1, _number(raw, origin, where)),)
+    if not isinstance(raw, Mapping) or set(raw) != {"in_flight", "sigma"}:
+        raise ProfileError(
+            f"{origin}: {where} must be a mapping of in_flight and sigma (lists of one length) "
+            f"or a number, got {raw!r}"
+        )
+    counts, sigmas = raw["in_flight"], raw["sigma"]
+    if not isinstance(counts, list) or not isinstance(sigmas, list) or len(counts) != len(sigmas):
+        raise ProfileError(f"{origin}: {where}: in_flight and sigma must be lists of one length")
+    at = [_integer(k, origin, f"{where}.in_flight[{i}]") for i, k in enumerate(counts)]
+    if not at or any(b <= a for a, b in itertools.pairwise(at)):
+        raise ProfileError(f"{origin}: {where}.in_flight must increase, got {counts!r}")
+    spread = [_number(v, origin, f"{where}.sigma[{i}]") for i, v in enumerate(sigmas)]
+    return tuple(zip(at, spread, strict=True))
+
+
 def _check_ladders(points: Sequence[Point], origin: str) -> None:
     """Per threads, a batch-1 ladder from concurrency 1; batch > 1 only at concurrency 1."""
     seen: dict[tuple[float, int, int], int] = {}
@@ -800,7 +829,7 @@ def profile_from_dict(data: Any, origin: str = "<profile>") -> Profile:
         cold_factor=opt("cold_factor"),
         served_sigma=opt("served_sigma"),
         served_plateau=opt("served_plateau", positive=True),
-        waiting_spread=opt("waiting_spread"),
+        waiting_spread=_waiting_spread(defaults.get("waiting_spread"), origin),
         after_idle=idle[0],
         after_idle_cpu=idle[1],
         model=dict(data.get("model") or {}),

@@ -224,9 +224,9 @@ class ServedCopy:
     def measure(self, served: dict[str, Any]) -> dict[str, Any]:
         """``served``: url, model, server_pid; lone, waits, seed for
         :func:`sim.serving.calibrate.worker.lone_pairs`; concurrency, callers, seconds, pairs
-        for :func:`sim.serving.calibrate.worker.served_pairs`; tail_callers, tail_seconds for
-        :func:`sim.serving.calibrate.worker.served_tail`. Returns ``lone`` and ``pairs``, each
-        empty when not asked for, and ``tail`` (None when not asked for)."""
+        for :func:`sim.serving.calibrate.worker.served_pairs`; tail_callers (a list of counts),
+        tail_seconds for :func:`sim.serving.calibrate.worker.served_tail`. Returns ``lone``,
+        ``pairs`` and ``tail`` (one window a count), each empty when not asked for."""
         if self.proc is None:
             self.proc = self._start()
         assert self.proc.stdin is not None

@@ -457,7 +457,7 @@ def served_copy(
     served: dict[str, Any], model_call: Callable[[], object], body: bytes
 ) -> dict[str, Any]:
     """One request of a served-copy worker: ``lone`` pairs, then the plateau ``pairs``, then
-    the served ``tail``."""
+    the served ``tail`` at each count of ``tail_callers``."""
     from sim.serving.calibrate.cpu import ProcessCpu
 
     lone = []
@@ -481,13 +481,14 @@ def served_copy(
             pairs=served["pairs"],
             server_cpu=server.seconds if server is not None else None,
         )
-    tail = None
-    if served.get("tail_seconds"):
-        tail = served_tail(
+    tail = [
+        served_tail(
             RestPredict(served["url"], served["model"], body),
-            callers=served["tail_callers"],
+            callers=callers,
             seconds=served["tail_seconds"],
         )
+        for callers in served.get("tail_callers", [])
+    ]
     return {"lone": lone, "pairs": found, "tail": tail}
 
 
