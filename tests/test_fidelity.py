@@ -803,6 +803,15 @@ def test_a_miss_exits_1_and_a_machine_that_moved_is_named(
     assert json.loads((out / "fidelity.json").read_text())["misses"]
 
 
+def test_a_miss_against_one_real_ladder_names_the_real_value() -> None:
+    """With one real ladder there is no real range; the miss still says what was measured."""
+    rows = compare(
+        [[rung(1, 10, [0.2] * 10, 0.3)]], [[rung(1, 10, [v] * 10, 0.3)] for v in (0.3, 0.32)]
+    )
+    (miss,) = [m for m in Bounds().misses(rows) if m.metric == "p50"]
+    assert str(miss).endswith("simulated ladders 0.3..0.32, outside the real 0.2)")
+
+
 def test_misses_within_the_simulated_range_are_counted_apart(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

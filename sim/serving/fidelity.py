@@ -318,10 +318,11 @@ def fit_waiting_spread(
     rungs 1.52 and 1.24 against 1.64 and 1.37; with 0.3 the loops read 1.73 and the rungs 1.64
     and 1.34 (s14). Fitted in process instead (the calibration's own loops past the width), it
     moved nothing: 28 misses either way over five earlier runs' real ladders."""
-    fitted: tuple[tuple[int, float], ...] = ()
+    Points = tuple[tuple[int, float], ...]
+    fitted: Points = ()
     for callers, ratio in sorted(tails):
 
-        def at(sigma: float, callers: int = callers, below: Any = fitted) -> float:
+        def at(sigma: float, callers: int = callers, below: Points = fitted) -> float:
             trial = replace(profile, waiting_spread=(*below, (callers, sigma)))
             rungs = [
                 simulate_ladder(
@@ -442,7 +443,7 @@ class Miss:
     error_pct: float
     bound_pct: float
     real_spread_pct: float | None  # the real ladders' range in % of the pooled real value
-    real_range: tuple[float, float] | None
+    real_range: tuple[float, float] | None  # a single ladder's: its value at both ends
     sim_range: tuple[float, float] | None
     inside: bool | None
 
@@ -459,7 +460,8 @@ class Miss:
 
 
 def _span(span: tuple[float, float]) -> str:
-    return f"{span[0]:.3g}..{span[1]:.3g}"
+    low, high = (f"{v:.3g}" for v in span)
+    return low if low == high else f"{low}..{high}"
 
 
 @dataclass(frozen=True)
@@ -486,7 +488,7 @@ class Bounds:
                             e,
                             bound,
                             row.spread(metric),
-                            row.real_range.get(metric),
+                            row.real_range.get(metric) or _point(row.real.get(metric)),
                             row.sim_range.get(metric),
                             row.overlaps(metric),
                         )
