@@ -734,31 +734,6 @@ def test_tiny_model_calibration_end_to_end(tmp_path: Path) -> None:
     assert "after idle (CPU x back to back's): 0.01 s " in shown
 
 
-@pytest.mark.resnet
-@pytest.mark.skipif(not HAS_TF, reason="needs the calibrate extra (tensorflow-cpu)")
-def test_resnet101_calibration_small_ladder(tmp_path: Path, resnet101_export: Path) -> None:
-    out, _, _ = _calibrate(
-        tmp_path,
-        "--threads", "1", "--max-concurrency", "4", "--batch", "1",
-        "--seconds", "0.5", "--repeats", "1", "--min-requests", "3", "--max-seconds", "2",
-        "--idle-rounds", "0",
-        timeout=150, export_dir=resnet101_export,
-    )  # fmt: skip
-    data = written(out)
-    assert data["name"].startswith("resnet101-cpu-")
-    assert "ResNet101" in data["model"]["architecture"]
-    rungs = ladder_of(data, 1)
-    assert sorted(rungs) == [1, 2, 3, 4]  # one thread's knee is early: the cap stops it
-    lone = rungs[1]
-    # ResNet101 is ~7.8 GFLOPs a 224x224 image: tenths of a second on one modern core
-    assert 0.03 < lone["latency_s"][3] < 5
-    assert lone["throughput_rps"] == pytest.approx(1 / lone["latency_s"][3], rel=0.3)
-    assert 0.5 < lone["cpu_cores"] < 1.3  # pinned to one CPU
-    # one core is saturated: more callers wait, and add little throughput
-    assert rungs[4]["latency_s"][3] > 2 * lone["latency_s"][3]
-    assert rungs[4]["throughput_rps"] < 1.6 * lone["throughput_rps"]
-
-
 def test_after_idle_is_each_gap_s_median_over_back_to_back() -> None:
     """A server that takes 10 ms, and 20 ms when it idled 0.2 s or more: the factors read 1
     and 2 on either side; each block's first request (its history is the previous block's)
