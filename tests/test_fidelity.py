@@ -344,7 +344,7 @@ def test_resnet101_short_ladder_real_against_simulated(
     tail = data["waiting_spread"]
     handlers = min(8, 4 * cores - 1)
     assert [t["callers"] for t in tail["points"]] == [(cores + handlers) // 2, handlers]
-    assert all(t["requests"] > 20 for t in tail["points"])
+    assert all(t["requests"] > 10 for t in tail["points"])  # 5 s each: 25-45 here
     assert all(1 < t["ratio"] < 4 and 0 <= t["sigma"] <= 1 for t in tail["points"])
     # the machine's move over the run: after the ladders, or between calibration and ladders
     drift = max(abs(rest["drift_pct"]), abs(rest["since_calibration_pct"]))

@@ -59,8 +59,9 @@ def past_width(
     fitted points (in flight, sigma) past the width, interpolated from the width's own spread
     (``at_width``) and held past the last; with none past the width, the last fitted one held,
     or the width's own when none was fitted. At 8 users with the lab's think time the served
-    copy holds 2-4 requests, and one sigma fitted at the 7 REST handlers put that rung's p95
-    37% high (s14 f1), so the spread is fitted at two counts and grows between them."""
+    copy holds 2-4 requests, and one sigma fitted at the 7 REST handlers and held from the
+    width on put that rung's p95 37% high (s14 f1); so fidelity fits two counts (4 and 7 on 2
+    cores) and the spread moves linearly between them (an assumption: two points)."""
     nodes = [(k, v) for k, v in fitted if k > width]
     if not nodes:
         return [fitted[-1][1] if fitted else at_width] * (top - width)
