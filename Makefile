@@ -49,8 +49,11 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy sim cloud
 
+# Tests that measure this machine (marked serial in tests/conftest.py) run alone, after the
+# rest, which run in one worker a CPU.
 test: lint $(OLDEST_STAMP)
-	$(BIN)/pytest
+	$(BIN)/pytest -n auto --dist worksteal -m 'not serial and not benchmark and not gke'
+	$(BIN)/pytest -m 'serial and not benchmark and not gke'
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_throughput.py

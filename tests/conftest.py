@@ -11,6 +11,26 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# Modules that measure this machine (a stand-in's rate in wall-clock time, CPU counters, real
+# Locust, TensorFlow): `make test` runs them one at a time after the rest, which run in parallel
+# workers, so that no other test's CPU moves what they measure.
+SERIAL = {
+    "test_calibrate",
+    "test_cloud_e2e",
+    "test_cloud_failures",
+    "test_cloud_ladder",
+    "test_cloud_serve",
+    "test_fidelity",
+    "test_pod_cpu",
+}
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects by marker
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.path.stem in SERIAL:
+            item.add_marker(pytest.mark.serial)
+
 
 @pytest.fixture(scope="session")
 def resnet101_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
