@@ -482,26 +482,15 @@ TAIL_SECONDS = {True: 5.0, False: 15.0}
 --full or not: about 40 and 130 requests here."""
 
 
-def _inter_op_width(cores: float) -> int:
-    """The inter-op width of the server :func:`sim.serving.fidelity.simulate_ladder` builds
-    on ``cores`` (TensorFlow's default: the vCPUs)."""
-    from sim.scenario import Serving
-    from sim.serving.model import width
-
-    m = width(Serving(discipline="inter_op"), max(1, math.ceil(cores)))
-    assert m is not None  # inter_op always has a width
-    return m
-
-
 def _tail_callers(cores: float, discipline: str, in_flight: int) -> list[int]:
     """The served tails' closed loops: at the REST handlers (``in_flight``) and halfway from
-    the inter-op width to them, where the spread past the width is fitted (see
-    :func:`sim.serving.model.past_width`); none for other disciplines (the model fits past
-    inter-op widths only) or with none in flight."""
+    the inter-op width to them (:func:`sim.serving.fidelity.tail_counts`); none for other
+    disciplines (the model fits past inter-op widths only) or with none in flight."""
+    from sim.serving import fidelity as fid
+
     if discipline != "inter_op":
         return []
-    m = _inter_op_width(cores)
-    return sorted({(m + in_flight) // 2, in_flight} - set(range(m + 1)))
+    return fid.tail_counts(cores, range(1, in_flight + 1))
 
 
 def _served_copy(
@@ -640,7 +629,7 @@ def _waiting_spread(
         for t in found:
             pooled.setdefault(t["callers"], []).extend(t["latencies_s"])
     ratios = {n: fid.served_ratio(v) for n, v in sorted(pooled.items())}
-    held = profile.spreads(cores, _inter_op_width(cores) + 1)[-1]
+    held = profile.spreads(cores, fid.inter_op_width(cores) + 1)[-1]
     fitted = fid.fit_waiting_spread(profile, cores, list(ratios.items()))
     console.print(
         "served tails through the API, p95/p50: "

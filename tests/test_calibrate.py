@@ -34,6 +34,7 @@ from sim.serving.calibrate.host import slug
 from sim.serving.calibrate.idle import GAPS, after_idle, factors
 from sim.serving.calibrate.payload import jpeg_size, rest_body
 from sim.serving.calibrate.worker import Callers, Window
+from sim.serving.fidelity import tail_counts
 from sim.serving.profile import ProfileExtrapolationWarning, load_profile, profile_from_dict
 from tests.test_profile import synthetic
 
@@ -610,6 +611,14 @@ def test_endpoint_calibration_climbs_to_past_the_knee(
     assert measured == list(steps[: steps.index(knee) + 4])
     assert sorted(rungs) == measured
     assert f"knee at n={knee}" in done.output
+    # its loops past the inter-op width (2) up to the REST handlers (7) went through the API:
+    # the spread past the width is fitted to them, as fidelity fits it to its served tails
+    spread = data["defaults"]["waiting_spread"]
+    assert spread["in_flight"] == tail_counts(2.0, measured) != []
+    assert all(0 <= v <= 1 for v in spread["sigma"])
+    method = data["provenance"]["method"]["waiting_spread"]
+    assert f"at n = {', '.join(map(str, spread['in_flight']))}" in method
+    assert "spread past the inter-op width" in done.output
 
 
 def test_endpoint_cpu_from_a_local_process(image: Path, tmp_path: Path) -> None:

@@ -33,6 +33,7 @@ from sim.serving.fidelity import (
     served_ratio,
     served_spread,
     simulate_ladder,
+    tail_counts,
     write,
 )
 from sim.serving.profile import profile_from_dict
@@ -895,6 +896,23 @@ def test_the_waiting_spread_fitted_to_served_tails_is_the_one_that_made_them(
     # within the p95's sampling noise: 3600 requests a side moved the fit by up to 0.06 here
     assert [k for k, _ in fitted] == [4, 7]
     assert [v for _, v in fitted] == [pytest.approx(v, abs=0.1) for _, v in made]
+
+
+@pytest.mark.parametrize(
+    ("cores", "available", "counts"),
+    [
+        (2.0, range(1, 8), [4, 7]),  # fidelity's loops on 2 cores: 7 handlers
+        (2.0, [1, 2, 3, 4, 6, 8, 12], [4, 6]),  # a calibration's ladder: 8 and 12 queue
+        (2.0, [1, 2, 3], [3]),  # halfway is the top itself
+        (2.0, [1, 2], []),  # none past the width
+        (1.0, [1, 2, 3, 4], [2, 3]),  # 1 core: width 1, 3 handlers
+        (4.0, [1, 2, 4, 6, 8, 12, 16, 24], [8, 12]),  # 15 handlers
+    ],
+)
+def test_the_tails_are_fitted_past_the_width_up_to_the_rest_handlers(
+    cores: float, available: list[int], counts: list[int]
+) -> None:
+    assert tail_counts(cores, available) == counts
 
 
 def test_the_waiting_spread_stays_in_its_range_and_reaches_the_server() -> None:

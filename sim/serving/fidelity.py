@@ -28,7 +28,7 @@ from sim.errors import UserError
 from sim.recorder import FailureReason
 from sim.rng import Buffered, stream
 from sim.scenario import Serving
-from sim.serving.model import build_server
+from sim.serving.model import build_server, rest_handlers, width
 from sim.serving.profile import Profile, ProfileExtrapolationWarning
 
 _Z75 = 0.6744897501960817
@@ -300,6 +300,30 @@ def closed_loops(
         }
         out.append(ClosedLoop(n, measured, simulated))
     return out
+
+
+def inter_op_width(cores: float) -> int:
+    """The inter-op width of the server :func:`simulate_ladder` builds on ``cores``
+    (TensorFlow's default: the vCPUs)."""
+    m = width(Serving(discipline="inter_op"), max(1, math.ceil(cores)))
+    assert m is not None  # inter_op always has a width
+    return m
+
+
+def tail_counts(cores: float, available: Iterable[int]) -> list[int]:
+    """Of the closed loops ``available`` (their callers), those the spread past the inter-op
+    width is fitted to (:func:`fit_waiting_spread`): the largest at most TF Serving's REST
+    handlers (every handler busy, none waiting in the pool's queue, whose FIFO wait would hide
+    the spread: at 12 callers p95 / p50 read 1.33-1.40 against 1.68-1.69 at 7, s14), and the one
+    nearest halfway from the width to it; none at or below the width."""
+    m = inter_op_width(cores)
+    handlers = rest_handlers(4 * max(1, math.ceil(cores)))
+    past = sorted(n for n in set(available) if m < n <= handlers)
+    if not past:
+        return []
+    top = past[-1]
+    halfway = min(past, key=lambda n: (abs(n - (m + top) // 2), n))
+    return sorted({halfway, top})
 
 
 def served_ratio(latencies: Sequence[float]) -> float:

@@ -545,6 +545,13 @@ def summary(target: Path, data: dict[str, Any]) -> str:
                 f"  after idle ({what} x back to back's): "
                 + ", ".join(f"{g:g} s {f:.2f}" for g, f in pairs)
             )
+    spread = data["defaults"].get("waiting_spread")
+    if spread:
+        pairs = zip(spread["in_flight"], spread["sigma"], strict=True)
+        lines.append(
+            "  spread past the inter-op width (fitted to the loops' p95/p50): "
+            + ", ".join(f"{s:.3f} at {n}" for n, s in pairs)
+        )
     cpu = (data["provenance"].get("method") or {}).get("cpu")
     if cpu:
         lines.append(f"  cpu: {cpu}")

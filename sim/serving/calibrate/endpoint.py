@@ -414,5 +414,33 @@ def _measure(run: EndpointRun, cpu: CpuSource | None, report: Progress) -> dict[
             "elapsed_s": time.perf_counter() - began,
         },
     }
+    _fit_waiting_spread(data, run.cores)
     profile_from_dict(data, str(data["name"]))
     return data
+
+
+def _fit_waiting_spread(data: dict[str, Any], cores: float) -> None:
+    """``defaults.waiting_spread``, fitted to the ladder's own loops past the inter-op width
+    (:func:`sim.serving.fidelity.fit_waiting_spread`): they went through the REST API, so their
+    p95 / p50 are the served tails that ``scalelab fidelity`` measures apart for a profile
+    calibrated in process. Without such loops the spread stays held at the width's."""
+    from sim.serving import fidelity as fid
+
+    rungs = {p["concurrency"]: p for p in data["points"] if p["batch"] == 1}
+    counts = fid.tail_counts(cores, rungs)
+    if not counts:
+        return
+    p50, p95 = (DEFAULT_QUANTILES.index(q) for q in (0.5, 0.95))
+    tails = [(n, rungs[n]["latency_s"][p95] / rungs[n]["latency_s"][p50]) for n in counts]
+    fitted = fid.fit_waiting_spread(profile_from_dict(data, str(data["name"])), cores, tails)
+    data["defaults"]["waiting_spread"] = {
+        "in_flight": [n for n, _ in fitted],
+        "sigma": [round(v, 5) for _, v in fitted],
+    }
+    data["provenance"]["method"]["waiting_spread"] = (
+        "fitted: the work's lognormal spread past the inter-op width "
+        f"({fid.inter_op_width(cores)} at --cores {cores:g}) such that the model's closed loops "
+        "of n callers through TF Serving's REST pool, no think time, read this ladder's p95 / p50 "
+        f"at n = {', '.join(str(n) for n in counts)} (the largest loop measured at most the REST "
+        "handlers, and the one nearest halfway from the width to it), in increasing n"
+    )
