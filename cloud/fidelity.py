@@ -572,9 +572,10 @@ def _in_flight(profile: Any, cores: float, threads: int) -> int:
     """Requests the served copy runs at once at its plateau: its REST handlers (4 x threads
     less the event loop's), or the top of the profile's ladder when that is lower. The pairs'
     in-process side runs that many, so both sides have the same requests in Session::Run."""
-    from sim.serving.model import rest_handlers
+    from sim.scenario import Serving
+    from sim.serving.model import rest_handlers_of
 
-    return int(min(max(profile.concurrency(cores)), rest_handlers(4 * threads)))
+    return int(min(max(profile.concurrency(cores)), rest_handlers_of(Serving(), threads)))
 
 
 def _plateau_figures(

@@ -28,7 +28,7 @@ from sim.errors import UserError
 from sim.recorder import FailureReason
 from sim.rng import Buffered, stream
 from sim.scenario import Serving
-from sim.serving.model import build_server, rest_handlers, width
+from sim.serving.model import build_server, rest_handlers_of, width
 from sim.serving.profile import Profile, ProfileExtrapolationWarning
 
 _Z75 = 0.6744897501960817
@@ -182,7 +182,7 @@ def simulate_ladder(
     )
     # A warm pod with the node's cores to itself, as the scenario's serving settings build it.
     serving = Serving(warmup=True, discipline=discipline, rest_api_num_threads=rest_threads)
-    vcpus = max(1, math.ceil(cores))
+    vcpus = _vcpus(cores)
     server = build_server(
         "fidelity", serving, profile, vcpus=vcpus, cores=cores, now=0.0, quota=None, weight=1.0
     )
@@ -302,10 +302,15 @@ def closed_loops(
     return out
 
 
+def _vcpus(cores: float) -> int:
+    """The node :func:`simulate_ladder` puts a server with ``cores`` on."""
+    return max(1, math.ceil(cores))
+
+
 def inter_op_width(cores: float) -> int:
     """The inter-op width of the server :func:`simulate_ladder` builds on ``cores``
     (TensorFlow's default: the vCPUs)."""
-    m = width(Serving(discipline="inter_op"), max(1, math.ceil(cores)))
+    m = width(Serving(discipline="inter_op"), _vcpus(cores))
     assert m is not None  # inter_op always has a width
     return m
 
@@ -317,7 +322,7 @@ def tail_counts(cores: float, available: Iterable[int]) -> list[int]:
     the spread: at 12 callers p95 / p50 read 1.33-1.40 against 1.68-1.69 at 7, s14), and the one
     nearest halfway from the width to it; none at or below the width."""
     m = inter_op_width(cores)
-    handlers = rest_handlers(4 * max(1, math.ceil(cores)))
+    handlers = rest_handlers_of(Serving(), _vcpus(cores))
     past = sorted(n for n in set(available) if m < n <= handlers)
     if not past:
         return []

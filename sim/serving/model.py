@@ -52,6 +52,12 @@ def rest_handlers(pool: int) -> int:
     return max(1, pool - 1)
 
 
+def rest_handlers_of(serving: spec.Serving, vcpus: float) -> int:
+    """The REST handlers of ``serving`` on a node of ``vcpus`` (the pool TF Serving sizes by
+    default at 4 x vCPUs; see :func:`rest_handlers`)."""
+    return rest_handlers(serving.rest_api_num_threads or 4 * int(vcpus))
+
+
 def past_width(
     fitted: Sequence[tuple[int, float]], width: int, at_width: float, top: int
 ) -> list[float]:
@@ -82,7 +88,7 @@ def build_server(
 ) -> Server:
     """A pod's TF Serving container on a node of ``vcpus`` with ``cores`` to itself."""
     batching = None
-    threads = rest_handlers(serving.rest_api_num_threads or 4 * int(vcpus))
+    threads = rest_handlers_of(serving, vcpus)
     if serving.batching is not None:
         b = serving.batching
         batching = BatchingConfig(
