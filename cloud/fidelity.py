@@ -377,6 +377,7 @@ def _measure(
                     seed=lone_seed,
                     concurrency=in_flight,
                     tail=_tail_callers(have, discipline, in_flight),
+                    cores=have,
                     quick=quick,
                 )
 
@@ -414,7 +415,7 @@ def _measure(
                 calibrated = profile_from_dict(pool_passes(passes, weights), "calibrated here")
             own = calibrated  # as measured: the closed loops below are its own
             if plateaus:
-                meta["served_plateau"] = figures = _plateau_figures(console, plateaus, quick)
+                meta["served_plateau"] = figures = _plateau_figures(console, plateaus, have, quick)
                 calibrated = dataclasses.replace(calibrated, served_plateau=figures["ratio"])
             if rest:
                 calibrated, meta["rest_overhead"] = _rest_overhead(console, calibrated, rest)
@@ -503,6 +504,7 @@ def _served_copy(
     seed: int,
     concurrency: int,
     tail: list[int],
+    cores: float,
     quick: bool,
 ) -> dict[str, Any]:
     """The SavedModel in a worker (``copy``, a :class:`ServedCopy`) against the served copy
@@ -550,7 +552,7 @@ def _served_copy(
     if found["pairs"]:
         console.print(
             "plateau through the API over in process, per pair: "
-            + ", ".join(f"{_ratio(p):.3f}" for p in found["pairs"])
+            + ", ".join(f"{_ratio(p, cores):.3f}" for p in found["pairs"])
         )
     return found
 
@@ -563,9 +565,14 @@ def _medians(lone: list[dict[str, float]]) -> tuple[float, float]:
     )
 
 
-def _ratio(pair: dict[str, float]) -> float:
-    """A pair's plateau through the API over its plateau in process."""
-    return pair["rest_rps"] / pair["in_process_rps"]
+def _ratio(pair: dict[str, float], cores: float) -> float:
+    """A pair's plateau through the API over its plateau in process, the API side credited
+    with the cores its callers took (``client_cpu_cores``, in this process): the real ladders'
+    load generator is their ``others_cores``, which the simulated server already gives up (a
+    plateau in proportion to its cores, as the profile's ``threads_below`` rule), so counting
+    the callers' share here too would take it twice (2.5% with s16 a's 0.05 cores of 2)."""
+    client = min(pair.get("client_cpu_cores", 0.0), 0.5 * cores)
+    return pair["rest_rps"] / pair["in_process_rps"] * cores / (cores - client)
 
 
 def _in_flight(profile: Any, cores: float, threads: int) -> int:
@@ -579,7 +586,7 @@ def _in_flight(profile: Any, cores: float, threads: int) -> int:
 
 
 def _plateau_figures(
-    console: Console, rounds: list[list[dict[str, float]]], quick: bool
+    console: Console, rounds: list[list[dict[str, float]]], cores: float, quick: bool
 ) -> dict[str, Any]:
     """The served plateau over the in-process one, the mean of every round's pairs' ratios
     (each pair's two windows seconds apart, so the machine's drift cancels): the profile's
@@ -587,7 +594,7 @@ def _plateau_figures(
     the REST API). Also the served path's CPU a request, where both sides' CPU was read: the
     API side's server CPU per request less the in-process side's."""
     pairs = [p for found in rounds for p in found]
-    ratios = [_ratio(p) for p in pairs]
+    ratios = [_ratio(p, cores) for p in pairs]
     ratio = statistics.fmean(ratios)
     error = statistics.stdev(ratios) / math.sqrt(len(ratios)) if len(ratios) > 1 else None
     console.print(

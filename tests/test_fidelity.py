@@ -594,6 +594,23 @@ def test_rest_overhead_averages_rounds_before_clamping() -> None:
     assert _rest_overhead(Console(quiet=True), profile, faster)[1]["overhead_s"] == 0.0
 
 
+def test_the_served_plateau_credits_the_api_side_with_its_callers_cores() -> None:
+    """The pairs' API side shares the machine with its callers; the real ladders' load
+    generator is their others_cores, which the simulated server gives up already. A pair whose
+    callers took 0.05 of 2 cores reads its ratio x 2 / 1.95; one with no client CPU as read."""
+    from rich.console import Console
+
+    from cloud.fidelity import _plateau_figures
+
+    pairs = [
+        {"rest_rps": 6.0, "in_process_rps": 7.5, "client_cpu_cores": 0.05},
+        {"rest_rps": 7.0, "in_process_rps": 7.0},
+    ]
+    figures = _plateau_figures(Console(quiet=True), [pairs], 2.0, quick=True)
+    assert figures["ratio"] == pytest.approx((0.8 * 2 / 1.95 + 1.0) / 2)
+    assert figures["ratio_standard_error"] == pytest.approx(abs(0.8 * 2 / 1.95 - 1) / 2)
+
+
 @pytest.fixture
 def stand_in_server(monkeypatch: pytest.MonkeyPatch) -> None:
     """fidelity's local server is a 50 ms stand-in (real HTTP, 2 at a time) and the export is
@@ -673,6 +690,7 @@ def test_rounds_calibrate_before_each_ladder_and_pool_the_passes(
         seed: int,
         concurrency: int,
         tail: list[int],
+        cores: float,
         quick: bool,
     ) -> dict[str, Any]:
         """In process: the last pass's machine, processor sharing at its plateau."""
@@ -735,7 +753,15 @@ def test_rounds_calibrate_before_each_ladder_and_pool_the_passes(
     for found, inside in zip(rounds_pairs, [40.0, 48.0], strict=True):
         assert all(p["in_process_rps"] == pytest.approx(inside, rel=0.1) for p in found)
         assert all(30 < p["rest_rps"] < 43 for p in found), found  # +-1 request in 0.6 s
-    ratios = [p["rest_rps"] / p["in_process_rps"] for r in rounds_pairs for p in r]
+    # each pair's API side credited with its callers' share of the machine (the real ladders'
+    # load generator is their others_cores, which the simulated server gives up already)
+    have = data["server"]["cores"]
+    ratios = [
+        p["rest_rps"] / p["in_process_rps"] * have / (have - p["client_cpu_cores"])
+        for r in rounds_pairs
+        for p in r
+    ]
+    assert all(p["client_cpu_cores"] > 0 for r in rounds_pairs for p in r)
     assert plateau["ratio"] == pytest.approx(sum(ratios) / 4)
     assert plateau["ratio_standard_error"] > 0
     assert pooled["defaults"]["served_plateau"] == pytest.approx(plateau["ratio"], rel=1e-4)
