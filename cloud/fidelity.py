@@ -571,8 +571,7 @@ def _ratio(pair: dict[str, float], cores: float) -> float:
     load generator is their ``others_cores``, which the simulated server already gives up (a
     plateau in proportion to its cores, as the profile's ``threads_below`` rule), so counting
     the callers' share here too would take it twice (2.5% with s16 a's 0.05 cores of 2)."""
-    client = min(pair.get("client_cpu_cores", 0.0), 0.5 * cores)
-    return pair["rest_rps"] / pair["in_process_rps"] * cores / (cores - client)
+    return pair["rest_rps"] / pair["in_process_rps"] * cores / (cores - pair["client_cpu_cores"])
 
 
 def _in_flight(profile: Any, cores: float, threads: int) -> int:

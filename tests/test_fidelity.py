@@ -597,14 +597,14 @@ def test_rest_overhead_averages_rounds_before_clamping() -> None:
 def test_the_served_plateau_credits_the_api_side_with_its_callers_cores() -> None:
     """The pairs' API side shares the machine with its callers; the real ladders' load
     generator is their others_cores, which the simulated server gives up already. A pair whose
-    callers took 0.05 of 2 cores reads its ratio x 2 / 1.95; one with no client CPU as read."""
+    callers took 0.05 of 2 cores reads its ratio x 2 / 1.95; one whose callers took none as read."""
     from rich.console import Console
 
     from cloud.fidelity import _plateau_figures
 
     pairs = [
         {"rest_rps": 6.0, "in_process_rps": 7.5, "client_cpu_cores": 0.05},
-        {"rest_rps": 7.0, "in_process_rps": 7.0},
+        {"rest_rps": 7.0, "in_process_rps": 7.0, "client_cpu_cores": 0.0},
     ]
     figures = _plateau_figures(Console(quiet=True), [pairs], 2.0, quick=True)
     assert figures["ratio"] == pytest.approx((0.8 * 2 / 1.95 + 1.0) / 2)
