@@ -211,6 +211,9 @@ def fidelity(
     meta["bounds_pct"] = {"throughput": max_error_rps, "p50_p95": max_error_latency}
     misses = bounds.misses(rows)
     meta["misses"] = [dataclasses.asdict(m) | {"text": str(m)} for m in misses]
+    noise = bounds.misses_from_noise(rows)
+    if noise is not None:
+        meta["misses_from_noise"] = {"expected": round(noise[0], 2), "cells": noise[1]}
 
     def write(staging: Path) -> None:
         fid.write(staging, rows, meta)
@@ -220,6 +223,12 @@ def fidelity(
     files = publish(out, "fidelity", write)
     console.print(_table(rows))
     console.print(f"wrote {out}/: " + ", ".join(files))
+    if noise is not None:
+        console.print(
+            "by the spread of the real ladders and the simulated seeds (each cell's standard "
+            "error: noise_pct in fidelity.json), a model exactly right would miss about "
+            f"{noise[0]:.1f} of these {noise[1]} cells; more --repeat narrows it"
+        )
     if misses:
         for miss in misses:
             console.print(f"[red]outside the bound:[/red] {miss}")

@@ -203,6 +203,29 @@ def test_repeated_real_ladders_are_pooled_and_their_range_kept(tmp_path: Path) -
     )
 
 
+def test_each_cell_has_the_standard_error_an_exactly_right_model_meets() -> None:
+    """Two real ladders at 1.0 and 1.4 req/s: sample SD 0.283, standard error 0.2 of the pooled
+    1.2, so 16.7% of it; with one simulated seed the real side is the whole noise. An exactly
+    right model then misses the 5% req/s bound with probability 2(1 - Phi(0.3)) = 0.764 and each
+    15% latency bound (p50 and p95 at 0.2 and 0.3 s: also 16.7%) with 2(1 - Phi(0.9)) = 0.368."""
+    first, second = [rung(2, 10, [0.2] * 10, 0.5)], [rung(2, 14, [0.3] * 14, 0.7)]
+    (row,) = compare([first, second], [[rung(2, 12, [0.25] * 12, 0.6)]])
+    assert row.real_se["throughput_rps"] == pytest.approx(0.2)
+    assert row.real_se["p50"] == pytest.approx(0.05) and row.sim_se == {}
+    assert row.noise("throughput_rps") == pytest.approx(100 / 6)
+    expected, cells = Bounds(throughput=5, latency=15).misses_from_noise([row]) or (0.0, 0)
+    assert cells == 3 and expected == pytest.approx(0.76418 + 2 * 0.36812, abs=1e-4)
+    # the seeds' spread adds to it: 3 seeds at 1.1, 1.2 and 1.3 req/s, standard error 0.0577
+    seeds = [[rung(2, n, [0.25] * n, 0.6)] for n in (11, 12, 13)]
+    (both,) = compare([first, second], seeds)
+    assert both.noise("throughput_rps") == pytest.approx(100 * math.hypot(0.2, 0.1 / 3**0.5) / 1.2)
+    # one real ladder resolves nothing, and a wider bound cannot expect more misses
+    assert Bounds().misses_from_noise(compare([first], seeds)) is None
+    assert compare([first], seeds)[0].noise("p50") is None
+    wide = Bounds(throughput=10, latency=30).misses_from_noise([both])
+    assert wide is not None and wide[0] < (Bounds().misses_from_noise([both]) or (0.0, 0))[0]
+
+
 def test_a_miss_says_whether_a_simulated_ladder_reaches_the_real_range(tmp_path: Path) -> None:
     """Single ladders of one length differ in the model too (at 2 users, whether the users fall
     into step decides the p50): each side's range over its ladders is kept, and a miss says
@@ -886,6 +909,12 @@ def test_misses_within_the_simulated_range_are_counted_apart(
     misses = json.loads((out / "fidelity.json").read_text())["misses"]
     assert [(m["metric"], m["inside"]) for m in misses] == [("p50", True)]  # p95 is -9%
     assert misses[0]["sim_range"] == [0.22, 0.31] and misses[0]["text"].startswith("2 users: p50")
+    expected, cells = Bounds().misses_from_noise(rows) or (0.0, 0)
+    assert json.loads((out / "fidelity.json").read_text())["misses_from_noise"] == {
+        "expected": round(expected, 2),
+        "cells": cells,
+    }
+    assert f"would miss about {expected:.1f} of these 3 cells" in shown
 
 
 def _plateau_profile() -> Any:

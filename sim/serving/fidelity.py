@@ -397,6 +397,10 @@ class Row:
     # The same over the simulated seeds: how far apart single ladders of this length come out in
     # the model itself (at 2 users, whether the users fall into step decides the p50).
     sim_range: dict[str, tuple[float, float]] = field(default_factory=dict)
+    # Each side's standard error of its pooled figure: the ladders' sample standard deviation
+    # over the square root of their count; empty for one ladder.
+    real_se: dict[str, float] = field(default_factory=dict)
+    sim_se: dict[str, float] = field(default_factory=dict)
 
     def error(self, metric: str) -> float | None:
         return error_pct(self.real.get(metric), self.simulated.get(metric))
@@ -417,6 +421,15 @@ class Row:
         if r is None or span is None or r == 0:
             return None
         return 100.0 * (span[1] - span[0]) / r
+
+    def noise(self, metric: str) -> float | None:
+        """The error's standard error from the two sides' ladders, in % of the real value: how
+        far an exactly right model's pooled figure lands from the real one by sampling and by
+        the machine moving between ladders. None without repeated real ladders."""
+        r, se = self.real.get(metric), self.real_se.get(metric)
+        if r is None or se is None or r == 0:
+            return None
+        return 100.0 * math.hypot(se, self.sim_se.get(metric, 0.0)) / r
 
     def overlaps(self, metric: str) -> bool | None:
         """Whether some simulated ladder came out inside the real ladders' range (a single
@@ -461,8 +474,24 @@ def compare(real: Sequence[Sequence[Rung]], simulated: Sequence[Sequence[Rung]])
         raise ValueError("the real and simulated ladders have different user counts")
     rows = []
     for i, (r, s) in enumerate(zip(pooled(real), pooled(simulated), strict=True)):
-        rows.append(Row(r.users, _figures(r), _figures(s), _ranges(real, i), _ranges(simulated, i)))
+        rows.append(
+            Row(
+                r.users,
+                _figures(r),
+                _figures(s),
+                _ranges(real, i),
+                _ranges(simulated, i),
+                _standard_errors(real, i),
+                _standard_errors(simulated, i),
+            )
+        )
     return rows
+
+
+def _values(runs: Sequence[Sequence[Rung]], i: int, metric: str) -> list[float] | None:
+    """The metric at each ladder's i-th rung; None when some ladder has none."""
+    values = [v for run in runs if (v := _figures(run[i])[metric]) is not None]
+    return values if len(values) == len(runs) else None
 
 
 def _ranges(runs: Sequence[Sequence[Rung]], i: int) -> dict[str, tuple[float, float]]:
@@ -470,10 +499,20 @@ def _ranges(runs: Sequence[Sequence[Rung]], i: int) -> dict[str, tuple[float, fl
     ranges: dict[str, tuple[float, float]] = {}
     if len(runs) > 1:
         for metric in METRICS:
-            values = [v for run in runs if (v := _figures(run[i])[metric]) is not None]
-            if len(values) == len(runs):
+            if (values := _values(runs, i, metric)) is not None:
                 ranges[metric] = (min(values), max(values))
     return ranges
+
+
+def _standard_errors(runs: Sequence[Sequence[Rung]], i: int) -> dict[str, float]:
+    """Each metric's standard error of the mean over the ladders' i-th rungs (a percentile's
+    pooled figure is over all their responses, which the mean of theirs approximates)."""
+    errors: dict[str, float] = {}
+    if len(runs) > 1:
+        for metric in METRICS:
+            if (values := _values(runs, i, metric)) is not None:
+                errors[metric] = statistics.stdev(values) / math.sqrt(len(values))
+    return errors
 
 
 @dataclass(frozen=True)
@@ -516,14 +555,13 @@ class Bounds:
     throughput: float = 5.0
     latency: float = 15.0
 
+    def _cells(self) -> tuple[tuple[str, float], ...]:
+        return (("throughput_rps", self.throughput), ("p50", self.latency), ("p95", self.latency))
+
     def misses(self, rows: Iterable[Row]) -> list[Miss]:
         out = []
         for row in rows:
-            for metric, bound in (
-                ("throughput_rps", self.throughput),
-                ("p50", self.latency),
-                ("p95", self.latency),
-            ):
+            for metric, bound in self._cells():
                 e = row.error(metric)
                 if e is not None and abs(e) > bound:
                     out.append(
@@ -539,6 +577,22 @@ class Bounds:
                         )
                     )
         return out
+
+    def misses_from_noise(self, rows: Iterable[Row]) -> tuple[float, int] | None:
+        """How many cells an exactly right model would miss on average, and of how many: each
+        cell's error taken as normal with the sides' standard error (:meth:`Row.noise`). With
+        two real ladders each cell's figure rests on one difference, so it is an estimate that
+        the sum over the cells steadies. None when no cell has repeated real ladders."""
+        expected, cells = 0.0, 0
+        for row in rows:
+            for metric, bound in self._cells():
+                noise = row.noise(metric)
+                if noise is None or row.error(metric) is None:
+                    continue
+                cells += 1
+                if noise > 0:
+                    expected += 2 * (1 - statistics.NormalDist().cdf(bound / noise))
+        return (expected, cells) if cells else None
 
 
 def write(out: Path, rows: Sequence[Row], meta: dict[str, Any]) -> list[Path]:
@@ -571,6 +625,7 @@ def write(out: Path, rows: Sequence[Row], meta: dict[str, Any]) -> list[Path]:
                         "error_pct": _errors(r),
                         "nearest_error_pct": {m: r.nearest_error(m) for m in METRICS},
                         "real_spread_pct": _spreads(r),
+                        "noise_pct": {m: r.noise(m) for m in METRICS},
                     }
                     for r in rows
                 ],
