@@ -19,7 +19,7 @@ import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -35,6 +35,8 @@ _Z75 = 0.6744897501960817
 """The standard normal's 75th percentile."""
 
 METRICS = ("throughput_rps", "p50", "p95", "p99", "cpu_cores")
+
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -479,40 +481,37 @@ def compare(real: Sequence[Sequence[Rung]], simulated: Sequence[Sequence[Rung]])
                 r.users,
                 _figures(r),
                 _figures(s),
-                _ranges(real, i),
-                _ranges(simulated, i),
-                _standard_errors(real, i),
-                _standard_errors(simulated, i),
+                _over_ladders(real, i, _span_of),
+                _over_ladders(simulated, i, _span_of),
+                _over_ladders(real, i, _standard_error),
+                _over_ladders(simulated, i, _standard_error),
             )
         )
     return rows
 
 
-def _values(runs: Sequence[Sequence[Rung]], i: int, metric: str) -> list[float] | None:
-    """The metric at each ladder's i-th rung; None when some ladder has none."""
-    values = [v for run in runs if (v := _figures(run[i])[metric]) is not None]
-    return values if len(values) == len(runs) else None
-
-
-def _ranges(runs: Sequence[Sequence[Rung]], i: int) -> dict[str, tuple[float, float]]:
-    """Each metric's lowest and highest over the ladders' i-th rungs; empty for one ladder."""
-    ranges: dict[str, tuple[float, float]] = {}
+def _over_ladders(
+    runs: Sequence[Sequence[Rung]], i: int, summary: Callable[[list[float]], _T]
+) -> dict[str, _T]:
+    """``summary`` of each metric's values over the ladders' i-th rungs; empty for one ladder,
+    and without a metric some ladder has no value of."""
+    out: dict[str, _T] = {}
     if len(runs) > 1:
         for metric in METRICS:
-            if (values := _values(runs, i, metric)) is not None:
-                ranges[metric] = (min(values), max(values))
-    return ranges
+            values = [v for run in runs if (v := _figures(run[i])[metric]) is not None]
+            if len(values) == len(runs):
+                out[metric] = summary(values)
+    return out
 
 
-def _standard_errors(runs: Sequence[Sequence[Rung]], i: int) -> dict[str, float]:
-    """Each metric's standard error of the mean over the ladders' i-th rungs (a percentile's
-    pooled figure is over all their responses, which the mean of theirs approximates)."""
-    errors: dict[str, float] = {}
-    if len(runs) > 1:
-        for metric in METRICS:
-            if (values := _values(runs, i, metric)) is not None:
-                errors[metric] = statistics.stdev(values) / math.sqrt(len(values))
-    return errors
+def _span_of(values: list[float]) -> tuple[float, float]:
+    return min(values), max(values)
+
+
+def _standard_error(values: list[float]) -> float:
+    """Of the mean (a percentile's pooled figure is over all the ladders' responses, which the
+    mean of theirs approximates)."""
+    return statistics.stdev(values) / math.sqrt(len(values))
 
 
 @dataclass(frozen=True)
@@ -583,7 +582,7 @@ class Bounds:
         cell's error taken as normal with the sides' standard error (:meth:`Row.noise`). With
         two real ladders each cell's figure rests on one difference, so it is an estimate that
         the sum over the cells steadies. None when no cell has repeated real ladders."""
-        expected, cells = 0.0, 0
+        expected, cells, normal = 0.0, 0, statistics.NormalDist()
         for row in rows:
             for metric, bound in self._cells():
                 noise = row.noise(metric)
@@ -591,7 +590,7 @@ class Bounds:
                     continue
                 cells += 1
                 if noise > 0:
-                    expected += 2 * (1 - statistics.NormalDist().cdf(bound / noise))
+                    expected += 2 * (1 - normal.cdf(bound / noise))
         return (expected, cells) if cells else None
 
 
